@@ -133,7 +133,8 @@ class SynthesisBlock(nn.Module):
             raise ValueError(f"unknown synthesis architecture {architecture!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.resolution, self.img_channels, self.is_last = resolution, img_channels, is_last
-        self.architecture, self.use_fp16, self.channels_last = architecture, use_fp16, fp16_channels_last
+        self.architecture, self.use_fp16 = architecture, use_fp16
+        self.channels_last = use_fp16 and fp16_channels_last
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -221,7 +222,7 @@ class SynthesisNetwork(nn.Module):
     def blocks(self):
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = False,
                 fused_modconv=None, compute_dtype: torch.dtype | None = None) -> torch.Tensor:
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
@@ -249,7 +250,7 @@ class DiscriminatorBlock(nn.Module):
         if architecture not in ("orig", "skip", "resnet"):
             raise ValueError(f"unknown discriminator architecture {architecture!r}")
         self.in_channels, self.resolution, self.architecture = in_channels, resolution, architecture
-        self.use_fp16, self.channels_last = use_fp16, fp16_channels_last
+        self.use_fp16, self.channels_last = use_fp16, use_fp16 and fp16_channels_last
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         if in_channels == 0 or architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, activation=activation,

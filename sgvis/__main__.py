@@ -1,0 +1,5 @@
+import sys
+
+from sgvis.cli import main
+
+sys.exit(main())

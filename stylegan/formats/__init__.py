@@ -1,0 +1,1 @@
+"""Readers (and the one writer) for the checkpoint formats sgvis understands."""
