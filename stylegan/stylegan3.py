@@ -126,11 +126,12 @@ class SynthesisLayer(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.in_size = np.broadcast_to(np.asarray(in_size), [2])
         self.out_size = np.broadcast_to(np.asarray(out_size), [2])
-        self.conv_kernel, self.conv_clamp, self.magnitude_ema_beta = conv_kernel, conv_clamp, magnitude_ema_beta
+        self.conv_kernel = 1 if is_torgb else conv_kernel   # toRGB is always a 1x1 convolution
+        self.conv_clamp, self.magnitude_ema_beta = conv_clamp, magnitude_ema_beta
         tmp_sampling_rate = max(in_sampling_rate, out_sampling_rate) * (1 if is_torgb else lrelu_upsampling)
 
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, conv_kernel, conv_kernel]))
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, self.conv_kernel, self.conv_kernel]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.register_buffer("magnitude_ema", torch.ones([]))
 
@@ -149,7 +150,7 @@ class SynthesisLayer(nn.Module):
                                                                   tmp_sampling_rate, radial=radial))
         # Padding so that the output lands on the centres of the output sampling grid.
         pad_total = (self.out_size - 1) * self.down_factor + 1
-        pad_total -= (self.in_size + conv_kernel - 1) * self.up_factor
+        pad_total -= (self.in_size + self.conv_kernel - 1) * self.up_factor
         pad_total += up_taps + down_taps - 2
         pad_lo = (pad_total + self.up_factor) // 2
         pad_hi = pad_total - pad_lo

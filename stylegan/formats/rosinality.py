@@ -21,22 +21,25 @@ def is_rosinality(data) -> bool:
     return isinstance(data, dict) and isinstance(data.get("g_ema"), dict) and "style.1.weight" in data["g_ema"]
 
 
-def generator_config(sd: dict, args, path: str) -> dict:
+def generator_config(sd: dict, path: str) -> dict:
     n_mlp = len([k for k in sd if re.fullmatch(r"style\.\d+\.weight", k)])
     style_dim = int(sd["style.1.weight"].shape[1])
     num_convs = len([k for k in sd if re.fullmatch(r"convs\.\d+\.conv\.weight", k)])
     if n_mlp == 0 or num_convs % 2:
         raise CheckpointError(f"{path}: rosinality checkpoint has an unexpected layout")
     size = 2 ** (num_convs // 2 + 2)
-    channel_multiplier = getattr(args, "channel_multiplier", None)
-    if size >= 64:
-        # 64x64 layers have 256 * channel_multiplier channels in this architecture.
-        channels64 = int(sd[f"convs.{2 * (6 - 3)}.conv.weight"].shape[1])
-        channel_multiplier = channels64 // 256
-    channel_multiplier = int(channel_multiplier or 2)
+    # Channel widths per resolution, read from the weights (forks change them): min(base // res, max).
+    widths = [int(sd["conv1.conv.weight"].shape[1])]
+    widths += [int(sd[f"convs.{2 * k + 1}.conv.weight"].shape[1]) for k in range(num_convs // 2)]
+    channel_max = max(widths)
+    channel_base = channel_max * size
+    for k, width in enumerate(widths):
+        if width < channel_max:
+            channel_base = width * 2 ** (k + 2)
+            break
     return dict(kind="stylegan2", z_dim=style_dim, c_dim=0, w_dim=style_dim, img_resolution=size, img_channels=3,
                 mapping_kwargs=dict(num_layers=n_mlp, lr_multiplier=0.01, w_avg_beta=0.995),
-                synthesis_kwargs=dict(channel_base=16384 * channel_multiplier, channel_max=512, num_fp16_res=0,
+                synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max, num_fp16_res=0,
                                       conv_clamp=None, architecture="skip", resample_filter=[1, 3, 3, 1]))
 
 
@@ -75,7 +78,7 @@ def convert_state(sd: dict, G: Generator) -> dict[str, torch.Tensor]:
 
 def load_generator(data: dict, path: str) -> Generator:
     sd = {k: v for k, v in data["g_ema"].items() if isinstance(v, torch.Tensor)}
-    config = generator_config(sd, data.get("args"), path)
+    config = generator_config(sd, path)
     G = Generator(**config)
     try:
         state = convert_state(sd, G)

@@ -132,7 +132,7 @@ def convert_variables(variables: dict[str, np.ndarray], G: Generator, path: str)
                 out[key] = conv(a)
             else:
                 out[key] = get(f"synthesis/{scope}/{tail[0]}")
-    state = {k: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for k, a in out.items()}
+    state = {k: torch.from_numpy(np.array(a, dtype=np.float32, order="C")) for k, a in out.items()}
     for k, t in G.state_dict().items():
         if k.endswith("resample_filter"):
             state[k] = t
