@@ -286,3 +286,15 @@ def write_rosinality(path, G, layout: str = "convert") -> None:
     torch.save({"g": {k: v * 0.9 for k, v in sd.items()}, "d": {"convs.0.0.weight": torch.randn(4, 3, 1, 1)},
                 "g_ema": sd, "g_optim": opt.state_dict(), "d_optim": opt.state_dict(), "args": args,
                 "ada_aug_p": 0.0}, path)
+
+
+if __name__ == "__main__":
+    # Write a small random-weight StyleGAN2 network pickle in NVIDIA's on-disk format (for trying the CLI).
+    import os
+    from stylegan.generator import Generator
+    out = sys.argv[1] if len(sys.argv) > 1 else "demo.pkl"
+    torch.manual_seed(0)
+    G = Generator("stylegan2", z_dim=64, w_dim=64, img_resolution=64,
+                  mapping_kwargs=dict(num_layers=4), synthesis_kwargs=dict(channel_base=4096, channel_max=128))
+    write_nvidia_pickle(out, G.eval(), "ada", os.path.abspath(out) + ".never-created")
+    print(f"wrote {out}")
