@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -9,6 +10,8 @@ import time
 from sgvis.errors import UserError
 
 EXIT_USER_ERROR = 2
+# Modules that add their own subcommands with register_cli(subparsers).
+COMMAND_MODULES = ["sgvis.render"]
 
 
 def _count_parameters(module) -> int:
@@ -71,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output .safetensors path")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=cmd_convert)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register_cli(sub)
     return parser
 
 

@@ -572,6 +572,12 @@ class _SG3Layer(_ModConv):
         return self.fir_down(y)
 
 
+@torch.compiler.disable
+def _run_eager(module, *args):
+    # StyleGAN3's input layer (numpy sizes, in-place matrix edits) is cheap and upsets dynamo.
+    return module(*args)
+
+
 class _SG3Executor:
     def __init__(self, synthesis):
         self.input = synthesis.input                 # live module: its `transform` is user-settable
@@ -581,7 +587,7 @@ class _SG3Executor:
 
     def __call__(self, ws, *, noise_mode, dtype_for, memory_format, fused):
         ws = ws.unbind(1)
-        x = self.input(ws[0])
+        x = _run_eager(self.input, ws[0])
         for layer, w in zip(self.layers, ws[1:]):
             x = x.to(dtype_for(layer.use_fp16)).contiguous(memory_format=memory_format)
             x = layer(x, w, fused=fused(layer, x, x.shape[0]))
@@ -681,9 +687,7 @@ class FastSynthesis:
                 self._executor = _SG3Executor(self.synthesis)
             else:
                 raise ValueError(f"unknown generator kind {self.kind!r}")
-        self._fn = self._forward
-        if self.compile:
-            self._fn = torch.compile(self._forward, dynamic=False)
+        self._compiled = None
 
     def describe(self) -> str:
         bf = cpu_bf16_support() if self.device.type == "cpu" else None
@@ -719,8 +723,16 @@ class FastSynthesis:
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        ws = ws.to(device=self.device, dtype=torch.float32)
         with torch.inference_mode():
-            return self._fn(ws.to(device=self.device, dtype=torch.float32), noise_mode)
+            if self.compile and self._compiled is None:
+                # One eager call first fills the per-layer weight caches, so that the compiled graph
+                # sees them as constants (otherwise the second call recompiles).
+                out = self._forward(ws, noise_mode)
+                self._compiled = torch.compile(self._forward, dynamic=False)
+                return out
+            fn = self._compiled if self._compiled is not None else self._forward
+            return fn(ws, noise_mode)
 
 
 def _module_device(module) -> torch.device:

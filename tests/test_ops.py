@@ -212,8 +212,8 @@ FILTERS = {"1d_sym": F1_SYM, "1d_asym": F1_ASYM, "2d_asym": F2_ASYM, "none": Non
 
 
 def test_naive_reference_hand_computed():
-    # 1-D along x: [a, b] up 2 -> [a, 0, b, 0]; pad 1 left -> [0, a, 0, b, 0]; conv with [1, 2] (true
-    # convolution: out[y] = 2*in[y] + 1*in[y+1]... see below) -> valid length 4.
+    # Along x: [3, 5] up 2 -> [3, 0, 5, 0]; pad 1 on the left -> s = [0, 3, 0, 5, 0]; a valid true
+    # convolution with the 2-tap filter f = [1, 2] has length 4.
     x = np.array([[[[3.0, 5.0]]]])
     f = np.array([[1.0, 2.0]])
     out = naive_upfirdn2d(x, f, up=(2, 1), padding=[1, 0, 0, 0])
@@ -734,7 +734,8 @@ SAFE_Z = torch.tensor([-4.5, -2.0, -0.9, -0.3, 0.25, 0.4, 1.0, 2.5], dtype=torch
 
 def _safe_inputs(seed):
     g = torch.Generator().manual_seed(seed)
-    z = SAFE_Z[torch.randperm(8, generator=g)].reshape(2, 4) + 0.03 * (2 * torch.rand(2, 4, generator=g, dtype=torch.float64) - 1)
+    jitter = 0.03 * (2 * torch.rand(2, 4, generator=g, dtype=torch.float64) - 1)
+    z = SAFE_Z[torch.randperm(8, generator=g)].reshape(2, 4) + jitter
     z = torch.cat([z, SAFE_Z[torch.randperm(8, generator=g)].reshape(2, 4)]).reshape(2, 2, 2, 2)
     z = z.permute(0, 2, 1, 3).contiguous()  # [2, 2, 2, 2], dim 1 = channels
     b = 0.02 * torch.randn(2, generator=g, dtype=torch.float64)

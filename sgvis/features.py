@@ -1,0 +1,235 @@
+"""Causal audio features, computed from a rolling window so that live and offline runs give the same values.
+
+Audio (mono float32 at `sample_rate`) is pushed in blocks of any size.  Analysis frames of `n_fft` samples
+(Hann window) are taken every `hop` samples; each yields a log-mel spectrum, an onset strength, band
+energies, spectral flux and centroid, and chroma.  `at(sample_pos)` summarises everything analysed up to
+that sample into one `Features` for a video frame (onsets are max-pooled between video frames so none is
+missed at low frame rates).  Levels are normalised by slowly decaying running peaks (automatic gain), so
+any recording level steers the same way.  Filter banks come from librosa.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import librosa
+import numpy as np
+
+BANDS_HZ = {"low": (20.0, 250.0), "mid": (250.0, 2000.0), "high": (2000.0, 20000.0)}
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Analysis parameters; the learned steering's encoder is trained on exactly these."""
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop: int = 512
+    n_mels: int = 80
+    fmin: float = 20.0
+    fmax: float = 11025.0
+    window_frames: int = 43          # mel frames given to the encoder (~1 s)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+    def to_dict(self) -> dict:
+        return dict(sample_rate=self.sample_rate, n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels,
+                    fmin=self.fmin, fmax=self.fmax, window_frames=self.window_frames)
+
+
+@dataclass
+class Features:
+    """What the steering sees for one video frame.  Scalars are normalised to about [0, 1]."""
+    time: float                       # seconds since the start of the audio
+    rms: float = 0.0
+    low: float = 0.0
+    mid: float = 0.0
+    high: float = 0.0
+    onset: float = 0.0                # onset strength (max since the previous video frame)
+    flux: float = 0.0
+    centroid: float = 0.0             # spectral centroid / Nyquist
+    chroma: np.ndarray = field(default_factory=lambda: np.full(12, 1 / 12, np.float32))
+    beat: bool = False                # a beat fell since the previous video frame
+    beat_phase: float = 0.0           # 0 at a beat, rising to 1 just before the next
+    tempo: float = 0.0                # beats per minute (0 while unknown)
+    mel: np.ndarray | None = None     # [n_mels, window_frames] log-mel window ending now (learned steering)
+
+
+class _PeakNormaliser:
+    """x / running peak, where the peak decays slowly (half-life `half_life_s`) and never below `floor`."""
+
+    def __init__(self, rate_hz: float, half_life_s: float = 8.0, floor: float = 1e-4):
+        self.decay = 0.5 ** (1.0 / (rate_hz * half_life_s))
+        self.peak = floor
+        self.floor = floor
+
+    def __call__(self, x: float) -> float:
+        self.peak = max(x, self.peak * self.decay, self.floor)
+        return float(min(x / self.peak, 1.0))
+
+
+class CausalBeatTracker:
+    """Tempo from the autocorrelation of the recent onset envelope; beat phase from a phase-locked
+    oscillator nudged toward onsets.  Uses only past audio."""
+
+    def __init__(self, frame_rate: float, history_s: float = 8.0, bpm_range=(70.0, 180.0)):
+        self.frame_rate = frame_rate
+        self.env = deque(maxlen=int(history_s * frame_rate))
+        self.min_lag = int(frame_rate * 60 / bpm_range[1])
+        self.max_lag = int(frame_rate * 60 / bpm_range[0])
+        self.period = 0.0                 # frames per beat (0 = unknown)
+        self.phase = 0.0                  # in beats
+        self._since_estimate = 0
+
+    def _estimate(self) -> None:
+        env = np.asarray(self.env, np.float64)
+        env = env - env.mean()
+        if len(env) < 2 * self.max_lag or not np.any(env):
+            return
+        ac = np.correlate(env, env, mode="full")[len(env) - 1:]
+        lags = np.arange(self.min_lag, self.max_lag + 1)
+        # Prefer tempi near 120 BPM a little, as humans do (log-Gaussian weighting).
+        bpm = 60 * self.frame_rate / lags
+        weights = np.exp(-0.5 * (np.log2(bpm / 120.0) / 1.0) ** 2)
+        score = ac[lags] * weights
+        best = lags[int(np.argmax(score))]
+        if ac[best] > 0:
+            self.period = float(best)
+
+    def step(self, onset: float) -> bool:
+        """Advance one analysis frame; True when a beat falls on this frame."""
+        self.env.append(onset)
+        self._since_estimate += 1
+        if self._since_estimate >= self.frame_rate / 2:   # re-estimate the tempo twice a second
+            self._since_estimate = 0
+            self._estimate()
+        if self.period <= 0:
+            return False
+        self.phase += 1.0 / self.period
+        # Pull the phase toward strong onsets near a predicted beat.
+        recent = np.asarray(self.env, np.float64)
+        if len(recent) > 4 and onset > recent.mean() + 2 * recent.std():
+            error = self.phase - round(self.phase)
+            if abs(error) < 0.25:
+                self.phase -= 0.5 * error
+        if self.phase >= 1.0:
+            self.phase -= np.floor(self.phase)
+            return True
+        return False
+
+    @property
+    def tempo(self) -> float:
+        return 60 * self.frame_rate / self.period if self.period > 0 else 0.0
+
+
+class FeatureExtractor:
+    def __init__(self, config: MelConfig = MelConfig(), beat_times: np.ndarray | None = None,
+                 record_onsets: bool = False):
+        """`beat_times` (seconds), when known in advance (offline, whole-track tracking), replace the causal
+        beat tracker.  With `record_onsets`, the raw onset strength of every analysis frame is kept in
+        `self.onsets` (for whole-track beat tracking)."""
+        self.cfg = c = config
+        self.window = np.hanning(c.n_fft + 1)[:-1].astype(np.float32)
+        self.mel_fb = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin,
+                                          fmax=min(c.fmax, c.sample_rate / 2)).astype(np.float32)
+        self.chroma_fb = librosa.filters.chroma(sr=c.sample_rate, n_fft=c.n_fft).astype(np.float32)
+        freqs = np.fft.rfftfreq(c.n_fft, 1.0 / c.sample_rate)
+        self.freqs = freqs.astype(np.float32)
+        self.band_masks = {k: (freqs >= lo) & (freqs < hi) for k, (lo, hi) in BANDS_HZ.items()}
+        self.buffer = np.zeros(c.n_fft, np.float32)     # the last n_fft samples (zeros before the start)
+        self.pending = np.zeros(0, np.float32)
+        self.samples_seen = 0
+        self.frames_done = 0
+        self.mel_history = deque([np.full(c.n_mels, np.log(1e-6), np.float32)] * c.window_frames,
+                                 maxlen=c.window_frames)
+        self.prev_db = None
+        self.prev_mag = None
+        rate = c.frame_rate
+        self.norm = {k: _PeakNormaliser(rate) for k in ("rms", "low", "mid", "high", "onset", "flux")}
+        self.beats = CausalBeatTracker(rate)
+        self.beat_times = None if beat_times is None else np.sort(np.asarray(beat_times, np.float64))
+        self.onsets: list[float] | None = [] if record_onsets else None
+        self.last = Features(time=0.0)
+        self._onset_since = 0.0
+        self._beat_since = False
+        self._last_step_time = -1.0
+
+    # -- streaming -------------------------------------------------------------------------------
+    def push(self, samples: np.ndarray) -> None:
+        """Add mono samples and analyse every complete hop."""
+        samples = np.nan_to_num(np.asarray(samples, np.float32).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
+        self.pending = np.concatenate([self.pending, samples])
+        hop = self.cfg.hop
+        while len(self.pending) >= hop:
+            chunk, self.pending = self.pending[:hop], self.pending[hop:]
+            self.buffer = np.concatenate([self.buffer[hop:], chunk])
+            self.samples_seen += hop
+            self._analyse_frame()
+
+    def _analyse_frame(self) -> None:
+        c = self.cfg
+        x = self.buffer - self.buffer.mean()               # remove DC so offsets do not read as bass
+        spec = np.fft.rfft(x * self.window)
+        power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32) / (self.window ** 2).sum()
+        mag = np.sqrt(power)
+        mel = self.mel_fb @ power
+        log_mel = np.log(mel + 1e-6).astype(np.float32)
+        self.mel_history.append(log_mel)
+        db = 10 * np.log10(mel + 1e-10)
+        onset = 0.0 if self.prev_db is None else float(np.maximum(db - self.prev_db, 0).mean())
+        flux = 0.0 if self.prev_mag is None else float(np.maximum(mag - self.prev_mag, 0).sum() / (mag.sum() + 1e-8))
+        self.prev_db, self.prev_mag = db, mag
+        if self.onsets is not None:
+            self.onsets.append(onset)
+        total = float(power.sum())
+        bands = {k: float(np.sqrt(power[m].sum() / c.n_fft * 2)) for k, m in self.band_masks.items()}
+        rms = float(np.sqrt(np.mean(x ** 2)))
+        centroid = float((self.freqs * power).sum() / (total + 1e-12)) / (c.sample_rate / 2) if total > 1e-12 else 0.0
+        chroma = self.chroma_fb @ power
+        chroma = chroma / chroma.sum() if chroma.sum() > 1e-12 else np.full(12, 1 / 12, np.float32)
+        t = self.samples_seen / c.sample_rate
+        if self.beat_times is None:
+            beat = self.beats.step(onset)
+            phase, tempo = float(self.beats.phase % 1.0), self.beats.tempo
+        else:
+            beat, phase, tempo = self._known_beat(t)
+        n = self.norm
+        self._onset_since = max(self._onset_since, n["onset"](onset))
+        self._beat_since = self._beat_since or beat
+        self.last = Features(time=t, rms=n["rms"](rms), low=n["low"](bands["low"]), mid=n["mid"](bands["mid"]),
+                             high=n["high"](bands["high"]), onset=self._onset_since, flux=n["flux"](flux),
+                             centroid=min(centroid, 1.0), chroma=chroma.astype(np.float32), beat=self._beat_since,
+                             beat_phase=phase, tempo=tempo)
+        self.frames_done += 1
+
+    def _known_beat(self, t: float):
+        bt = self.beat_times
+        hop_s = self.cfg.hop / self.cfg.sample_rate
+        i = int(np.searchsorted(bt, t, side="right"))     # beats at or before t
+        beat = i > 0 and bt[i - 1] > t - hop_s
+        if 0 < i < len(bt):
+            period = bt[i] - bt[i - 1]
+            return beat, float((t - bt[i - 1]) / period), 60.0 / period
+        return beat, 0.0, 0.0
+
+    # -- per video frame -------------------------------------------------------------------------
+    def at(self, time_s: float) -> Features:
+        """Features for a video frame at `time_s` (audio up to that time must have been pushed)."""
+        f = self.last
+        out = Features(time=time_s, rms=f.rms, low=f.low, mid=f.mid, high=f.high, onset=self._onset_since,
+                       flux=f.flux, centroid=f.centroid, chroma=f.chroma, beat=self._beat_since,
+                       beat_phase=f.beat_phase, tempo=f.tempo,
+                       mel=np.stack(self.mel_history, axis=1))
+        self._onset_since = 0.0
+        self._beat_since = False
+        return out
+
+
+def offline_beat_times(onset_env: np.ndarray, config: MelConfig) -> np.ndarray:
+    """Whole-track beat tracking (librosa) on an onset envelope sampled at the analysis frame rate."""
+    if len(onset_env) < 4 or not np.any(onset_env):
+        return np.zeros(0)
+    _, frames = librosa.beat.beat_track(onset_envelope=onset_env.astype(np.float64), sr=config.sample_rate,
+                                        hop_length=config.hop)
+    return librosa.frames_to_time(frames, sr=config.sample_rate, hop_length=config.hop)

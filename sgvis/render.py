@@ -1,0 +1,360 @@
+"""`sgvis render`: audio file -> audio-driven StyleGAN video with the sound muxed in.
+
+Stages (each its own module, reused unchanged by live mode):
+    audio_in (decode) -> features (causal analysis) -> steering (ws per frame) -> generation (frames) -> sinks
+Analysis + steering run in one thread, the generator in the main thread, encoding in a third, with bounded
+queues between them, so the generator never waits on the encoder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sgvis import audio_in
+from sgvis.errors import UserError
+from sgvis.features import FeatureExtractor, MelConfig, offline_beat_times
+from sgvis.generation import FrameGenerator, pick_device
+
+RENDER_DEFAULTS = {
+    "render": {
+        "fps": 30.0,              # output frame rate
+        "crf": 18,                # H.264 constant rate factor (lower = better quality, bigger file)
+        "preset": "medium",       # x264 speed/size trade-off
+        "batch": 8,               # frames generated per generator call
+        "precision": "auto",      # auto | fp32 | bf16 | fp16
+        "beats": "offline",       # offline: whole-track beat tracking; causal: the live tracker
+        "lookahead": 0.046,       # seconds the analysis is shifted to centre its window on the frame (offline)
+    },
+}
+_DONE = object()
+
+
+@dataclass
+class RenderJob:
+    audio: str
+    output: str
+    model: str | None = None
+    fps: float = 30.0
+    size: tuple[int, int] | None = None
+    seed: int = 0
+    start: float = 0.0
+    end: float | None = None
+    png_dir: str | None = None
+    stats: str | None = None
+    overwrite: bool = False
+    device: str = "auto"
+    steer: str = "reactive"
+    steering_path: str | None = None
+    config: dict = field(default_factory=lambda: json.loads(json.dumps(RENDER_DEFAULTS)))
+
+
+def default_model_path() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default.safetensors")
+
+
+def _check_output(path: str, overwrite: bool, what: str = "output") -> None:
+    if os.path.isdir(path) and what == "output":
+        raise UserError(f"{path}: is a directory; give a file name such as out.mp4")
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise UserError(f"cannot write {path}: directory {directory} does not exist or is not writable")
+
+
+def _load_model(path: str | None):
+    import stylegan
+    if path is None:
+        path = default_model_path()
+        if not os.path.exists(path):
+            raise UserError("no default model is installed in this copy of sgvis; pass --model PATH "
+                            "(any StyleGAN2/3 checkpoint)")
+    try:
+        return stylegan.load(path, device=None)
+    except stylegan.CheckpointError as e:
+        raise UserError(str(e)) from None
+
+
+def _even(n: int) -> int:
+    return n + (n % 2)
+
+
+class _Stage(threading.Thread):
+    """A worker thread that records its busy time and re-raises its error in the main thread."""
+
+    def __init__(self, name, target):
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+        self.busy = 0.0
+
+    def run(self):
+        try:
+            self._target_fn(self)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+
+def render(job: RenderJob) -> dict:
+    cfg = job.config
+    rcfg = cfg["render"]
+    _check_output(job.output, job.overwrite)
+    if job.png_dir:
+        _check_output(job.png_dir, job.overwrite, what="png")
+    info = audio_in.probe(job.audio)
+    start = max(0.0, job.start or 0.0)
+    end = info.duration if job.end is None else min(job.end, info.duration)
+    if start >= info.duration:
+        raise UserError(f"--start {start:g}s is beyond the end of {job.audio} ({info.duration:.2f}s)")
+    if end <= start:
+        raise UserError(f"--end {job.end:g}s must be after --start {start:g}s")
+    fps = float(job.fps)
+    if not 1 <= fps <= 240:
+        raise UserError(f"--fps {fps:g} is out of range (1-240)")
+    duration = end - start
+    n_frames = max(1, int(round(duration * fps)))
+
+    G = _load_model(job.model)
+    device = pick_device(job.device)
+    size = job.size
+    if size is not None:
+        size = (_even(size[0]), _even(size[1]))
+    elif G.img_resolution % 2:
+        size = (_even(G.img_resolution),) * 2
+    generator = FrameGenerator(G, device, precision=rcfg["precision"], size=size)
+    from sgvis.steering import make_steering
+    try:
+        steering = make_steering(generator.G, cfg.get("steer", {}), seed=job.seed,
+                                 learned_path=job.steering_path if job.steer == "learned" else None)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+    mel = MelConfig()
+    beat_times = None
+    if rcfg["beats"] == "offline":
+        beat_times = _offline_beats(job.audio, mel, start, end)
+
+    width, height = generator.output_size
+    from sgvis.sinks import Mp4Sink, PngSink
+    sinks = [Mp4Sink(job.output, fps, width, height, crf=rcfg["crf"], preset=rcfg["preset"], audio_path=job.audio,
+                     audio_start=start, audio_end=end, audio_rate=info.sample_rate,
+                     audio_channels=min(info.channels, 2))]
+    if job.png_dir:
+        sinks.append(PngSink(job.png_dir))
+
+    batch = max(1, int(rcfg["batch"]))
+    ws_queue: queue.Queue = queue.Queue(maxsize=4)
+    frame_queue: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    lookahead = float(rcfg["lookahead"]) if rcfg["beats"] == "offline" else 0.0
+
+    def analyse(stage: _Stage):
+        extractor = FeatureExtractor(mel, beat_times=beat_times)
+        blocks = audio_in.decode_blocks(job.audio, mel.sample_rate, "mono", start, end)
+        pushed = 0                      # samples pushed into the extractor
+        pending: list[torch.Tensor] = []
+        for k in range(n_frames):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            t = k / fps + lookahead
+            need = int(round(t * mel.sample_rate)) + 1
+            while pushed < need:
+                block = next(blocks, None)
+                if block is None:
+                    break
+                extractor.push(block[0])
+                pushed += block.shape[1]
+            if pushed < need:           # past the end of the audio: analyse silence
+                extractor.push(np.zeros(need - pushed, np.float32))
+                pushed = need
+            pending.append(steering.step(extractor.at(k / fps)))
+            stage.busy += time.perf_counter() - t0
+            if len(pending) == batch or k == n_frames - 1:
+                ws_queue.put(torch.stack(pending))
+                pending = []
+        ws_queue.put(_DONE)
+
+    def encode(stage: _Stage):
+        while True:
+            frames = frame_queue.get()
+            if frames is _DONE:
+                break
+            t0 = time.perf_counter()
+            for frame in frames.numpy():
+                for sink in sinks:
+                    sink.write(frame)
+            stage.busy += time.perf_counter() - t0
+
+    analysis, encoder = _Stage("analysis", analyse), _Stage("encoder", encode)
+    started = time.perf_counter()
+    generated = 0
+    gen_busy = 0.0
+    progress = tqdm(total=n_frames, unit="frame", desc="render", dynamic_ncols=True, disable=None)
+    analysis.start()
+    encoder.start()
+    try:
+        while True:
+            item = _get(ws_queue, [analysis])
+            if item is _DONE:
+                break
+            t0 = time.perf_counter()
+            frames = generator(item)
+            gen_busy += time.perf_counter() - t0
+            _put(frame_queue, frames, [encoder])
+            generated += len(frames)
+            progress.update(len(frames))
+        _put(frame_queue, _DONE, [encoder])
+        encoder.join()
+        if encoder.error:
+            raise encoder.error
+        for sink in sinks:
+            sink.close()
+    except BaseException:
+        stop.set()
+        _drain(ws_queue)
+        _drain(frame_queue)
+        _put(frame_queue, _DONE, [], block=False)
+        for stage in (analysis, encoder):
+            stage.join(timeout=5)
+        for sink in sinks:
+            sink.abort()
+        raise
+    finally:
+        progress.close()
+    wall = time.perf_counter() - started
+    stats = {
+        "frames": generated, "fps": fps, "seconds_of_audio": duration, "wall_seconds": wall,
+        "frames_per_second": generated / wall if wall > 0 else None,
+        "stage_frames_per_second": {
+            "analysis": generated / analysis.busy if analysis.busy else None,
+            "generation": generated / gen_busy if gen_busy else None,
+            "encoding": generated / encoder.busy if encoder.busy else None,
+        },
+        "realtime_factor": duration / wall if wall > 0 else None,
+        "device": str(device), "generator": generator.description,
+        "model": G.source.get("path"), "model_format": G.source.get("description"),
+        "resolution": [width, height], "steering": steering.name, "seed": job.seed,
+        "audio": {"path": job.audio, "start": start, "end": end, "sample_rate": info.sample_rate},
+        "output": job.output, "png_dir": job.png_dir,
+    }
+    if job.stats:
+        with open(job.stats, "w") as f:
+            json.dump(stats, f, indent=2)
+    return stats
+
+
+def _get(q: queue.Queue, producers):
+    while True:
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            for p in producers:
+                if p.error:
+                    raise p.error
+                if not p.is_alive() and q.empty():
+                    raise RuntimeError(f"{p.name} stage stopped unexpectedly")
+
+
+def _put(q: queue.Queue, item, consumers, block=True):
+    while True:
+        try:
+            q.put(item, timeout=0.2 if block else 0.0)
+            return
+        except queue.Full:
+            if not block:
+                return
+            for c in consumers:
+                if c.error:
+                    raise c.error
+                if not c.is_alive():
+                    raise RuntimeError(f"{c.name} stage stopped unexpectedly")
+
+
+def _drain(q: queue.Queue):
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _offline_beats(path: str, mel: MelConfig, start: float, end: float) -> np.ndarray:
+    """Whole-track beat times (seconds from `start`) from a first, analysis-only pass."""
+    extractor = FeatureExtractor(mel, record_onsets=True)
+    for block in audio_in.decode_blocks(path, mel.sample_rate, "mono", start, end):
+        extractor.push(block[0])
+    return offline_beat_times(np.asarray(extractor.onsets), mel)
+
+
+def _parse_size(text: str | None):
+    if text is None:
+        return None
+    try:
+        if "x" in text.lower():
+            w, h = text.lower().split("x")
+            size = (int(w), int(h))
+        else:
+            size = (int(text), int(text))
+    except ValueError:
+        raise UserError(f"--size must be WIDTHxHEIGHT or one number, got {text!r}") from None
+    if min(size) < 16 or max(size) > 8192:
+        raise UserError(f"--size {text} is out of range (16-8192 pixels)")
+    return size
+
+
+def cmd_render(args) -> int:
+    from sgvis.config import load_config
+    if args.steer == "learned" and not args.steering:
+        raise UserError("--steer learned needs --steering PATH (a learned-steering checkpoint)")
+    config = load_config(args.preset, args.config, args.set or [], defaults=RENDER_DEFAULTS)
+    output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"
+    job = RenderJob(audio=args.audio, output=output, model=args.model,
+                    fps=args.fps if args.fps is not None else config["render"]["fps"],
+                    size=_parse_size(args.size), seed=args.seed, start=args.start, end=args.end,
+                    png_dir=args.png_dir, stats=args.stats, overwrite=args.overwrite, device=args.device,
+                    steer=args.steer, steering_path=args.steering, config=config)
+    if args.crf is not None:
+        job.config["render"]["crf"] = args.crf
+    stats = render(job)
+    print(f"wrote {job.output}: {stats['frames']} frames, {stats['seconds_of_audio']:.1f}s of audio in "
+          f"{stats['wall_seconds']:.1f}s ({stats['frames_per_second']:.1f} frames/s, {stats['generator']})")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "render", help="render an audio file to an audio-reactive StyleGAN video (mp4 with the sound)",
+        description="Render AUDIO (wav, flac, ogg, mp3, m4a, or a video's sound) to an H.264 mp4 whose imagery "
+                    "follows the music, with the audio muxed in as AAC.")
+    p.add_argument("audio", help="input audio or video file")
+    p.add_argument("-o", "--output", help="output .mp4 (default: AUDIO's name with .mp4, in the current directory)")
+    p.add_argument("--model", help="StyleGAN checkpoint (NVIDIA .pkl, TF .pkl, rosinality .pt, sgvis .safetensors); "
+                                   "default: the model shipped with sgvis")
+    p.add_argument("--fps", type=float, help="frames per second (default 30)")
+    p.add_argument("--size", help="output size WIDTHxHEIGHT or N (default: the model's resolution); "
+                                  "resampled with antialiased bicubic; rounded up to even numbers")
+    p.add_argument("--seed", type=int, default=0, help="seed for the starting latent and the drift (default 0)")
+    p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
+    p.add_argument("--end", type=float, help="end time in seconds (default: end of the audio)")
+    p.add_argument("--crf", type=int, help="H.264 quality, 0-51, lower is better (default 18)")
+    p.add_argument("--png-dir", help="also write every frame as PNG into this directory")
+    p.add_argument("--stats", help="write timing and run details as JSON to this file")
+    p.add_argument("--steer", choices=["reactive", "learned"], default="reactive",
+                   help="reactive: no training, any model (default); learned: a trained steering checkpoint")
+    p.add_argument("--steering", help="learned-steering checkpoint (.safetensors) for --steer learned")
+    p.add_argument("--preset", help="settings preset from configs/ (e.g. calm, energetic)")
+    p.add_argument("--config", help="YAML file with settings (same sections as configs/default.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set steer.intensity=1.5 (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_render)

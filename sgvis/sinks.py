@@ -1,0 +1,116 @@
+"""Frame sinks: where rendered frames go.  Each sink writes to a temporary path and only moves it into place on
+`close()`; `abort()` removes everything it wrote, so an interrupted render leaves no half file."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from sgvis.audio_in import decode_blocks
+
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+class Mp4Sink:
+    """H.264 (libx264, yuv420p, CRF) video with the source audio re-encoded as AAC, interleaved as frames arrive
+    so that memory stays bounded."""
+
+    def __init__(self, path: str, fps: float, width: int, height: int, crf: int = 18, preset: str = "medium",
+                 audio_path: str | None = None, audio_start: float = 0.0, audio_end: float | None = None,
+                 audio_rate: int | None = None, audio_channels: int = 2):
+        if width % 2 or height % 2:
+            raise ValueError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, self.tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=".mp4.part", dir=directory)
+        os.close(fd)
+        self.container = av.open(self.tmp, mode="w", format="mp4")
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.video = self.container.add_stream("libx264", rate=self.fps)
+        self.video.width, self.video.height = width, height
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"crf": str(int(crf)), "preset": preset}
+        self.frames_written = 0
+        self.audio = None
+        if audio_path is not None:
+            rate = min(audio_rate or 48000, 48000)
+            self.audio_rate = rate if rate in AAC_RATES else 48000
+            layout = "mono" if audio_channels == 1 else "stereo"
+            self.audio = self.container.add_stream("aac", rate=self.audio_rate, layout=layout)
+            self._audio_blocks = decode_blocks(audio_path, self.audio_rate, layout, audio_start, audio_end)
+            self._audio_pts = 0
+            self._audio_pending = np.zeros((1 if layout == "mono" else 2, 0), np.float32)
+            self._layout = layout
+
+    def _encode_audio_until(self, seconds: float | None) -> None:
+        """Encode source audio up to `seconds` of output time (None: to the end)."""
+        if self.audio is None:
+            return
+        target = None if seconds is None else int(seconds * self.audio_rate)
+        while target is None or self._audio_pts < target:
+            block = next(self._audio_blocks, None)
+            if block is None:
+                break
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=self._layout)
+            frame.sample_rate = self.audio_rate
+            frame.pts = self._audio_pts
+            frame.time_base = Fraction(1, self.audio_rate)
+            self._audio_pts += block.shape[1]
+            for packet in self.audio.encode(frame):
+                self.container.mux(packet)
+
+    def write(self, frame: np.ndarray) -> None:
+        """One RGB uint8 frame [H, W, 3]."""
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.frames_written
+        vf.time_base = 1 / self.fps
+        for packet in self.video.encode(vf):
+            self.container.mux(packet)
+        self.frames_written += 1
+        self._encode_audio_until(self.frames_written / float(self.fps) + 0.5)
+
+    def close(self) -> None:
+        self._encode_audio_until(None)
+        for packet in self.video.encode():
+            self.container.mux(packet)
+        if self.audio is not None:
+            for packet in self.audio.encode():
+                self.container.mux(packet)
+        self.container.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:
+            pass
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+class PngSink:
+    """Numbered PNG frames (frame_000000.png ...) in a directory, written to a temporary sibling directory first."""
+
+    def __init__(self, directory: str):
+        from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
+        self.directory = os.path.abspath(directory)
+        parent = os.path.dirname(self.directory)
+        self.tmp = tempfile.mkdtemp(prefix=".sgvis-png-", dir=parent)
+        self.frames_written = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        from PIL import Image
+        Image.fromarray(frame).save(os.path.join(self.tmp, f"frame_{self.frames_written:06d}.png"), compress_level=1)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if os.path.isdir(self.directory):
+            shutil.rmtree(self.directory)
+        os.replace(self.tmp, self.directory)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -1,0 +1,799 @@
+"""`sgvis train-gan`: StyleGAN2 training from scratch, on CPU (slowly), one GPU, or several via torchrun.
+
+    sgvis train-gan --data data/vj.zip --outdir runs/vj --kimg 2000
+    torchrun --nproc_per_node 4 -m sgvis train-gan --data data/vj.zip --outdir runs/vj     (after CLI wiring)
+
+Per iteration (lazy regularisation as in StyleGAN2):
+  G main   softplus(-D(aug(G(z))))                         style mixing, w_avg tracking in G.mapping
+  G reg    path length penalty, every --pl-interval steps  (if --pl-weight > 0)
+  D main   softplus(D(aug(G(z)))) + softplus(-D(aug(x)))   sign(D(aug(x))) drives the ADA probability p
+  D reg    R1: gamma/2 |dD(aug(x))/dx|^2, every --r1-interval steps
+  G_ema    exponential moving average of G (half-life --ema-kimg), what snapshots and samples use
+
+The run folder (--outdir) gets: network-snapshot-KKKKKK.safetensors (sgvis format, G_ema; load with
+stylegan.load), network-final.safetensors, training-state.pt (G, D, G_ema, optimisers, counters, augment p:
+what --resume reads, with torch.load(weights_only=True)), fakesKKKKKK.png sample grids from fixed z,
+reals.png, log.jsonl (one JSON line per tick) and training_options.json.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+
+from sgvis.errors import UserError
+
+STATE_FILE = "training-state.pt"
+STATE_TAG = "sgvis-train-state"
+STATE_VERSION = 1
+FINAL_NAME = "network-final.safetensors"
+
+# Architecture options: None means "the dataset's / the resumed run's / the default".
+ARCH_DEFAULTS = dict(resolution=None, channel_base=16384, channel_max=512, z_dim=512, w_dim=512, map_layers=8,
+                     fp16_res=None, conv_clamp=None)
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    outdir: str
+    # architecture (None: from the dataset / resumed state / ARCH_DEFAULTS)
+    resolution: int | None = None
+    channel_base: int | None = None
+    channel_max: int | None = None
+    z_dim: int | None = None
+    w_dim: int | None = None
+    map_layers: int | None = None
+    fp16_res: int | None = None          # highest-resolution blocks in fp16 on CUDA (None: 4 on CUDA, 0 on CPU)
+    conv_clamp: float | None = None      # None: 256 when fp16 is used
+    # schedule
+    batch: int = 16
+    kimg: float = 1000.0
+    tick: float = 4.0
+    snap: float = 50.0
+    seed: int = 0
+    # optimisation
+    lr: float = 0.0025
+    d_lr: float | None = None
+    beta1: float = 0.0
+    beta2: float = 0.99
+    gamma: float | None = None           # None: 0.0002 * resolution^2 / batch
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    style_mixing: float = 0.9
+    ema_kimg: float | None = None        # None: batch * 10 / 32
+    ema_rampup: float | None = 0.05
+    mbstd_group: int = 4
+    # augmentation
+    augment: str = "ada"                 # ada | fixed | none
+    augment_p: float = 0.0
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 100.0
+    augment_ops: tuple = ("xflip", "translate", "brightness", "contrast", "saturation", "cutout")
+    # running
+    resume: str | None = None            # None | "latest" | "auto" | path to a training-state.pt
+    device: str = "auto"
+    workers: int | None = None
+    grid: tuple = (4, 4)
+    state_minutes: float = 10.0
+    progress: bool = True
+    max_steps: int | None = None         # stop after this many iterations (tests, benchmarks)
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed helpers
+
+
+class _Dist:
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.dist = None
+
+    def init(self, device_type: str):
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+        self.dist = dist
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_mean_(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            self.dist.all_reduce(t)
+            t /= self.world
+        return t
+
+    def sum_floats(self, values: list[float], device) -> list[float]:
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        self.dist.all_reduce(t)
+        return t.tolist()
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        if self.enabled:
+            for t in list(module.parameters()) + list(module.buffers()):
+                self.dist.broadcast(t.data, src=0)
+
+    def barrier(self):
+        if self.enabled:
+            self.dist.barrier()
+
+    def close(self):
+        if self.enabled and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+class _InfiniteSampler(torch.utils.data.Sampler):
+    """Endless shuffled indices; each rank takes every world-th index of a shared permutation."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, start: int = 0):
+        self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.start * 7919 + epoch)
+            perm = torch.randperm(self.n, generator=g).tolist()
+            if self.n < self.world:
+                perm = perm * self.world
+            yield from perm[self.rank::self.world]
+            epoch += 1
+
+
+def _real_batches(dataset, batch_gpu: int, seed: int, dist: _Dist, start: int, workers: int, device):
+    sampler = _InfiniteSampler(len(dataset), seed, dist.rank, dist.world, start)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_gpu, sampler=sampler, num_workers=workers,
+                                         pin_memory=device.type == "cuda", drop_last=True,
+                                         prefetch_factor=2 if workers > 0 else None,
+                                         persistent_workers=workers > 0)
+    for x in loader:
+        yield x.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks and state
+
+
+def _arch_from_options(o: TrainOptions, resolution: int, device: torch.device) -> dict:
+    get = lambda k: getattr(o, k) if getattr(o, k) is not None else ARCH_DEFAULTS[k]  # noqa: E731
+    fp16_res = o.fp16_res if o.fp16_res is not None else (4 if device.type == "cuda" else 0)
+    conv_clamp = o.conv_clamp if o.conv_clamp is not None else (256 if fp16_res > 0 else None)
+    return dict(resolution=resolution, channel_base=get("channel_base"), channel_max=get("channel_max"),
+                z_dim=get("z_dim"), w_dim=get("w_dim"), map_layers=get("map_layers"), fp16_res=fp16_res,
+                conv_clamp=conv_clamp, mbstd_group=o.mbstd_group)
+
+
+def build_networks(arch: dict):
+    """(G, D) for an architecture dict as stored in the training state."""
+    from stylegan.generator import Generator
+    from stylegan.stylegan2 import Discriminator
+    G = Generator("stylegan2", z_dim=arch["z_dim"], c_dim=0, w_dim=arch["w_dim"],
+                  img_resolution=arch["resolution"], img_channels=3,
+                  mapping_kwargs=dict(num_layers=arch["map_layers"]),
+                  synthesis_kwargs=dict(channel_base=arch["channel_base"], channel_max=arch["channel_max"],
+                                        num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
+                                        architecture="skip"))
+    D = Discriminator(c_dim=0, img_resolution=arch["resolution"], img_channels=3, architecture="resnet",
+                      channel_base=arch["channel_base"], channel_max=arch["channel_max"],
+                      num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
+                      epilogue_kwargs=dict(mbstd_group_size=arch["mbstd_group"]))
+    return G, D
+
+
+def _atomic_torch_save(obj, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_state(path: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"--resume {path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - truncated / foreign files
+        raise UserError(f"--resume {path}: unreadable training state ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_TAG:
+        raise UserError(f"--resume {path}: not an sgvis training state")
+    if state.get("version") != STATE_VERSION:
+        raise UserError(f"--resume {path}: training state version {state.get('version')} is not supported")
+    return state
+
+
+def _save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
+    from PIL import Image
+    gw, gh = grid
+    x = images[: gw * gh].detach().to("cpu", torch.float32)
+    n, c, h, w = x.shape
+    if n < gw * gh:
+        x = torch.cat([x, torch.full([gw * gh - n, c, h, w], -1.0)])
+    x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    x = x.reshape(gh, gw, c, h, w).permute(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c).numpy()
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=".png", dir=directory)
+    os.close(fd)
+    try:
+        Image.fromarray(x).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_outdir(outdir: str) -> None:
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --outdir {outdir}: {e.strerror}") from None
+    if not os.path.isdir(outdir):
+        raise UserError(f"--outdir {outdir} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".sgvis-write-test-", dir=outdir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"cannot write to --outdir {outdir}: {e.strerror}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+class Trainer:
+    """Holds networks, optimisers and counters; `step()` runs one iteration (all phases)."""
+
+    def __init__(self, o: TrainOptions, dataset, device: torch.device, dist: _Dist, state: dict | None):
+        from sgvis.augment import AdaptiveP, AugmentPipe
+        self.o, self.device, self.dist = o, device, dist
+        if state is not None:
+            self.arch = json.loads(state["arch"])
+        else:
+            self.arch = _arch_from_options(o, dataset.resolution, device)
+        self.G, self.D = build_networks(self.arch)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        if state is not None:
+            self.G.load_state_dict(state["G"])
+            self.D.load_state_dict(state["D"])
+            self.G_ema.load_state_dict(state["G_ema"])
+        for m in (self.G, self.D, self.G_ema):
+            m.to(device)
+        self.G.train()
+        self.D.train()
+        self.G_ema.requires_grad_(False)
+        dist.broadcast_module(self.G)
+        dist.broadcast_module(self.D)
+        dist.broadcast_module(self.G_ema)
+
+        self.batch_gpu = o.batch // dist.world
+        res = self.arch["resolution"]
+        self.gamma = o.gamma if o.gamma is not None else 0.0002 * res * res / o.batch
+        self.ema_kimg = o.ema_kimg if o.ema_kimg is not None else o.batch * 10 / 32
+
+        def adam(params, lr, interval):
+            ratio = interval / (interval + 1) if interval else 1.0
+            return torch.optim.Adam(params, lr=lr * ratio, betas=(o.beta1 ** ratio, o.beta2 ** ratio), eps=1e-8)
+
+        self.pl_on = o.pl_weight > 0 and o.pl_interval > 0
+        self.r1_on = self.gamma > 0 and o.r1_interval > 0
+        self.opt_G = adam(self.G.parameters(), o.lr, o.pl_interval if self.pl_on else 0)
+        self.opt_D = adam(self.D.parameters(), o.d_lr if o.d_lr is not None else o.lr,
+                          o.r1_interval if self.r1_on else 0)
+
+        p0 = o.augment_p if o.augment != "none" else 0.0
+        self.cur_nimg = 0
+        self.iteration = 0
+        self.pl_mean = torch.zeros([], device=device)
+        if state is not None:
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_D.load_state_dict(state["opt_D"])
+            self.cur_nimg = int(state["cur_nimg"])
+            self.iteration = int(state["iteration"])
+            self.pl_mean = state["pl_mean"].to(device)
+            if o.augment == "ada":
+                p0 = float(state["augment_p"])
+            if "rng" in state and dist.world == 1:
+                torch.set_rng_state(state["rng"])
+        self.augment = AugmentPipe(ops=o.augment_ops, p=p0) if o.augment != "none" else None
+        self.ada = AdaptiveP(target=o.ada_target, interval=o.ada_interval, speed_kimg=o.ada_kimg, p=p0) \
+            if o.augment == "ada" else None
+        self.stats: dict[str, list[float]] = {}
+
+    # -- pieces -------------------------------------------------------------------------------------
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn([n, self.G.z_dim], device=self.device)
+
+    def run_G(self, z: torch.Tensor, update_emas: bool):
+        G = self.G
+        c = torch.zeros([z.shape[0], 0], device=self.device)
+        ws = G.mapping(z, c, update_emas=update_emas)
+        if self.o.style_mixing > 0 and ws.shape[1] > 1:
+            cutoff = int(torch.randint(1, ws.shape[1], ()))
+            if float(torch.rand(())) < self.o.style_mixing:
+                ws2 = G.mapping(torch.randn_like(z), c, update_emas=False)
+                ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        img = G.synthesis(ws, noise_mode="random")
+        return img, ws
+
+    def run_D(self, img: torch.Tensor) -> torch.Tensor:
+        if self.augment is not None:
+            img = self.augment(img)
+        return self.D(img)
+
+    def _record(self, name: str, value) -> None:
+        if isinstance(value, torch.Tensor):
+            value = float(value.detach().float().mean())
+        self.stats.setdefault(name, []).append(float(value))
+
+    def _sync_and_step(self, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        params = [p for p in module.parameters()]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.flatten() for g in grads])
+        self.dist.all_reduce_mean_(flat)
+        torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset: offset + n].view_as(p)
+            offset += n
+        opt.step()
+
+    # -- one iteration --------------------------------------------------------------------------------
+
+    def step(self, real: torch.Tensor) -> None:
+        o = self.o
+        n = self.batch_gpu
+        i = self.iteration
+
+        # G main.
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        fake, _ = self.run_G(self._z(n), update_emas=True)
+        loss_g = _losses().g_nonsaturating(self.run_D(fake))
+        loss_g.backward()
+        self._sync_and_step(self.G, self.opt_G)
+        self._record("loss_G", loss_g)
+
+        # G path length regularisation.
+        if self.pl_on and i % o.pl_interval == 0:
+            self.opt_G.zero_grad(set_to_none=True)
+            m = max(n // o.pl_batch_shrink, 1)
+            fake, ws = self.run_G(self._z(m), update_emas=False)
+            lengths = _losses().path_lengths(fake, ws)
+            mean_len = self.dist.all_reduce_mean_(lengths.detach().mean().clone())
+            self.pl_mean.copy_(self.pl_mean.lerp(mean_len, o.pl_decay) if self.pl_mean.item() > 0 else mean_len)
+            penalty = (lengths - self.pl_mean).square()
+            (penalty.mean() * (o.pl_weight * o.pl_interval)).backward()
+            self._sync_and_step(self.G, self.opt_G)
+            self._record("pl_penalty", penalty)
+            self._record("pl_mean", self.pl_mean)
+
+        # D main.
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            fake, _ = self.run_G(self._z(n), update_emas=False)
+        fake_logits = self.run_D(fake)
+        real_logits = self.run_D(real)
+        loss_d = _losses().d_logistic(real_logits, fake_logits)
+        loss_d.backward()
+        self._sync_and_step(self.D, self.opt_D)
+        self._record("loss_D", loss_d)
+        self._record("D_real", real_logits)
+        self._record("D_fake", fake_logits)
+        if self.ada is not None:
+            self.ada.accumulate(real_logits)
+            if self.ada.ready():
+                self.augment.p = self.ada.update(lambda v: self.dist.sum_floats(v, self.device))
+                self._record("ada_rt", self.ada.last_rt)
+
+        # D R1 regularisation.
+        if self.r1_on and i % o.r1_interval == 0:
+            self.opt_D.zero_grad(set_to_none=True)
+            real_tmp = real.detach().requires_grad_(True)
+            logits = self.run_D(real_tmp)
+            penalty = _losses().r1_penalty(real_tmp, logits)
+            (penalty.mean() * (self.gamma / 2 * o.r1_interval)).backward()
+            self._sync_and_step(self.D, self.opt_D)
+            self._record("r1_penalty", penalty)
+
+        # G_ema.
+        self.cur_nimg += o.batch
+        self.iteration += 1
+        with torch.no_grad():
+            ema_nimg = self.ema_kimg * 1000
+            if o.ema_rampup:
+                ema_nimg = min(ema_nimg, self.cur_nimg * o.ema_rampup)
+            beta = 0.5 ** (o.batch / max(ema_nimg, 1e-8))
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.copy_(p.detach().lerp(p_ema, beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+        self._record("augment_p", self.augment.p if self.augment is not None else 0.0)
+
+    # -- outputs ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return dict(format=STATE_TAG, version=STATE_VERSION, arch=json.dumps(self.arch),
+                    options=json.dumps(_jsonable_options(self.o)),
+                    G=self.G.state_dict(), D=self.D.state_dict(), G_ema=self.G_ema.state_dict(),
+                    opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
+                    cur_nimg=self.cur_nimg, iteration=self.iteration, pl_mean=self.pl_mean.detach().cpu(),
+                    augment_p=float(self.augment.p if self.augment is not None else 0.0),
+                    rng=torch.get_rng_state())
+
+    @torch.no_grad()
+    def samples(self, z: torch.Tensor) -> torch.Tensor:
+        out = []
+        c = torch.zeros([0], device=self.device)
+        for chunk in z.split(max(self.batch_gpu, 1)):
+            ws = self.G_ema.mapping(chunk.to(self.device), c.reshape(chunk.shape[0], 0))
+            out.append(self.G_ema.synthesis(ws, noise_mode="const").cpu())
+        return torch.cat(out)
+
+    def pop_stats(self) -> dict:
+        s = {k: float(np.mean(v)) for k, v in self.stats.items() if v}
+        self.stats = {}
+        return s
+
+
+def _losses():
+    from sgvis import losses
+    return losses
+
+
+def _jsonable_options(o: TrainOptions) -> dict:
+    d = asdict(o)
+    d["augment_ops"] = list(o.augment_ops)
+    d["grid"] = list(o.grid)
+    return d
+
+
+def _resolve_device(name: str, dist: _Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available in this torch build / machine")
+        if dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _validate(o: TrainOptions, world: int) -> None:
+    if o.batch < 1 or o.batch % world:
+        raise UserError(f"--batch {o.batch} must be a positive multiple of the number of processes ({world})")
+    batch_gpu = o.batch // world
+    g = min(o.mbstd_group, batch_gpu)
+    if batch_gpu % g:
+        raise UserError(f"--batch per process ({batch_gpu}) must be divisible by the minibatch-std group "
+                        f"({g}); use a multiple of {o.mbstd_group}")
+    for name in ("kimg", "lr"):
+        if getattr(o, name) <= 0:
+            raise UserError(f"--{name} must be > 0")
+    if o.augment not in ("ada", "fixed", "none"):
+        raise UserError(f"--augment must be ada, fixed or none, got {o.augment}")
+    if not 0 <= o.augment_p <= 1:
+        raise UserError(f"--augment-p must be in [0, 1], got {o.augment_p}")
+    if not 0 <= o.style_mixing <= 1:
+        raise UserError(f"--style-mixing must be in [0, 1], got {o.style_mixing}")
+    if o.resolution is not None and (o.resolution < 4 or o.resolution & (o.resolution - 1)):
+        raise UserError(f"--resolution must be a power of two >= 4, got {o.resolution}")
+    for name in ("channel_base", "channel_max", "z_dim", "w_dim", "map_layers"):
+        v = getattr(o, name)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def _check_resume_conflicts(o: TrainOptions, arch: dict) -> None:
+    for k in ("resolution", "channel_base", "channel_max", "z_dim", "w_dim", "map_layers", "fp16_res",
+              "conv_clamp"):
+        v = getattr(o, k)
+        if v is not None and v != arch[k]:
+            raise UserError(f"--{k.replace('_', '-')} {v} conflicts with the run being resumed ({arch[k]}); "
+                            f"leave it out to keep the run's architecture")
+
+
+def train(o: TrainOptions) -> dict:
+    """Run training; returns a summary (final kimg, paths, last stats).  Raises UserError for bad input."""
+    from tqdm import tqdm
+    import stylegan
+    from sgvis.dataset import open_dataset
+
+    dist = _Dist()
+    _validate(o, dist.world)
+    device = _resolve_device(o.device, dist)
+    dist.init(device.type)
+    try:
+        return _train(o, dist, device, tqdm, stylegan, open_dataset)
+    finally:
+        dist.close()
+
+
+def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
+    outdir = os.path.abspath(o.outdir)
+    state_path = os.path.join(outdir, STATE_FILE)
+    if dist.main:
+        _check_outdir(outdir)
+    dataset = open_dataset(o.data)
+
+    # Resume or fresh start.
+    state = None
+    if o.resume in ("latest", "auto"):
+        if os.path.exists(state_path):
+            state = load_state(state_path)
+        elif o.resume == "latest":
+            raise UserError(f"--resume: no {STATE_FILE} in {o.outdir} to resume from")
+    elif o.resume:
+        state = load_state(o.resume)
+    elif os.path.exists(state_path):
+        raise UserError(f"{o.outdir} already holds a training run ({STATE_FILE}); pass --resume to continue it or "
+                        f"choose another --outdir")
+    if state is not None:
+        arch = json.loads(state["arch"])
+        _check_resume_conflicts(o, arch)
+        res = arch["resolution"]
+    else:
+        res = o.resolution or dataset.resolution
+    if dataset.resolution != res:
+        what = "the resumed run" if state is not None else "--resolution"
+        raise UserError(f"resolution mismatch: {o.data} holds {dataset.resolution}x{dataset.resolution} images but "
+                        f"{what} is {res}x{res}; rebuild the dataset with 'sgvis dataset --resolution {res}'")
+
+    torch.manual_seed(o.seed * 1000 + dist.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    trainer = Trainer(o, dataset, device, dist, state)
+    total_nimg = int(round(o.kimg * 1000))
+    if dist.main:
+        with open(os.path.join(outdir, "training_options.json"), "w") as f:
+            json.dump(dict(options=_jsonable_options(o), arch=trainer.arch, gamma=trainer.gamma,
+                           ema_kimg=trainer.ema_kimg, world_size=dist.world, device=str(device),
+                           dataset=dict(path=os.path.abspath(o.data), count=len(dataset),
+                                        manifest=dataset.manifest)), f, indent=1)
+
+    workers = o.workers if o.workers is not None else (2 if device.type == "cuda" else 0)
+    reals = _real_batches(dataset, trainer.batch_gpu, o.seed, dist, trainer.cur_nimg, workers, device)
+    gw, gh = o.grid
+    grid_z = torch.randn([gw * gh, trainer.G.z_dim], generator=torch.Generator().manual_seed(o.seed))
+    manifest = dataset.manifest
+    extra = dict(trained_with="sgvis train-gan", dataset_source=str(manifest.get("source")),
+                 dataset_licence=str(manifest.get("licence")), seed=o.seed)
+
+    def write_snapshot(name: str) -> str:
+        path = os.path.join(outdir, name)
+        stylegan.save(trainer.G_ema, path, extra=dict(extra, kimg=f"{trainer.cur_nimg / 1000:.3f}"))
+        return path
+
+    def write_state() -> None:
+        _atomic_torch_save(trainer.state_dict(), state_path)
+
+    if dist.main and state is None:
+        idx = np.random.default_rng(o.seed).choice(len(dataset), size=min(gw * gh, len(dataset)), replace=False)
+        real_grid = torch.stack([dataset[int(i)] for i in idx]).float() / 127.5 - 1
+        _save_image_grid(real_grid, (gw, gh), os.path.join(outdir, "reals.png"))
+        _save_image_grid(trainer.samples(grid_z), (gw, gh), os.path.join(outdir, "fakes-init.png"))
+
+    start_nimg = trainer.cur_nimg
+    start_time = time.time()
+    tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
+    last_state_time = time.time()
+    snap_nimg = int(round(o.snap * 1000)) if o.snap > 0 else 0
+    tick_nimg = max(int(round(o.tick * 1000)), 1)
+    next_snap = (trainer.cur_nimg // snap_nimg + 1) * snap_nimg if snap_nimg else None
+    next_tick = (trainer.cur_nimg // tick_nimg + 1) * tick_nimg
+    last_stats: dict = {}
+    snapshots: list[str] = []
+    steps = 0
+    bar = tqdm(total=o.kimg, initial=trainer.cur_nimg / 1000, unit="kimg", disable=not (o.progress and dist.main),
+               dynamic_ncols=True, desc="train-gan",
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:g} kimg "
+                          "[{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
+    log_path = os.path.join(outdir, "log.jsonl")
+    try:
+        while trainer.cur_nimg < total_nimg and (o.max_steps is None or steps < o.max_steps):
+            try:
+                real = next(reals)
+            except UserError:
+                raise
+            trainer.step(real)
+            steps += 1
+            bar.update(o.batch / 1000)
+            done = trainer.cur_nimg >= total_nimg or (o.max_steps is not None and steps >= o.max_steps)
+
+            if trainer.cur_nimg >= next_tick or done:
+                now = time.time()
+                stats = trainer.pop_stats()
+                kimg_s = (trainer.cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9)
+                last_stats = dict(kimg=trainer.cur_nimg / 1000, iteration=trainer.iteration,
+                                  sec=now - start_time, kimg_per_s=kimg_s, **stats)
+                bar.set_postfix_str(f"G {stats.get('loss_G', math.nan):.3f} D {stats.get('loss_D', math.nan):.3f} "
+                                    f"p {stats.get('augment_p', 0):.3f}", refresh=False)
+                if dist.main:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(last_stats) + "\n")
+                tick_start_nimg, tick_start_time = trainer.cur_nimg, now
+                next_tick = (trainer.cur_nimg // tick_nimg + 1) * tick_nimg
+
+            snap_due = next_snap is not None and trainer.cur_nimg >= next_snap
+            if snap_due or done:
+                if dist.main:
+                    kimg_int = trainer.cur_nimg // 1000
+                    _save_image_grid(trainer.samples(grid_z), (gw, gh),
+                                     os.path.join(outdir, f"fakes{kimg_int:06d}.png"))
+                    if snap_due:
+                        snapshots.append(write_snapshot(f"network-snapshot-{kimg_int:06d}.safetensors"))
+                    write_state()
+                    last_state_time = time.time()
+                if snap_due:
+                    next_snap = (trainer.cur_nimg // snap_nimg + 1) * snap_nimg
+                dist.barrier()
+            elif dist.main and o.state_minutes > 0 and time.time() - last_state_time > o.state_minutes * 60:
+                write_state()
+                last_state_time = time.time()
+    except KeyboardInterrupt:
+        if dist.main and trainer.cur_nimg > start_nimg:
+            write_state()
+            print(f"\ninterrupted: saved {state_path} at {trainer.cur_nimg / 1000:.3f} kimg; "
+                  f"continue with --resume", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+
+    final = None
+    if dist.main and trainer.cur_nimg >= total_nimg:
+        final = write_snapshot(FINAL_NAME)
+    elapsed = time.time() - start_time
+    return dict(kimg=trainer.cur_nimg / 1000, iterations=trainer.iteration, steps=steps, outdir=outdir,
+                state=state_path, final=final, snapshots=snapshots, stats=last_stats, seconds=elapsed,
+                kimg_per_s=(trainer.cur_nimg - start_nimg) / 1000 / max(elapsed, 1e-9),
+                resumed_from=start_nimg if state is not None else None, trainer=trainer)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--grid must look like 4x4, got {text!r}") from None
+    return w, h
+
+
+def options_from_args(args) -> TrainOptions:
+    kw = {}
+    names = {f.name for f in fields(TrainOptions)}
+    for k, v in vars(args).items():
+        if k in names:
+            kw[k] = v
+    kw["grid"] = _parse_grid(args.grid)
+    if args.augment_ops:
+        kw["augment_ops"] = tuple(s.strip() for s in args.augment_ops.split(",") if s.strip())
+        from sgvis.augment import DEFAULT_OPS
+        bad = [s for s in kw["augment_ops"] if s not in DEFAULT_OPS]
+        if bad:
+            raise UserError(f"--augment-ops: unknown op {bad[0]!r}; choose from {', '.join(DEFAULT_OPS)}")
+    else:
+        kw.pop("augment_ops", None)
+    kw["progress"] = not args.quiet
+    return TrainOptions(**kw)
+
+
+def cmd_train_gan(args) -> int:
+    o = options_from_args(args)
+    s = train(o)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if s["final"]:
+            print(f"done: {s['kimg']:.3f} kimg in {s['seconds']:.0f} s ({s['kimg_per_s']:.4f} kimg/s); "
+                  f"final model {s['final']}")
+        else:
+            print(f"stopped at {s['kimg']:.3f} kimg; state in {s['state']} (continue with --resume)")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-gan", help="train a StyleGAN2 generator on a dataset from 'sgvis dataset' (CPU, GPU or torchrun)",
+        description="Train StyleGAN2 from scratch. Writes sgvis-format snapshots of G_ema, sample grids and a "
+                    "training state for --resume to --outdir. Under torchrun (WORLD_SIZE > 1) each process "
+                    "trains on --batch / WORLD_SIZE images per step; only rank 0 writes.")
+    a = p.add_argument
+    a("--data", required=True, help="dataset folder or .zip written by 'sgvis dataset'")
+    a("--outdir", required=True, help="run folder (created); holds snapshots, samples and the training state")
+    g = p.add_argument_group("architecture (fixed by the run when resuming)")
+    g.add_argument("--resolution", type=int, help="image size (default: the dataset's)")
+    g.add_argument("--channel-base", type=int, help=f"channels = min(base / res, max) (default "
+                   f"{ARCH_DEFAULTS['channel_base']})")
+    g.add_argument("--channel-max", type=int, help=f"(default {ARCH_DEFAULTS['channel_max']})")
+    g.add_argument("--z-dim", type=int, help=f"latent size (default {ARCH_DEFAULTS['z_dim']})")
+    g.add_argument("--w-dim", type=int, help=f"style size (default {ARCH_DEFAULTS['w_dim']})")
+    g.add_argument("--map-layers", type=int, help=f"mapping network depth (default {ARCH_DEFAULTS['map_layers']})")
+    g.add_argument("--fp16-res", type=int, help="number of highest-resolution blocks run in fp16 on CUDA "
+                   "(mixed precision; default 4 on CUDA, 0 on CPU)")
+    g.add_argument("--conv-clamp", type=float, help="clamp conv outputs (default 256 when fp16 is used)")
+    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size (default 4)")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--batch", type=int, default=16, help="total batch size over all processes (default 16)")
+    g.add_argument("--kimg", type=float, default=1000, help="train until this many thousand real images were shown "
+                   "(default 1000)")
+    g.add_argument("--tick", type=float, default=4, help="log every this many kimg (default 4)")
+    g.add_argument("--snap", type=float, default=50, help="snapshot + sample grid + state every this many kimg "
+                   "(default 50; 0: only at the end)")
+    g.add_argument("--state-minutes", type=float, default=10, help="also save the training state this often "
+                   "(minutes; default 10)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--max-steps", type=int, help="stop after this many iterations (the state is saved)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=0.0025, help="Adam learning rate (default 0.0025)")
+    g.add_argument("--d-lr", type=float, help="discriminator learning rate (default: --lr)")
+    g.add_argument("--beta1", type=float, default=0.0)
+    g.add_argument("--beta2", type=float, default=0.99)
+    g.add_argument("--gamma", type=float, help="R1 weight (default 0.0002 * resolution^2 / batch)")
+    g.add_argument("--r1-interval", type=int, default=16, help="lazy R1 every N D steps (default 16)")
+    g.add_argument("--pl-weight", type=float, default=2.0, help="path length regularisation weight (0: off; "
+                   "default 2)")
+    g.add_argument("--pl-interval", type=int, default=4)
+    g.add_argument("--style-mixing", type=float, default=0.9, help="style mixing probability (default 0.9)")
+    g.add_argument("--ema-kimg", type=float, help="G_ema half-life in kimg (default batch * 10 / 32)")
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--augment", choices=["ada", "fixed", "none"], default="ada",
+                   help="ada: adaptive probability (default); fixed: --augment-p throughout; none")
+    g.add_argument("--augment-p", type=float, default=0.0, help="initial (ada) or fixed probability (default 0)")
+    g.add_argument("--ada-target", type=float, default=0.6, help="target E[sign(D(real))] (default 0.6)")
+    g.add_argument("--ada-kimg", type=float, default=100, help="kimg for p to move 0 -> 1 (default 100)")
+    g.add_argument("--augment-ops", help="comma-separated subset of xflip,translate,brightness,contrast,"
+                   "saturation,cutout (default all)")
+    g = p.add_argument_group("running")
+    g.add_argument("--resume", nargs="?", const="latest", metavar="auto|PATH",
+                   help="continue from --outdir's training state (no value), from it if present ('auto'), or "
+                        "from a given training-state.pt")
+    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    g.add_argument("--workers", type=int, help="data loader processes (default 2 on CUDA, 0 on CPU)")
+    g.add_argument("--grid", default="4x4", help="sample grid size, WxH (default 4x4)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_gan)
