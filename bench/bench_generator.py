@@ -4,9 +4,11 @@
     python bench/bench_generator.py --kind stylegan2 --resolution 256 --channel-base 16384 \\
         --channel-max 512 --batch 1 8 --iters 3 --rounds 5 --json out.json
 
-Reports, per batch size, ms/frame (batch 1) or frames/s (batch > 1), the speed-up over ``reference``
-measured in the same run (variants are interleaved round by round, so machine load hits all of them
-alike), and how far each variant's images are from the exact path: max|diff| / max|ref| and
+Reports, per batch size, ms/frame and frames/s (best round), the speed-up over ``reference`` measured
+in the same run (best and median rounds; variants are interleaved round by round, so machine load hits
+all of them alike), the process CPU time per frame (user+sys of all threads: insensitive to being
+descheduled on a shared machine, and equal to wall time for one thread on an idle one) with its
+speed-up, and how far each variant's images are from the exact path: max|diff| / max|ref| and
 mean|diff| / mean|ref|.
 
 Variants (``--variants``, default: all that apply to the device):
@@ -116,15 +118,23 @@ def run_batch(G, device, variants, batch, args):
         for name in variants:
             fn, desc = make_variant(name, G, device)
             t0 = time.perf_counter()
-            out = fn(ws)                                   # first call (compiles for "compile")
+            out = fn(ws)
+            sync(device)
+            first = time.perf_counter() - t0
+            compile_s = None
+            if name == "compile":                          # FastSynthesis compiles on its 2nd call
+                t0 = time.perf_counter()
+                out = fn(ws)
+                sync(device)
+                compile_s = round(time.perf_counter() - t0, 1)
             for _ in range(args.warmup):
                 out = fn(ws)
             sync(device)
-            first = time.perf_counter() - t0
             if name == "reference":
                 ref = out.float()
             fns[name] = fn
-            rows[name] = dict(variant=name, description=desc, warmup_s=round(first, 2), times=[])
+            rows[name] = dict(variant=name, description=desc, first_call_s=round(first, 2),
+                              compile_s=compile_s, times=[], cpu_times=[])
             if ref is not None:
                 d = (out.float() - ref).abs()
                 rows[name]["rel_max_diff"] = float(d.max() / ref.abs().max())
@@ -132,21 +142,25 @@ def run_batch(G, device, variants, batch, args):
         for _ in range(args.rounds):                       # interleaved: load hits all variants alike
             for name, fn in fns.items():
                 sync(device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(args.iters):
                     fn(ws)
                 sync(device)
                 rows[name]["times"].append((time.perf_counter() - t0) / args.iters)
-    ref_times = rows["reference"]["times"]
-    base, base_med = min(ref_times), statistics.median(ref_times)
+                rows[name]["cpu_times"].append((time.process_time() - c0) / args.iters)
+    ref_times, ref_cpu = rows["reference"]["times"], rows["reference"]["cpu_times"]
+    base, base_med, base_cpu = min(ref_times), statistics.median(ref_times), statistics.median(ref_cpu)
     for row in rows.values():
-        best, med = min(row["times"]), statistics.median(row["times"])
-        row.update(batch=batch, best_ms=best * 1e3, median_ms=med * 1e3,
-                   ms_per_frame=best * 1e3 / batch, frames_per_s=batch / best)
+        best, med, cpu = min(row["times"]), statistics.median(row["times"]), statistics.median(row["cpu_times"])
+        row.update(batch=batch, best_ms=best * 1e3, median_ms=med * 1e3, cpu_ms=cpu * 1e3,
+                   ms_per_frame=best * 1e3 / batch, frames_per_s=batch / best,
+                   cpu_ms_per_frame=cpu * 1e3 / batch)
         row["speedup_vs_reference"] = base / best
         row["median_speedup_vs_reference"] = base_med / med
+        row["cpu_speedup_vs_reference"] = base_cpu / cpu
     for row in rows.values():
         row["times_ms"] = [round(t * 1e3, 2) for t in row.pop("times")]
+        row["cpu_times_ms"] = [round(t * 1e3, 2) for t in row.pop("cpu_times")]
     return list(rows.values())
 
 
@@ -199,13 +213,14 @@ def main(argv=None):
         results.extend(rows)
         print(f"\nbatch {batch}")
         print(f"{'variant':14s} {'ms/frame':>9s} {'frames/s':>9s} {'speedup':>8s} {'(median)':>8s} "
-              f"{'rel max diff':>12s} {'rel mean diff':>13s}  first call")
+              f"{'cpu ms/fr':>9s} {'cpu x':>6s} {'rel max diff':>12s} {'rel mean diff':>13s}  first call")
         for r in rows:
+            extra = f"  (compile {r['compile_s']}s)" if r["compile_s"] is not None else ""
             print(f"{r['variant']:14s} {r['ms_per_frame']:9.1f} {r['frames_per_s']:9.2f} "
-                  f"{r.get('speedup_vs_reference', float('nan')):7.2f}x "
-                  f"{r.get('median_speedup_vs_reference', float('nan')):7.2f}x "
+                  f"{r['speedup_vs_reference']:7.2f}x {r['median_speedup_vs_reference']:7.2f}x "
+                  f"{r['cpu_ms_per_frame']:9.1f} {r['cpu_speedup_vs_reference']:5.2f}x "
                   f"{r.get('rel_max_diff', float('nan')):12.2e} {r.get('rel_mean_diff', float('nan')):13.2e}"
-                  f"  {r['warmup_s']:.1f}s   {r['description']}")
+                  f"  {r['first_call_s']:.1f}s{extra}   {r['description']}")
     machine["loadavg_end"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as fh:

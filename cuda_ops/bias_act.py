@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from cuda_ops import _dispatch
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -43,8 +45,18 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
 
     `b` is a 1-D tensor broadcast along dimension `dim` of `x`.  `alpha` and `gain` default to the
     activation's own values (e.g. 0.2 and sqrt(2) for lrelu); `clamp` limits the result to
-    [-clamp, clamp] when given.
+    [-clamp, clamp] when given.  Runs the CUDA kernel for CUDA tensors when available (see
+    cuda_ops/_dispatch.py), else `bias_act_ref`.
     """
+    if _dispatch.use_cuda("bias_act", x, lambda: _kernels.bias_act_blocker(x)):
+        return _kernels.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+def bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
+                 alpha: float | None = None, gain: float | None = None,
+                 clamp: float | None = None) -> torch.Tensor:
+    """Reference implementation of `bias_act` (pure PyTorch, any device, autograd of any order)."""
     spec = activation(act)
     alpha = spec.default_alpha if alpha is None else float(alpha)
     gain = spec.default_gain if gain is None else float(gain)
@@ -61,3 +73,6 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     if clamp is not None and clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+from cuda_ops import _kernels  # noqa: E402  (imports this module's helpers)

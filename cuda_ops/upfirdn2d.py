@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from cuda_ops import _dispatch
+
 
 def _pair(v) -> tuple[int, int]:
     if isinstance(v, int):
@@ -74,7 +76,19 @@ def setup_filter(f: Sequence | torch.Tensor | None, normalize: bool = True, flip
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
               flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
-    """Pad, upsample, filter and downsample a batch of images `x` [N, C, H, W]."""
+    """Pad, upsample, filter and downsample a batch of images `x` [N, C, H, W].
+
+    Runs the CUDA kernel for CUDA tensors when available (see cuda_ops/_dispatch.py), else
+    `upfirdn2d_ref`; both compute the same function.
+    """
+    if _dispatch.use_cuda("upfirdn2d", x, lambda: _kernels.upfirdn2d_blocker(x, f)):
+        return _kernels.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
+                  flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """Reference implementation of `upfirdn2d` (pure PyTorch, any device, autograd of any order)."""
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects a 4-D input [N, C, H, W], got shape {tuple(x.shape)}")
     if f is None:
@@ -141,3 +155,6 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down=2, padding=0, flip_filte
     p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2,
          py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
     return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain)
+
+
+from cuda_ops import _kernels  # noqa: E402  (imports this module's helpers)

@@ -288,6 +288,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
     writer = _Writer(output, image_format, overwrite)
     stats = dict(corrupt=0, too_small=0, unreadable_videos=0, video_errors=0, similar_frames=0)
     sources = []
+    skipped_examples: list[str] = []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     run = (lambda fn, jobs: pool.map(fn, jobs, chunksize=4)) if pool else (lambda fn, jobs: map(fn, jobs))
     bar = tqdm(desc=f"dataset {os.path.basename(writer.output)}", unit="img", disable=not progress,
@@ -296,7 +297,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
         for d, files in image_files:
             before = writer.count
             jobs = [(f, resolution, min_size, image_format, jpeg_quality) for f in files]
-            for status, payload in run(_prepare_image_file, jobs):
+            for path, (status, payload) in zip(files, run(_prepare_image_file, jobs)):
                 if writer.count >= limit:
                     break
                 if status == "ok":
@@ -304,6 +305,8 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
                     bar.update(1)
                 else:
                     stats[status] += 1
+                    if len(skipped_examples) < 5:
+                        skipped_examples.append(f"{path}: {status.replace('_', ' ')} ({payload})")
                 bar.set_postfix(skipped=stats["corrupt"] + stats["too_small"], refresh=False)
             sources.append(dict(kind="images", path=os.path.abspath(d), files=len(files),
                                 used=writer.count - before))
@@ -339,6 +342,8 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
                                 styles=list(styles) if styles else list(STYLES),
                                 image_seed="(seed, index)"))
         bar.close()
+        for line in skipped_examples:
+            print(f"skipped {line}", file=sys.stderr)
         if writer.count == 0:
             raise UserError(f"no usable images: {_skip_summary(stats)}; see --min-size")
         kinds = [s["kind"] for s in sources if s.get("used", s.get("count", 0))]

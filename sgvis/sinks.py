@@ -21,7 +21,9 @@ class Mp4Sink:
 
     def __init__(self, path: str, fps: float, width: int, height: int, crf: int = 18, preset: str = "medium",
                  audio_path: str | None = None, audio_start: float = 0.0, audio_end: float | None = None,
-                 audio_rate: int | None = None, audio_channels: int = 2):
+                 audio_rate: int | None = None, audio_channels: int = 2, push_audio: bool = False):
+        """Audio comes from `audio_path` (decoded and interleaved as video is written) or, with `push_audio`,
+        from `write_audio()` calls (live capture) at `audio_rate`."""
         if width % 2 or height % 2:
             raise ValueError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
         self.path = path
@@ -36,14 +38,17 @@ class Mp4Sink:
         self.video.options = {"crf": str(int(crf)), "preset": preset}
         self.frames_written = 0
         self.audio = None
-        if audio_path is not None:
+        self._audio_blocks = iter(())
+        if audio_path is not None or push_audio:
             rate = min(audio_rate or 48000, 48000)
             self.audio_rate = rate if rate in AAC_RATES else 48000
+            if push_audio and self.audio_rate != audio_rate:
+                raise ValueError(f"pushed audio must be at an AAC sample rate, got {audio_rate}")
             layout = "mono" if audio_channels == 1 else "stereo"
             self.audio = self.container.add_stream("aac", rate=self.audio_rate, layout=layout)
-            self._audio_blocks = decode_blocks(audio_path, self.audio_rate, layout, audio_start, audio_end)
+            if audio_path is not None:
+                self._audio_blocks = decode_blocks(audio_path, self.audio_rate, layout, audio_start, audio_end)
             self._audio_pts = 0
-            self._audio_pending = np.zeros((1 if layout == "mono" else 2, 0), np.float32)
             self._layout = layout
 
     def _encode_audio_until(self, seconds: float | None) -> None:
@@ -55,13 +60,21 @@ class Mp4Sink:
             block = next(self._audio_blocks, None)
             if block is None:
                 break
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=self._layout)
-            frame.sample_rate = self.audio_rate
-            frame.pts = self._audio_pts
-            frame.time_base = Fraction(1, self.audio_rate)
-            self._audio_pts += block.shape[1]
-            for packet in self.audio.encode(frame):
-                self.container.mux(packet)
+            self._encode_audio_block(block)
+
+    def _encode_audio_block(self, block: np.ndarray) -> None:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=self._layout)
+        frame.sample_rate = self.audio_rate
+        frame.pts = self._audio_pts
+        frame.time_base = Fraction(1, self.audio_rate)
+        self._audio_pts += block.shape[1]
+        for packet in self.audio.encode(frame):
+            self.container.mux(packet)
+
+    def write_audio(self, block: np.ndarray) -> None:
+        """Pushed audio (live capture): float32 [channels, n] at the stream's rate."""
+        if block.shape[1]:
+            self._encode_audio_block(np.ascontiguousarray(block, np.float32))
 
     def write(self, frame: np.ndarray) -> None:
         """One RGB uint8 frame [H, W, 3]."""

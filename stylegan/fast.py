@@ -22,7 +22,8 @@ parameters; StyleGAN3's user ``transform`` is read live):
   accumulation in fp32;
 * optionally ``torch.compile`` of the whole synthesis (fuses the elementwise epilogues).
 
-fp32 results match the exact path to float rounding (~1e-6 relative); bf16/fp16 to ~1e-2.
+fp32 results match the exact path to float rounding (max|diff| / max|ref| ~1e-6 .. 1e-5); bf16 to
+about 1e-2 (StyleGAN2) .. 5e-2 (StyleGAN3), see BENCHMARKS.md and tests/test_fast_path.py.
 """
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ class FIR:
     """
 
     def __init__(self, f: torch.Tensor | None, up=1, down=1, padding=0, gain: float = 1.0,
-                 flip_filter: bool = False, separable_min_taps: int = 8):
+                 flip_filter: bool = False, separable_min_taps: int = 8, fp32_on_cpu_bf16: bool = True):
+        self.fp32_on_cpu_bf16 = fp32_on_cpu_bf16
         self.up = _pair(up)
         self.down = _pair(down)
         self.pad = _parse_padding(padding)   # x0, x1, y0, y1
@@ -164,6 +166,10 @@ class FIR:
                  bias: torch.Tensor | None = None) -> torch.Tensor:
         """Filter x [N, C, H, W].  ``scale`` [C] multiplies channel c's filter, ``bias`` [C] is added
         to the result (both folded into the depthwise convolution, so free); both need a filter."""
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu" and self.fp32_on_cpu_bf16:
+            # oneDNN's bf16 depthwise (transposed) convolutions are far slower than its fp32 ones
+            # (measured 5x); the conversions cost less, and keep the filters exact.
+            return self(x.float(), scale=scale, bias=bias).to(torch.bfloat16)
         c = x.shape[1]
         k2, kx, ky = self._weights(c, x.dtype, x.device)
         (ux, uy), (dx, dy), (x0, x1, y0, y1) = self.up, self.down, self.pad
@@ -400,16 +406,15 @@ class _SG2ToRGB(_ModConv):
 
 
 class _SG2Skip:
-    """Resnet skip: Conv2dLayer(1x1, bias=False, up=2) with gain sqrt(0.5)."""
+    """Resnet skip: Conv2dLayer(1x1, bias=False, up=2), i.e. a 1x1 conv then upsample2d."""
 
     def __init__(self, layer):
         if layer.weight.shape[2:] != (1, 1) or layer.up != 2 or layer.down != 1 or layer.bias is not None \
                 or layer.activation != "linear":
             raise NotImplementedError("unexpected resnet skip layer")
         self.weight = layer.weight.detach().float() * layer.weight_gain
-        self.fir = FIR(layer.resample_filter, up=2, padding=[2, 1, 2, 1], gain=4) \
-            if _filter_taps(layer.resample_filter) == 4 else None
-        self.f = layer.resample_filter
+        fw = _filter_taps(layer.resample_filter)
+        self.fir = FIR(layer.resample_filter, up=2, padding=[(fw + 1) // 2, (fw - 2) // 2] * 2, gain=4)
         self.act_gain = float(layer.act_gain)
         self.conv_clamp = layer.conv_clamp
         self._cache = {}
@@ -418,16 +423,12 @@ class _SG2Skip:
         key = (x.dtype, _memory_format(x))
         if key not in self._cache:
             self._cache[key] = self.weight.to(x.dtype).contiguous(memory_format=key[1])
-        y = F.conv2d(x, self._cache[key])
-        if self.fir is None:
-            fw = _filter_taps(self.f)
-            self.fir = FIR(self.f, up=2, padding=[(fw + 1) // 2, (fw - 2) // 2] * 2, gain=4)
-        y = self.fir(y)
+        y = self.fir(F.conv2d(x, self._cache[key]))
         g = self.act_gain * gain
         if g != 1:
-            y = y * g
+            y = y.mul_(g)
         if self.conv_clamp is not None:
-            y = y.clamp(-self.conv_clamp * gain, self.conv_clamp * gain)
+            y = y.clamp_(-self.conv_clamp * gain, self.conv_clamp * gain)
         return y
 
 
@@ -557,12 +558,8 @@ class _SG3Layer(_ModConv):
             y = F.conv2d(x * s_in.to(dtype).reshape(n, -1, 1, 1), self.weight_as(dtype, mf), padding=self.padding)
             b = self.bias.to(dtype).reshape(1, -1, 1, 1)
             y = torch.addcmul(b, y, d.to(dtype).reshape(n, -1, 1, 1)) if d is not None else y.add_(b)
-        if self.has_up_filter:
-            y = self.fir_up(y)
-            gain = 1.0
-        else:
-            y = self.fir_up(y)
-            gain = self.gain
+        y = self.fir_up(y)
+        gain = 1.0 if self.has_up_filter else self.gain
         if self.slope != 1:
             y = F.leaky_relu_(y, self.slope)
         if gain != 1:

@@ -1,0 +1,283 @@
+"""Measure how well reactive steering follows music: AV-Align (TempoTokens) and smoothness figures.
+
+    python bench/bench_av_align.py                       # defaults: 30 s track, 30 fps, 64 px random StyleGAN2
+    python bench/bench_av_align.py --steer '{"bass": {"amount": 2.0}}' --video /tmp/bench.mp4
+    python bench/bench_av_align.py --baselines           # also drift-only and a cut-on-every-onset strobe
+
+A deterministic track is synthesised with numpy (120 BPM: kick on every beat, snare on 2 and 4, closed hats on
+eighths, an eighth-note bass line and a chord per bar; an intro without drums, a breakdown of chords only, a bar
+of silence and a drop).  Features come from sgvis.features.FeatureExtractor (causal, as live), latents from
+the reactive steering, frames from a StyleGAN2 with random weights (torch's default initialisation, which gives
+smooth colour fields; w_avg set to the mean of mapped z as for a trained model), and the frames plus the track
+go through sgvis.av_align.  A random network cannot show whether the result looks good, but it shows whether
+the motion peaks land on the onsets and whether the motion is smooth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sgvis.av_align import av_align, format_report  # noqa: E402
+from sgvis.features import FeatureExtractor, MelConfig  # noqa: E402
+from sgvis.steering import ReactiveSteering, resolve_config  # noqa: E402
+from stylegan.generator import Generator  # noqa: E402
+
+SR = 22050
+BPM = 120.0
+# (name, bars, parts): parts drawn from kick, snare, hat, bass, chords
+SECTIONS = [
+    ("intro", 2, {"hat", "chords"}),
+    ("verse", 4, {"kick", "snare", "hat", "bass", "chords"}),
+    ("breakdown", 3, {"chords", "pad_bass"}),
+    ("silence", 1, set()),
+    ("drop", 4, {"kick", "snare", "hat", "bass", "chords"}),
+    ("outro", 1, {"chords"}),
+]
+CHORDS = [(57, 60, 64), (53, 57, 60), (48, 52, 55), (55, 59, 62)]      # Am F C G (MIDI)
+BASS = [45, 41, 36, 43]
+
+
+def _hz(midi: float) -> float:
+    return 440.0 * 2 ** ((midi - 69) / 12)
+
+
+def _add(y: np.ndarray, start_s: float, x: np.ndarray) -> None:
+    s = int(round(start_s * SR))
+    if s >= len(y):
+        return
+    n = min(len(x), len(y) - s)
+    y[s:s + n] += x[:n]
+
+
+def synth_track(seed: int = 0) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """Mono float32 at SR and the section boundaries (name, start, end) in seconds."""
+    rng = np.random.default_rng(seed)
+    beat = 60.0 / BPM
+    bar = 4 * beat
+    total = sum(b for _, b, _ in SECTIONS) * bar
+    y = np.zeros(int(total * SR) + SR, np.float64)
+
+    def t_(dur):
+        return np.arange(int(dur * SR)) / SR
+
+    t = t_(0.5)
+    kick = np.sin(2 * np.pi * np.cumsum(50 + 110 * np.exp(-t / 0.03)) / SR) * np.exp(-t / 0.18)
+    kick += 0.3 * rng.standard_normal(len(t)) * np.exp(-t / 0.002)
+    t = t_(0.3)
+    noise = rng.standard_normal(len(t))
+    snare = 0.45 * np.diff(noise, prepend=0) * np.exp(-t / 0.07) + 0.35 * np.sin(2 * np.pi * 190 * t) * np.exp(-t / 0.05)
+    t = t_(0.12)
+    hat = np.diff(rng.standard_normal(len(t) + 2), 2) * np.exp(-t / 0.018) * 0.12
+
+    sections = []
+    pos = 0.0
+    for name, bars, parts in SECTIONS:
+        sections.append((name, pos, pos + bars * bar))
+        for b in range(bars):
+            t0 = pos + b * bar
+            chord_i = (b + (0 if name != "drop" else 0)) % 4
+            if "chords" in parts:
+                t = t_(bar + 0.4)
+                env = np.minimum(t / 0.03, 1) * np.exp(-np.maximum(t - bar, 0) / 0.1) * (0.9 + 0.1 * np.cos(2 * np.pi * 0.5 * t))
+                x = sum(sum(np.sin(2 * np.pi * _hz(m) * h * t) / h ** 1.5 for h in (1, 2, 3)) for m in CHORDS[chord_i])
+                _add(y, t0, 0.06 * env * x)
+            if "pad_bass" in parts:
+                t = t_(bar)
+                env = np.minimum(t / 0.3, 1) * np.minimum((bar - t) / 0.3, 1)
+                _add(y, t0, 0.15 * env * np.sin(2 * np.pi * _hz(BASS[chord_i]) * t))
+            for k in range(4):
+                tb = t0 + k * beat
+                if "kick" in parts:
+                    _add(y, tb, 0.9 * kick)
+                if "snare" in parts and k in (1, 3):
+                    _add(y, tb, 0.7 * snare)
+                if "hat" in parts:
+                    _add(y, tb, 0.5 * hat)
+                    _add(y, tb + beat / 2, 0.9 * hat)
+                if "bass" in parts:
+                    for e in range(2):
+                        t = t_(beat / 2)
+                        f = _hz(BASS[chord_i] + (12 if (k == 3 and e == 1) else 0))
+                        env = np.minimum(t / 0.005, 1) * np.exp(-t / 0.12)
+                        _add(y, tb + e * beat / 2, 0.3 * env * (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t)))
+        pos += bars * bar
+    y = y[: int(total * SR)]
+    y = 0.9 * y / np.abs(y).max()
+    return y.astype(np.float32), sections
+
+
+def bench_generator(resolution: int, seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator("stylegan2", z_dim=128, w_dim=128, img_resolution=resolution,
+                  mapping_kwargs=dict(num_layers=4), synthesis_kwargs=dict(channel_base=2048, channel_max=64))
+    G = G.eval().requires_grad_(False)
+    with torch.no_grad():
+        z = torch.randn([4096, G.z_dim], generator=torch.Generator().manual_seed(seed + 1))
+        G.mapping.w_avg.copy_(G.mapping(z, None)[:, 0].mean(0))
+    return G
+
+
+def features_for(y: np.ndarray, fps: float, n_frames: int, lookahead: float = 0.0):
+    """One Features per frame; with `lookahead` (offline only) frame i sees audio up to i / fps + lookahead."""
+    ex = FeatureExtractor(MelConfig())
+    pushed = 0
+    out = []
+    for i in range(n_frames):
+        t = i / fps + lookahead
+        end = min(int(round(t * SR)), len(y))
+        if end > pushed:
+            ex.push(y[pushed:end])
+            pushed = end
+        out.append(ex.at(t))
+    return out
+
+
+def render(G, ws_list, batch: int = 16):
+    frames = []
+    with torch.no_grad():
+        for s in range(0, len(ws_list), batch):
+            ws = torch.stack(ws_list[s:s + batch])
+            img = G.synthesis(ws, noise_mode="const")
+            img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            frames.extend(list(img))
+    return frames
+
+
+class StrobeBaseline:
+    """Cut to a new random latent on every strong onset (what AV-Align alone would reward)."""
+
+    name = "strobe"
+
+    def __init__(self, G, seed):
+        self.G, self.rng = G, np.random.default_rng(seed)
+        self.ws = self._new()
+
+    def _new(self):
+        z = torch.from_numpy(self.rng.standard_normal([1, self.G.z_dim])).float()
+        with torch.no_grad():
+            return self.G.mapping(z, None, truncation_psi=0.7)[0]
+
+    def step(self, f):
+        if f.onset > 0.3:
+            self.ws = self._new()
+        return self.ws
+
+
+def write_video(path, frames, y, fps, scale=4):
+    import av
+    with av.open(path, "w") as c:
+        vs = c.add_stream("libx264", rate=int(round(fps)))
+        h, w = frames[0].shape[:2]
+        vs.width, vs.height, vs.pix_fmt = w * scale, h * scale, "yuv420p"
+        vs.options = {"crf": "18"}
+        aus = c.add_stream("aac", rate=SR)
+        aus.layout = "mono"
+        for fr in frames:
+            big = np.repeat(np.repeat(fr, scale, 0), scale, 1)
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(big), format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        af = av.AudioFrame.from_ndarray(y[None].astype(np.float32), format="flt", layout="mono")
+        af.sample_rate = SR
+        af.pts = 0                        # without it the AAC priming (1024 samples) stays in: audio 46 ms late
+        for p in aus.encode(af):
+            c.mux(p)
+        for p in aus.encode():
+            c.mux(p)
+
+
+def run(steer, G, y, fps, n_frames, feats, video=None):
+    t0 = time.perf_counter()
+    ws = [steer.step(f) for f in feats]
+    t_steer = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    frames = render(G, ws)
+    t_render = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = av_align(frames, (y, SR), fps=fps)
+    t_eval = time.perf_counter() - t0
+    d = np.array([float((ws[i] - ws[i - 1]).norm()) for i in range(1, len(ws))])
+    r["ws_step"] = {"mean": float(d.mean()), "p95": float(np.percentile(d, 95)), "max": float(d.max())}
+    r["timing_s"] = {"steer_per_frame_ms": 1000 * t_steer / n_frames, "render": t_render, "eval": t_eval}
+    if video:
+        write_video(video, frames, y, fps)
+    return r
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0, help="steering seed")
+    ap.add_argument("--model-seed", type=int, default=0, help="random generator weights")
+    ap.add_argument("--seconds", type=float, default=None, help="use only the first N seconds of the track")
+    ap.add_argument("--lookahead", type=float, nargs="+", default=[0.03, 0.0],
+                    help="feature lookahead(s) in seconds (offline latency compensation; 0 = as live)")
+    ap.add_argument("--steer", default="{}", help="JSON overrides of the steer: section")
+    ap.add_argument("--config", default=None, help="a YAML config whose steer: section to use (e.g. configs/calm.yaml)")
+    ap.add_argument("--baselines", action="store_true", help="also run drift-only and the strobe baseline")
+    ap.add_argument("--video", default=None, help="write the rendered video (with the track) here")
+    ap.add_argument("--json", default=None, help="write all figures here")
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args(argv)
+
+    y, sections = synth_track()
+    if args.seconds:
+        y = y[: int(args.seconds * SR)]
+    n_frames = int(len(y) / SR * args.fps)
+    G = bench_generator(args.resolution, args.model_seed)
+    cfg = {}
+    if args.config:
+        import yaml
+        with open(args.config) as f:
+            cfg = (yaml.safe_load(f) or {}).get("steer", {}) or {}
+    over = json.loads(args.steer)
+    for k, v in over.items():
+        if isinstance(v, dict):
+            cfg.setdefault(k, {}).update(v)
+        else:
+            cfg[k] = v
+    cfg = resolve_config(cfg)
+    print(f"track {len(y) / SR:.1f} s at {BPM:.0f} BPM ({', '.join(f'{n} {a:.0f}-{b:.0f}s' for n, a, b in sections)}); "
+          f"{n_frames} frames at {args.fps:g} fps, {args.resolution} px random StyleGAN2 (num_ws {G.num_ws})")
+    results = {}
+    for look in args.lookahead:
+        t0 = time.perf_counter()
+        feats = features_for(y, args.fps, n_frames, look)
+        print(f"\nfeatures with lookahead {1000 * look:.0f} ms: {time.perf_counter() - t0:.1f} s")
+        runs = [("reactive", lambda: ReactiveSteering(G, cfg, args.seed, cache_dir=args.cache_dir))]
+        if args.baselines and look == args.lookahead[0]:
+            drift_cfg = dict(cfg, intensity=0.0)
+            runs.append(("drift only", lambda: ReactiveSteering(G, drift_cfg, args.seed, cache_dir=args.cache_dir)))
+            runs.append(("strobe (cut on onsets)", lambda: StrobeBaseline(G, args.seed)))
+        for name, make in runs:
+            steer = make()
+            key = f"{name} lookahead={look:g}"
+            r = run(steer, G, y, args.fps, n_frames, feats, args.video if name == "reactive" and look == args.lookahead[0] else None)
+            results[key] = {k: v for k, v in r.items() if k not in ("flow", "audio_peak_times", "video_peak_times")}
+            print(f"== {key} ==")
+            print(format_report(r))
+            print(f"ws step       mean {r['ws_step']['mean']:.3g}, p95 {r['ws_step']['p95']:.3g}, max {r['ws_step']['max']:.3g}; "
+                  f"steering {r['timing_s']['steer_per_frame_ms']:.2f} ms/frame, render {r['timing_s']['render']:.1f} s, "
+                  f"eval {r['timing_s']['eval']:.1f} s")
+            if name == "reactive":
+                results[key]["trajectory"] = r["flow"]
+                results[key]["audio_peak_times"] = r["audio_peak_times"]
+                results[key]["video_peak_times"] = r["video_peak_times"]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "steer": cfg, "results": results}, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Learned steering, after "Sound-guided Semantic Video Generation" (Lee et al., ECCV 2022).
+
+    model = LearnedSteeringModel(G.num_ws, G.w_dim, MelConfig(), groups=None, hidden=256)
+    ws_hat = model(mels, w)                # training: mels [B, T, n_mels, window], w [B, num_ws, w_dim]
+    save_steering(model, "steer.safetensors", model_hash=directions.model_hash(G))
+    steer = LearnedSteering(G, load_steering("steer.safetensors", G), cfg, seed=3)    # the Steering interface
+
+Sound inversion (paper eq. 1): a small CNN E maps a log-mel window x [n_mels, T] to a W+ offset
+[num_ws, w_dim]; w^ = E(x) + w, where w is the latent of a random seed.  Its last layer starts at zero, so an
+untrained encoder gives w^ = w.
+
+Recurrent frame generator (paper eq. 4-5): W+ rows are split into coarse / mid / fine groups (paper: 0-2, 3-5,
+6-end; configurable, clamped like the reactive steering for small num_ws), each with its own GRU cell.  For
+video frame t with mel window x_t (the audio up to frame t: the paper's "previous audio segment" x^{t-1}):
+
+    e_t       = E(x_t)
+    in_t[g]   = flatten((e_t + w^_{t-1})[rows_g] - w[rows_g])          (w^_{-1} = w)
+    h_t[g]    = GRU_g(in_t[g], h_{t-1}[g])                             (h_{-1} = 0)
+    w^_t[rows_g] = w[rows_g] + e_t[rows_g] + Out_g(h_t[g])
+
+Out_g starts at zero, so an untrained model is exactly the paper's w^ = E(x) + w at every frame.  The
+features arrive causally, so using x_t for frame t adds no delay in sgvis (the paper's index shift only says
+the latent follows the audio before the frame).
+
+Checkpoint: one .safetensors file (weights) whose metadata holds format 'sgvis-steering', version, num_ws,
+w_dim, the mel config, the group rows, hidden size, encoder channels and (optionally) the hash of the mapping
+network it was trained for (sgvis.directions.model_hash).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from sgvis.errors import UserError
+from sgvis.features import MelConfig
+from sgvis.steering import DEFAULTS, GROUPS, Steering, _base_latent, resolve_config, resolve_groups
+
+__all__ = ["SoundInversionEncoder", "LearnedSteeringModel", "LearnedSteering", "save_steering", "load_steering",
+           "SteeringMismatch", "SteeringFileError", "FORMAT_TAG", "FORMAT_VERSION"]
+
+FORMAT_TAG = "sgvis-steering"
+FORMAT_VERSION = "1"
+DEFAULT_CHANNELS = (32, 64, 128, 256)
+
+
+class SteeringFileError(UserError, ValueError):
+    """Not a (readable, supported) sgvis steering checkpoint; the message is one line."""
+
+
+class SteeringMismatch(UserError, ValueError):
+    """A steering checkpoint made for a generator with another num_ws / w_dim."""
+
+
+class SoundInversionEncoder(nn.Module):
+    """Log-mel window [B, n_mels, T] -> W+ offset [B, num_ws, w_dim].
+
+    Conv blocks (3x3 conv, GroupNorm, LeakyReLU; then a stride-2 3x3 conv halving both axes), global average
+    pooling, and a two-layer head whose last layer is zero-initialised.  Inputs are standardised with the
+    buffers `in_mean` / `in_std` (natural-log mel power; training may set them from its data)."""
+
+    def __init__(self, n_mels: int, window_frames: int, num_ws: int, w_dim: int,
+                 channels=DEFAULT_CHANNELS, head_hidden: int = 512):
+        super().__init__()
+        self.n_mels, self.window_frames, self.num_ws, self.w_dim = n_mels, window_frames, num_ws, w_dim
+        self.register_buffer("in_mean", torch.tensor(-6.0))
+        self.register_buffer("in_std", torch.tensor(4.0))
+        layers = []
+        cin = 1
+        for ch in channels:
+            layers += [nn.Conv2d(cin, ch, 3, padding=1), nn.GroupNorm(min(8, ch), ch), nn.LeakyReLU(0.2),
+                       nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.GroupNorm(min(8, ch), ch), nn.LeakyReLU(0.2)]
+            cin = ch
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(cin, head_hidden), nn.LeakyReLU(0.2),
+                                  nn.Linear(head_hidden, num_ws * w_dim))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        if mel.ndim != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"mel must have shape [B, {self.n_mels}, T], got {tuple(mel.shape)}")
+        x = (mel.float() - self.in_mean) / self.in_std
+        x = self.features(x[:, None])
+        x = x.mean(dim=(2, 3))
+        return self.head(x).view(-1, self.num_ws, self.w_dim)
+
+
+class LearnedSteeringModel(nn.Module):
+    """Sound inversion encoder + coarse/mid/fine GRU cells (see the module docstring)."""
+
+    def __init__(self, num_ws: int, w_dim: int, mel_config: MelConfig | dict = MelConfig(),
+                 groups: dict | None = None, hidden: int = 256, channels=DEFAULT_CHANNELS, head_hidden: int = 512):
+        super().__init__()
+        if isinstance(mel_config, dict):
+            mel_config = MelConfig(**mel_config)
+        self.num_ws, self.w_dim, self.hidden = int(num_ws), int(w_dim), int(hidden)
+        self.mel_config = mel_config
+        self.channels = tuple(int(c) for c in channels)
+        self.head_hidden = int(head_hidden)
+        self.groups = resolve_groups(groups or DEFAULTS["groups"], self.num_ws)
+        self.encoder = SoundInversionEncoder(mel_config.n_mels, mel_config.window_frames, self.num_ws, self.w_dim,
+                                             self.channels, self.head_hidden)
+        self.grus = nn.ModuleDict()
+        self.outs = nn.ModuleDict()
+        for g in GROUPS:
+            s, e = self.groups[g]
+            n = (e - s) * self.w_dim
+            self.grus[g] = nn.GRUCell(n, self.hidden)
+            self.outs[g] = nn.Linear(self.hidden, n)
+            nn.init.zeros_(self.outs[g].weight)
+            nn.init.zeros_(self.outs[g].bias)
+
+    def config(self) -> dict:
+        return dict(num_ws=self.num_ws, w_dim=self.w_dim, mel_config=self.mel_config.to_dict(),
+                    groups={g: list(v) for g, v in self.groups.items()}, hidden=self.hidden,
+                    channels=list(self.channels), head_hidden=self.head_hidden)
+
+    def _base(self, w: torch.Tensor) -> torch.Tensor:
+        if w.ndim == 2 and w.shape[1] == self.w_dim and w.shape[0] != self.num_ws:
+            w = w[:, None].expand(-1, self.num_ws, -1)              # [B, w_dim] -> [B, num_ws, w_dim]
+        elif w.ndim == 2:
+            w = w[None]                                               # [num_ws, w_dim] -> [1, num_ws, w_dim]
+        if w.ndim != 3 or w.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"w must be [B, {self.num_ws}, {self.w_dim}] or [B, {self.w_dim}], got {tuple(w.shape)}")
+        return w.float()
+
+    def init_state(self, batch: int, device=None) -> dict:
+        device = device or next(self.parameters()).device
+        return {"h": {g: torch.zeros([batch, self.hidden], device=device) for g in GROUPS}, "prev": None}
+
+    def _advance(self, e: torch.Tensor, w: torch.Tensor, state: dict) -> torch.Tensor:
+        """One frame: e = E(x_t) [B, num_ws, w_dim], w base [B, num_ws, w_dim]; updates state in place."""
+        prev = w if state["prev"] is None else state["prev"]
+        inp = e + prev - w                                            # (E(x) + w^_{t-1}) - w
+        out = w + e
+        pieces = []
+        for g in GROUPS:
+            s, t = self.groups[g]
+            h = self.grus[g](inp[:, s:t].flatten(1), state["h"][g])
+            state["h"][g] = h
+            pieces.append((s, t, self.outs[g](h).view(-1, t - s, self.w_dim)))
+        delta = torch.zeros_like(out)
+        for s, t, d in pieces:                                        # groups may share rows for num_ws < 3
+            delta[:, s:t] = d
+        out = out + delta
+        state["prev"] = out
+        return out
+
+    def forward(self, mels: torch.Tensor, w: torch.Tensor, state: dict | None = None,
+                return_state: bool = False):
+        """mels [B, T, n_mels, window], w [B, num_ws, w_dim] (or [B, w_dim]) -> w^ [B, T, num_ws, w_dim]."""
+        if mels.ndim != 4:
+            raise ValueError(f"mels must be [B, T, n_mels, window], got {tuple(mels.shape)}")
+        B, T = mels.shape[:2]
+        w = self._base(w)
+        if w.shape[0] == 1 and B > 1:
+            w = w.expand(B, -1, -1)
+        e = self.encoder(mels.reshape(B * T, *mels.shape[2:])).view(B, T, self.num_ws, self.w_dim)
+        state = state or self.init_state(B, mels.device)
+        out = torch.stack([self._advance(e[:, t], w, state) for t in range(T)], dim=1)
+        return (out, state) if return_state else out
+
+    def step(self, mel, w: torch.Tensor, state: dict | None = None):
+        """Inference, one frame: mel [n_mels, window] (numpy or tensor) or [B, n_mels, window] ->
+        (w^ [num_ws, w_dim] or [B, num_ws, w_dim], state)."""
+        device = next(self.parameters()).device
+        m = torch.as_tensor(np.asarray(mel, np.float32) if not torch.is_tensor(mel) else mel,
+                            dtype=torch.float32, device=device)
+        single = m.ndim == 2
+        if single:
+            m = m[None]
+        wb = self._base(w.to(device))
+        if wb.shape[0] == 1 and m.shape[0] > 1:
+            wb = wb.expand(m.shape[0], -1, -1)
+        state = state or self.init_state(m.shape[0], device)
+        out = self._advance(self.encoder(m), wb, state)
+        return (out[0] if single else out), state
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+def save_steering(model: LearnedSteeringModel, path: str, model_hash: str | None = None,
+                  extra: dict | None = None) -> None:
+    """Write `model` atomically as one .safetensors file with its architecture in the metadata."""
+    from safetensors.torch import save_file
+    cfg = model.config()
+    meta = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "num_ws": str(cfg["num_ws"]), "w_dim": str(cfg["w_dim"]),
+            "mel_config": json.dumps(cfg["mel_config"]), "groups": json.dumps(cfg["groups"]),
+            "hidden": str(cfg["hidden"]), "channels": json.dumps(cfg["channels"]),
+            "head_hidden": str(cfg["head_hidden"]), "model_hash": model_hash or ""}
+    for k, v in (extra or {}).items():
+        meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".sgvis-steer-", suffix=".safetensors.tmp", dir=directory)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
+    """Read a steering checkpoint; with `G`, check that it fits G (num_ws, w_dim) and move it to G's device."""
+    from safetensors import safe_open
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise SteeringFileError(f"steering checkpoint not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            keys = list(f.keys())
+            tensors = {k: f.get_tensor(k) for k in keys}
+    except Exception as e:
+        raise SteeringFileError(f"{path} is not a steering checkpoint (not a readable .safetensors file: "
+                                f"{_first_line(e)})") from None
+    fmt = meta.get("format")
+    if fmt != FORMAT_TAG:
+        what = "an sgvis generator" if fmt == "sgvis-generator" else f"format {fmt!r}" if fmt else "no sgvis metadata"
+        raise SteeringFileError(f"{path} is not an sgvis steering checkpoint ({what})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise SteeringFileError(f"{path}: steering checkpoint version {meta.get('version')} is not supported by "
+                                f"this sgvis (expects {FORMAT_VERSION})")
+    try:
+        num_ws, w_dim = int(meta["num_ws"]), int(meta["w_dim"])
+        mel = MelConfig(**json.loads(meta["mel_config"]))
+        groups = {g: list(v) for g, v in json.loads(meta["groups"]).items()}
+        hidden = int(meta["hidden"])
+        channels = tuple(json.loads(meta.get("channels", json.dumps(list(DEFAULT_CHANNELS)))))
+        head_hidden = int(meta.get("head_hidden", 512))
+    except (KeyError, TypeError, ValueError) as e:
+        raise SteeringFileError(f"{path}: the steering metadata is invalid ({_first_line(e)})") from None
+    if G is not None and (num_ws != G.num_ws or w_dim != G.w_dim):
+        raise SteeringMismatch(f"steering checkpoint {name} was made for num_ws={num_ws}, w_dim={w_dim}; "
+                               f"this model has num_ws={G.num_ws}, w_dim={G.w_dim}")
+    try:
+        model = LearnedSteeringModel(num_ws, w_dim, mel, groups, hidden, channels, head_hidden)
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise SteeringFileError(f"{path}: the weights do not match the stored architecture ({_first_line(e)})") from None
+    if missing or unexpected:
+        raise SteeringFileError(f"{path}: the weights do not match the stored architecture "
+                                f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    if G is not None and meta.get("model_hash"):
+        from sgvis.directions import model_hash
+        if meta["model_hash"] != model_hash(G):
+            warnings.warn(f"steering checkpoint {name} was trained for another StyleGAN (same num_ws and w_dim); "
+                          f"its motion may not suit this one")
+    dev = device if device is not None else (G.device if G is not None else "cpu")
+    return model.to(dev).eval().requires_grad_(False)
+
+
+# -- the Steering interface -------------------------------------------------------------------------------------
+class LearnedSteering(Steering):
+    """Steering by a trained LearnedSteeringModel from the mel window of each Features.  The base latent w is
+    the seed's z mapped with truncation (steer.truncation_psi); steer.learned.intensity scales w^ - w."""
+
+    name = "learned"
+
+    def __init__(self, G, model: LearnedSteeringModel, cfg: dict | None = None, seed: int = 0):
+        if model.num_ws != G.num_ws or model.w_dim != G.w_dim:
+            raise SteeringMismatch(f"steering model was made for num_ws={model.num_ws}, w_dim={model.w_dim}; "
+                                   f"this model has num_ws={G.num_ws}, w_dim={G.w_dim}")
+        self.G = G
+        self.cfg = resolve_config(cfg)
+        self.model = model.to(G.device).eval()
+        self.mel_config = model.mel_config
+        self.intensity = float(self.cfg["learned"]["intensity"])
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.w = _base_latent(self.G, self.seed, self.cfg["class_idx"], float(self.cfg["truncation_psi"]))
+        self.state = None
+
+    def step(self, features) -> torch.Tensor:
+        mel = features.mel
+        mc = self.mel_config
+        if mel is None:
+            raise ValueError("learned steering needs Features.mel (the log-mel window); this feature source "
+                             "gives none")
+        shape = tuple(np.shape(mel))
+        if shape != (mc.n_mels, mc.window_frames):
+            raise ValueError(f"learned steering expects mel windows of shape ({mc.n_mels}, {mc.window_frames}) "
+                             f"(its MelConfig); got {shape}")
+        with torch.no_grad():
+            ws, self.state = self.model.step(mel, self.w, self.state)
+        if self.intensity != 1:
+            ws = self.w + self.intensity * (ws - self.w)
+        return ws.float().contiguous()

@@ -1,0 +1,430 @@
+"""`sgvis live`: a live input steers the generator in a real-time OpenGL window (or offscreen, --headless).
+
+Per loop iteration: take the audio captured since the last frame (ring buffer filled by the audio callback),
+analyse it with the same causal features as `render`, step the same steering, generate the newest frame only
+(nothing is queued, so stale work never piles up), draw it letterboxed with the HUD, present, and record what
+was shown.  Keys (window) call the same `LiveShow.act()` actions the tests call.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sgvis.errors import UserError
+from sgvis.features import FeatureExtractor, MelConfig
+
+LIVE_DEFAULTS = {
+    "live": {
+        "fps": 60.0,              # frame-rate cap (0: as fast as possible)
+        "vsync": True,            # wait for the display's refresh when presenting
+        "blocksize": 256,         # audio callback size in frames (smaller: lower latency)
+        "latency_offset": 0.0,    # seconds added to measured latency (known output/projector delay)
+        "hud": False,             # start with the HUD shown
+        "record_fps": 30.0,       # frame rate of --record videos
+        "window": [1280, 720],    # initial window size
+    },
+}
+KEY_ACTIONS = {"SPACE": "freeze", "R": "reseed", "UP": "intensity_up", "DOWN": "intensity_down",
+               "RIGHT": "intensity_up", "LEFT": "intensity_down", "S": "screenshot", "H": "hud",
+               "F": "fullscreen", "ESCAPE": "quit", "Q": "quit",
+               **{str(i): f"preset_{i}" for i in range(1, 10)}}
+
+
+@dataclass
+class LiveJob:
+    device: str = "mic"
+    model: str | None = None
+    seed: int = 0
+    fps: float | None = None
+    fullscreen: bool = False
+    monitor: int = 0
+    headless: bool = False
+    duration: float | None = None
+    record: str | None = None
+    stats: str | None = None
+    overwrite: bool = False
+    channels: list[int] | None = None
+    latency_offset: float | None = None
+    steer: str = "reactive"
+    steering_path: str | None = None
+    gpu: str = "auto"
+    preset: str | None = None
+    config_path: str | None = None
+    overrides: list = field(default_factory=list)
+    screenshot_dir: str = "."
+
+
+def _percentiles(values, qs=(50, 95)):
+    if not values:
+        return {f"p{q}": None for q in qs}
+    arr = np.asarray(values) * 1000.0
+    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
+
+
+class LiveShow:
+    def __init__(self, job: LiveJob):
+        from sgvis.config import load_config, presets
+        from sgvis.generation import FrameGenerator, pick_device
+        from sgvis.render import RENDER_DEFAULTS, _check_output, _load_model
+        from sgvis.steering import make_steering
+        self.job = job
+        defaults = {**RENDER_DEFAULTS, **LIVE_DEFAULTS}
+        self.config = load_config(job.preset, job.config_path, job.overrides, defaults=defaults)
+        self.lcfg = self.config["live"]
+        self.presets = presets()
+        if job.record:
+            _check_output(job.record, job.overwrite)
+        self.G = _load_model(job.model)
+        self.device = pick_device(job.gpu)
+        self.generator = FrameGenerator(self.G, self.device, precision=self.config["render"]["precision"])
+        self._make_steering = lambda cfg, seed: make_steering(
+            self.generator.G, cfg.get("steer", {}), seed=seed,
+            learned_path=job.steering_path if job.steer == "learned" else None)
+        try:
+            self.steering = self._make_steering(self.config, job.seed)
+        except (ValueError, FileNotFoundError) as e:
+            raise UserError(str(e).splitlines()[0]) from None
+        self.seed = job.seed
+        self.mel = MelConfig()
+        self.extractor = FeatureExtractor(self.mel)
+        self.input = self._open_input()
+        self.frame_size = self.generator.output_size
+        self.surface = None
+        self.renderer = None
+        self.recorder = None
+        self.frozen = False
+        self.hud_on = bool(self.lcfg["hud"])
+        self.running = True
+        self.message = ""
+        self.last_frame = None
+        # measurements
+        self.frames_shown = 0
+        self.frame_times: list[float] = []
+        self.latencies: list[float] = []
+        self.ready_latencies: list[float] = []
+        self.dropped = 0
+        self.frames_recorded = 0
+        self.screenshots: list[str] = []
+        self._read_pos = 0
+        self._resampler = None
+        self._analysed_samples = 0
+        self._last_reconnect = 0.0
+        self._next_hud = 0.0
+
+    # -- audio -----------------------------------------------------------------------------------
+    def _open_input(self):
+        from sgvis.live_audio import FilePlayback, LiveInput
+        spec = self.job.device
+        if spec.startswith("file:"):
+            return FilePlayback(spec[5:], blocksize=int(self.lcfg["blocksize"]))
+        return LiveInput(spec, channels=self.job.channels, blocksize=int(self.lcfg["blocksize"]))
+
+    def _pull_audio(self) -> tuple[np.ndarray, float]:
+        """New captured samples (mono, device rate) and the capture time of the newest one."""
+        ring = self.input.ring
+        data, self._read_pos, _lost = ring.read_since(self._read_pos)
+        captured = ring.write_time - getattr(self.input, "input_latency", 0.0)
+        return data[:, 0], captured
+
+    def _analyse(self, samples: np.ndarray, rate: int) -> None:
+        import av
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="fltp", layout="mono", rate=self.mel.sample_rate)
+        if len(samples) == 0:
+            return
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None], np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = rate
+        for out in self._resampler.resample(frame):
+            block = out.to_ndarray()[0]
+            self.extractor.push(block)
+            self._analysed_samples += len(block)
+
+    # -- actions (keys call these; tests call them directly) -------------------------------------
+    def act(self, action: str) -> None:
+        if action == "freeze":
+            self.frozen = not self.frozen
+        elif action == "reseed":
+            self.seed += 1
+            self.steering.reset(self.seed)
+        elif action in ("intensity_up", "intensity_down"):
+            factor = 1.25 if action == "intensity_up" else 0.8
+            self.set_intensity(self.intensity * factor)
+        elif action.startswith("preset_"):
+            index = int(action.split("_")[1]) - 1
+            if index < len(self.presets):
+                from sgvis.config import load_config
+                from sgvis.render import RENDER_DEFAULTS
+                self.config = load_config(self.presets[index], None, [], defaults={**RENDER_DEFAULTS,
+                                                                                   **LIVE_DEFAULTS})
+                self.steering = self._make_steering(self.config, self.seed)
+                self.message = f"preset {self.presets[index]}"
+        elif action == "screenshot":
+            self.screenshot()
+        elif action == "hud":
+            self.hud_on = not self.hud_on
+        elif action == "fullscreen":
+            if hasattr(self.surface, "toggle_fullscreen"):
+                self.surface.toggle_fullscreen()
+        elif action == "quit":
+            self.running = False
+        else:
+            raise ValueError(f"unknown action {action!r}")
+
+    @property
+    def intensity(self) -> float:
+        return float(self.config.get("steer", {}).get("intensity", 1.0))
+
+    def set_intensity(self, value: float) -> None:
+        value = float(min(max(value, 0.0), 8.0))
+        self.config.setdefault("steer", {})["intensity"] = value
+        if hasattr(self.steering, "set_intensity"):
+            self.steering.set_intensity(value)
+        else:
+            self.steering = self._make_steering(self.config, self.seed)
+        self.message = f"intensity {value:.2f}"
+
+    def on_key(self, key: int, action: int) -> None:
+        import glfw
+        for name, act in KEY_ACTIONS.items():
+            if key == getattr(glfw, f"KEY_{name}", None):
+                self.act(act)
+                return
+
+    def screenshot(self) -> str | None:
+        if self.last_frame is None:
+            return None
+        from PIL import Image
+        path = os.path.join(self.job.screenshot_dir, f"sgvis-{time.strftime('%Y%m%d-%H%M%S')}-{self.frames_shown}.png")
+        Image.fromarray(self.last_frame).save(path)
+        self.screenshots.append(path)
+        self.message = f"saved {path}"
+        return path
+
+    # -- the show --------------------------------------------------------------------------------
+    def _open_surface(self):
+        from sgvis.display import HeadlessSurface, Renderer, WindowSurface
+        if self.job.headless:
+            self.surface = HeadlessSurface(self.frame_size)
+        else:
+            size = tuple(int(v) for v in self.lcfg["window"])
+            self.surface = WindowSurface(size, title="sgvis", fullscreen=self.job.fullscreen,
+                                         monitor=self.job.monitor, vsync=bool(self.lcfg["vsync"]),
+                                         on_key=self.on_key)
+        self.renderer = Renderer(self.surface.ctx, self.frame_size)
+
+    def _open_recorder(self):
+        if not self.job.record:
+            return
+        from sgvis.sinks import AAC_RATES, Mp4Sink
+        rate = self.input.sample_rate if self.input.sample_rate in AAC_RATES else 48000
+        self._record_rate = rate
+        self.recorder = Mp4Sink(self.job.record, float(self.lcfg["record_fps"]), *self._even(self.frame_size),
+                                audio_rate=rate, audio_channels=1, push_audio=True)
+        self._record_start = None
+
+    @staticmethod
+    def _even(size):
+        return tuple(v + (v % 2) for v in size)
+
+    def _hud_lines(self, now: float) -> list[str]:
+        recent = self.frame_times[-60:]
+        fps = len(recent) / sum(recent) if recent and sum(recent) > 0 else 0.0
+        lat = _percentiles(self.latencies[-120:])
+        connected = self.input.connected
+        lines = [f"fps {fps:5.1f}  frame {1000 * np.mean(recent) if recent else 0:5.1f} ms",
+                 f"latency p50 {lat['p50'] or 0:5.1f} ms  p95 {lat['p95'] or 0:5.1f} ms",
+                 f"xruns {self.input.xruns}  input {self.input.device_name[:28]}"
+                 + ("" if connected else "  LOST - reconnecting"),
+                 f"{self.generator.description[:60]}",
+                 f"intensity {self.intensity:.2f}  seed {self.seed}" + ("  FROZEN" if self.frozen else "")]
+        if self.message:
+            lines.append(self.message[:60])
+        return lines
+
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        if not self.input.connected and t0 - self._last_reconnect > 1.0:
+            self._last_reconnect = t0
+            if self.input.try_reconnect():
+                self.message = "input reconnected"
+        samples, captured = self._pull_audio()
+        rate = self.input.sample_rate
+        if not self.input.connected:
+            # Keep time moving with silence so the imagery idles instead of freezing.
+            gap = int(max(0.0, (t0 - getattr(self, "_last_step", t0))) * rate)
+            samples = np.zeros(gap, np.float32)
+            captured = t0
+        self._last_step = t0
+        if self.recorder is not None and len(samples):
+            self.recorder.write_audio(samples[None])
+        self._analyse(samples, rate)
+        features = self.extractor.at(self._analysed_samples / self.mel.sample_rate)
+        if not self.frozen:
+            self.ws = self.steering.step(features)
+        frames = self.generator(self.ws[None])
+        t_ready = time.perf_counter()
+        frame = frames[0].numpy()
+        self.last_frame = frame
+        self.surface.begin()
+        self.renderer.upload(frame)
+        if self.hud_on and t0 >= self._next_hud:
+            from sgvis.display import hud_image
+            self.renderer.set_hud(hud_image(self._hud_lines(t0)))
+            self._next_hud = t0 + 0.25
+        elif not self.hud_on:
+            self.renderer.set_hud(None)
+        w, h = self.surface.framebuffer_size()
+        self.renderer.draw(w, h)
+        self.surface.present()
+        t_shown = time.perf_counter()
+        offset = float(self.job.latency_offset if self.job.latency_offset is not None else self.lcfg["latency_offset"])
+        if self.input.connected and captured > 0:
+            self.latencies.append(t_shown - captured + offset)
+            self.ready_latencies.append(t_ready - captured)
+        self.frames_shown += 1
+        if self.recorder is not None:
+            if self._record_start is None:
+                self._record_start = t_shown
+            due = int((t_shown - self._record_start) * float(self.lcfg["record_fps"])) + 1
+            while self.frames_recorded < due:            # constant frame rate, in step with the captured audio
+                self.recorder.write(frame if frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0 else
+                                    np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))))
+                self.frames_recorded += 1
+        self.surface.poll()
+        cap = float(self.job.fps if self.job.fps is not None else self.lcfg["fps"])
+        if cap > 0:
+            wait = (t0 + 1.0 / cap) - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+        elapsed = time.perf_counter() - t0
+        if cap > 0 and elapsed > 1.5 / cap:
+            self.dropped += 1
+        self.frame_times.append(elapsed)
+
+    def run(self) -> dict:
+        started = time.perf_counter()
+        interrupted = {"flag": False}
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):
+            interrupted["flag"] = True
+            self.running = False
+
+        try:
+            signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:     # not in the main thread
+            previous = None
+        try:
+            self._open_surface()
+            self._open_recorder()
+            self.ws = self.steering.step(self.extractor.at(0.0))
+            while self.running:
+                if self.surface.should_close:
+                    break
+                if self.job.duration is not None and time.perf_counter() - started >= self.job.duration:
+                    break
+                if getattr(self.input, "finished", False):
+                    break
+                try:
+                    self.step()
+                except RuntimeError as e:
+                    if "out of memory" in str(e).lower():
+                        raise UserError("the GPU ran out of memory generating frames; use a smaller model, "
+                                        "--gpu cpu, or close other GPU programs") from None
+                    raise
+            if self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
+        finally:
+            if self.recorder is not None:          # an error: keep what was recorded so far, finalised
+                try:
+                    self.recorder.close()
+                except Exception:
+                    self.recorder.abort()
+            self.input.close()
+            if self.surface is not None:
+                self.surface.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        wall = time.perf_counter() - started
+        stats = {
+            "frames_shown": self.frames_shown, "seconds": wall,
+            "frames_per_second": self.frames_shown / wall if wall > 0 else None,
+            "frame_time_ms": _percentiles(self.frame_times),
+            "latency_ms": _percentiles(self.latencies),
+            "audio_to_frame_ready_ms": _percentiles(self.ready_latencies),
+            "xruns": int(self.input.xruns), "dropped_frames": self.dropped,
+            "device": self.input.device_name, "model": self.G.source.get("path"),
+            "generator": self.generator.description, "headless": self.job.headless,
+            "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],
+            "screenshots": self.screenshots,
+        }
+        if self.job.stats:
+            with open(self.job.stats, "w") as f:
+                json.dump(stats, f, indent=2)
+        return stats
+
+
+def cmd_live(args) -> int:
+    channels = None
+    if args.channels:
+        try:
+            channels = [int(c) for c in args.channels.split(",")]
+        except ValueError:
+            raise UserError(f"--channels takes channel numbers like 1 or 1,2; got {args.channels!r}") from None
+    if args.steer == "learned" and not args.steering:
+        raise UserError("--steer learned needs --steering PATH (a learned-steering checkpoint)")
+    job = LiveJob(device=args.device, model=args.model, seed=args.seed, fps=args.fps, fullscreen=args.fullscreen,
+                  monitor=args.monitor, headless=args.headless, duration=args.duration, record=args.record,
+                  stats=args.stats, overwrite=args.overwrite, channels=channels, latency_offset=args.latency_offset,
+                  steer=args.steer, steering_path=args.steering, gpu=args.gpu, preset=args.preset,
+                  config_path=args.config, overrides=args.set or [])
+    show = LiveShow(job)
+    stats = show.run()
+    lat = stats["latency_ms"]
+    print(f"shown {stats['frames_shown']} frames in {stats['seconds']:.1f}s ({stats['frames_per_second']:.1f} fps); "
+          f"latency p50 {lat['p50'] or float('nan'):.0f} ms, p95 {lat['p95'] or float('nan'):.0f} ms; "
+          f"xruns {stats['xruns']}")
+    return 130 if stats["interrupted"] else 0
+
+
+def cmd_devices(args) -> int:
+    from sgvis.live_audio import describe_devices
+    print(describe_devices())
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("live", help="live audio steers the generator in a real-time window",
+                              description="Live visuals: audio from a microphone/interface (or a file played to the "
+                                          "speakers) steers the generator; keys: space freeze, R reseed, arrows "
+                                          "intensity, 1-9 presets, S screenshot, H HUD, F fullscreen, Esc/Q quit.")
+    p.add_argument("--device", default="mic", help="mic (default input), an input's index or name substring, or "
+                                                   "file:track.wav to play a file and react to it")
+    p.add_argument("--channels", help="input channel numbers to mix, e.g. 3 or 1,2 (default 1)")
+    p.add_argument("--model", help="StyleGAN checkpoint (default: the model shipped with sgvis)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, help="frame-rate cap (default 60; 0 = uncapped)")
+    p.add_argument("--fullscreen", action="store_true", help="fullscreen on --monitor")
+    p.add_argument("--monitor", type=int, default=0, help="monitor index for --fullscreen (0 = primary)")
+    p.add_argument("--headless", action="store_true", help="render offscreen (EGL), no window")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--record", help="record what is shown, with the captured audio, to this .mp4")
+    p.add_argument("--stats", help="write frame/latency statistics as JSON on exit")
+    p.add_argument("--latency-offset", type=float, help="seconds to add to measured latency (known output delay)")
+    p.add_argument("--steer", choices=["reactive", "learned"], default="reactive")
+    p.add_argument("--steering", help="learned-steering checkpoint for --steer learned")
+    p.add_argument("--preset", help="settings preset from configs/")
+    p.add_argument("--config", help="YAML settings file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    p.add_argument("--gpu", default="auto", help="generator device: auto (default), cpu or cuda")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --record file")
+    p.set_defaults(func=cmd_live)
+    d = subparsers.add_parser("devices", help="list audio input devices")
+    d.set_defaults(func=cmd_devices)

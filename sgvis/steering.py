@@ -1,0 +1,548 @@
+"""Steering: audio features in, W+ latents out, one video frame at a time.
+
+    steer = make_steering(G, cfg["steer"], seed=7)            # reactive (any checkpoint) or learned
+    for f in features:                                        # sgvis.features.Features, one per frame
+        ws = steer.step(f)                                    # [G.num_ws, G.w_dim] float32 on G.device
+        img = G.synthesis(ws[None], noise_mode="const")
+
+Every steering has `name`, `reset(seed)` and `step(features)`; the same seed and the same features give the
+same latents.  `mel_config` is the MelConfig the steering needs the features computed with (None: any).
+
+Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
+---------------------------------------------------------------------
+* Directions: the principal directions of W (sgvis.directions, cached per model).  Distances are in units of
+  W's standard deviation along the directions used ("std units"), so the same settings suit any model.
+* Base latent: a slow, seeded walk through W.  Keyframes are mapped z's (so the walk stays in the model's
+  distribution); the path is a uniform cubic B-spline through them (C2: no kinks), renormalised so its spread
+  about the mean of W matches the keyframes'.  It advances one keyframe per `drift.period_s`, faster when loud
+  (`drift.motion_gain`); with a tempo it "breathes": each beat starts fast and eases to a stop at the next
+  (`drift.breath`), so quiet passages still move, with the groove.
+* Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; measured from the mel window that comes with the
+  Features), all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
+  release `release_s`, optional glide `attack_s`; seconds, so any frame rate looks the same).  The envelopes
+  drive the *speed* of each layer group (coarse / mid / fine rows of W+) around its own loop ("orbit",
+  radius `orbit.radius` std units, in a plane of principal directions that turns slowly with the drift).  So a
+  hit makes the image move off at once and ease out, and it never snaps back: motion peaks on the hit and
+  decays until the next one.  A full-strength hit travels `pulse` std units times `route[group]`.
+  Defaults: bass hits and beat accents swing the coarse rows (big moves), mids the middle rows, highs and
+  all onsets the fine rows (detail shimmer).
+* Swells: the band levels (Features.low / mid / high), smoothed over `swell_s`, displace their groups by up to
+  `swell` std units: louder bass leans the coarse layout, brighter highs the fine detail.
+* Chroma: the 12 pitch classes weight 12 principal directions (pitch class j -> component first+j, sign fixed
+  per seed), applied to the middle rows: the same chord returns to the same place.
+* Output: truncation toward w_avg (`truncation_psi`), then a soft limit on the per-frame change of the whole
+  W+ (`max_step`, in units of W's spread, per 1/30 s) so nothing can strobe.
+
+Offline renderers should compute each frame's Features a little ahead of the frame time (see
+OFFLINE_LOOKAHEAD_S): the causal analysis window registers an onset a hop or two after it happens, and a
+video peak counts as aligned only within one frame of the onset.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgvis.errors import UserError
+
+__all__ = ["Steering", "ReactiveSteering", "make_steering", "resolve_config", "resolve_groups", "DEFAULTS",
+           "SOURCES", "GROUPS", "OFFLINE_LOOKAHEAD_S"]
+
+GROUPS = ("coarse", "mid", "fine")
+SOURCES = ("bass", "mid", "high", "onset", "beat")
+BANDS = ("bass", "mid", "high")           # sources with a level (Features.low / mid / high) and a band onset
+
+# The `steer:` section of configs/default.yaml, key for key (tests check that they agree).
+DEFAULTS: dict[str, Any] = {
+    "mode": "auto",
+    "intensity": 1.0,
+    "truncation_psi": 0.7,
+    "class_idx": None,
+    "max_step": 0.25,
+    "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
+    "directions": {"num_samples": 4096, "num_components": 32, "seed": 0},
+    "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 0.9},
+    "orbit": {"radius": 1.5},
+    "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.30, "swell": 0.4, "swell_s": 1.5,
+             "route": {"coarse": 1.0, "mid": 0.3, "fine": 0.0}},
+    "mid": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.30, "swell": 0.4, "swell_s": 1.5,
+            "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.2}},
+    "high": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.20, "swell": 0.3, "swell_s": 1.5,
+             "route": {"coarse": 0.0, "mid": 0.0, "fine": 1.0}},
+    "onset": {"pulse": 0.6, "attack_s": 0.0, "release_s": 0.25, "threshold": 0.1, "gamma": 0.5,
+              "route": {"coarse": 0.0, "mid": 0.3, "fine": 1.0}},
+    "beat": {"pulse": 1.0, "attack_s": 0.0, "release_s": 0.35, "window_s": 0.06,
+             "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
+    "chroma": {"amount": 0.8, "smoothing_s": 1.0, "first_component": 0,
+               "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.0}},
+    "learned": {"intensity": 1.0},
+}
+
+# Recommended feature lookahead for offline rendering (seconds): the frame at time t gets the Features of
+# FeatureExtractor.at(t + OFFLINE_LOOKAHEAD_S).  Measured with bench/bench_av_align.py.
+OFFLINE_LOOKAHEAD_S = 0.03
+
+MODES = ("auto", "reactive", "learned")
+REF_FPS = 30.0
+
+
+# -- configuration --------------------------------------------------------------------------------------------
+def _merge(base: dict, over: dict, path: str) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if k not in base:
+            known = ", ".join(sorted(base))
+            raise UserError(f"unknown config key {path}{k!r} (known: {known})")
+        if isinstance(base[k], dict):
+            if not isinstance(v, dict):
+                raise UserError(f"config key {path}{k} must be a mapping, got {v!r}")
+            out[k] = _merge(base[k], v, f"{path}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_config(cfg: dict | None) -> dict:
+    """The `steer:` section merged over DEFAULTS.  Accepts the section itself or a whole config holding one.
+    Unknown keys and bad values raise UserError with one line."""
+    cfg = dict(cfg or {})
+    if isinstance(cfg.get("steer"), dict):
+        cfg = cfg["steer"]
+    c = _merge(DEFAULTS, cfg, "steer.")
+    if c["mode"] not in MODES:
+        raise UserError(f"steer.mode must be one of {', '.join(MODES)}; got {c['mode']!r}")
+
+    def number(path, v, lo=None, hi=None, positive=False):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise UserError(f"{path} must be a number, got {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi) or (positive and v <= 0):
+            rng = f"> 0" if positive else f"in [{lo}, {'inf' if hi is None else hi}]"
+            raise UserError(f"{path} must be {rng}, got {v!r}")
+        return float(v)
+
+    number("steer.intensity", c["intensity"], 0)
+    number("steer.truncation_psi", c["truncation_psi"], -2, 2)
+    number("steer.max_step", c["max_step"], positive=True)
+    if c["class_idx"] is not None and (not isinstance(c["class_idx"], int) or c["class_idx"] < 0):
+        raise UserError(f"steer.class_idx must be null or a class index >= 0, got {c['class_idx']!r}")
+    d = c["directions"]
+    for k in ("num_samples", "num_components", "seed"):
+        if isinstance(d[k], bool) or not isinstance(d[k], int):
+            raise UserError(f"steer.directions.{k} must be an integer, got {d[k]!r}")
+    if d["num_samples"] < 16 or d["num_components"] < 1:
+        raise UserError("steer.directions needs num_samples >= 16 and num_components >= 1")
+    number("steer.drift.period_s", c["drift"]["period_s"], 0)
+    number("steer.drift.motion_gain", c["drift"]["motion_gain"], 0)
+    number("steer.drift.loudness_smoothing_s", c["drift"]["loudness_smoothing_s"], 0)
+    number("steer.drift.breath", c["drift"]["breath"], 0, 1)
+    number("steer.orbit.radius", c["orbit"]["radius"], positive=True)
+    for s in SOURCES + ("chroma",):
+        sec = c[s]
+        for k in ("pulse", "swell", "amount"):
+            if k in sec:
+                number(f"steer.{s}.{k}", sec[k])
+        for k in ("attack_s", "release_s", "swell_s", "smoothing_s", "threshold", "window_s", "gamma"):
+            if k in sec:
+                number(f"steer.{s}.{k}", sec[k], 0, 1 if k == "threshold" else None)
+        for g, v in sec["route"].items():
+            if g not in GROUPS:
+                raise UserError(f"steer.{s}.route.{g}: unknown layer group (groups: {', '.join(GROUPS)})")
+            number(f"steer.{s}.route.{g}", v)
+    number("steer.learned.intensity", c["learned"]["intensity"], 0)
+    for g, rows in c["groups"].items():
+        if (not isinstance(rows, (list, tuple)) or len(rows) != 2
+                or any(r is not None and (isinstance(r, bool) or not isinstance(r, int)) for r in rows)):
+            raise UserError(f"steer.groups.{g} must be [start, end] (end null = last row), got {rows!r}")
+    return c
+
+
+def resolve_groups(groups: dict, num_ws: int) -> dict[str, tuple[int, int]]:
+    """Row ranges [start, end) per group for a generator with `num_ws` rows.
+
+    The configured ranges are clamped to num_ws.  If that leaves a group empty (small models: a 16 px StyleGAN2
+    has num_ws 6, so the default fine rows 6.. do not exist), the rows are split into three nearly equal
+    consecutive parts instead (coarse first); with fewer than three rows, groups share rows.
+    """
+    n = int(num_ws)
+    out = {}
+    for g in GROUPS:
+        start, end = groups[g]
+        start = max(0, min(int(start), n))
+        end = n if end is None else max(0, min(int(end), n))
+        out[g] = (start, end)
+    if all(e > s for s, e in out.values()):
+        return out
+    if n >= 3:
+        b1 = int(round(n / 3))
+        b2 = int(round(2 * n / 3))
+        return {"coarse": (0, b1), "mid": (b1, b2), "fine": (b2, n)}
+    return {"coarse": (0, 1), "mid": (0, n) if n == 1 else (1, 2), "fine": (n - 1, n)}
+
+
+# -- helpers --------------------------------------------------------------------------------------------------
+class Envelope:
+    """One-pole follower with separate attack and release time constants (seconds)."""
+
+    def __init__(self, attack_s: float, release_s: float):
+        self.attack_s, self.release_s = attack_s, release_s
+        self.value = 0.0
+
+    def reset(self, value: float = 0.0) -> None:
+        self.value = value
+
+    def __call__(self, x: float, dt: float) -> float:
+        tau = self.attack_s if x > self.value else self.release_s
+        a = 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
+        self.value += a * (x - self.value)
+        return self.value
+
+
+class Pulse:
+    """Envelope for impulses (onsets, beats): a peak-hold that releases exponentially (release_s), followed
+    by a one-pole glide toward it (attack_s).  A one-frame impulse therefore rises over about attack_s and
+    decays over release_s, whatever the frame rate."""
+
+    def __init__(self, attack_s: float, release_s: float):
+        self.attack_s, self.release_s = attack_s, release_s
+        self.hold = 0.0
+        self.value = 0.0
+
+    def reset(self) -> None:
+        self.hold = self.value = 0.0
+
+    def __call__(self, x: float, dt: float) -> float:
+        decay = math.exp(-dt / self.release_s) if self.release_s > 0 else 0.0
+        self.hold = max(x, self.hold * decay)
+        a = 1.0 if self.attack_s <= 0 else 1.0 - math.exp(-dt / self.attack_s)
+        self.value += a * (self.hold - self.value)
+        return self.value
+
+
+def _bspline_weights(u: float) -> np.ndarray:
+    """Uniform cubic B-spline weights for the 4 control points around segment position u in [0, 1)."""
+    u2, u3 = u * u, u * u * u
+    return np.array([(1 - u) ** 3, 3 * u3 - 6 * u2 + 4, -3 * u3 + 3 * u2 + 3 * u + 1, u3], np.float64) / 6.0
+
+
+def _finite(x, default: float = 0.0) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return default
+    return x if math.isfinite(x) else default
+
+
+def _base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tensor:
+    """W+ [num_ws, w_dim] of the seed's z, truncated toward w_avg."""
+    z = torch.from_numpy(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5EED]).standard_normal(G.z_dim))
+    z = z.to(G.device, torch.float32)[None] if G.z_dim > 0 else None
+    c = G.make_c(1, 0 if class_idx is None else int(class_idx)) if G.c_dim else G.make_c(1)
+    with torch.no_grad():
+        ws = G.mapping(z, c, truncation_psi=1.0)[0]
+        if psi != 1:
+            ws = _w_avg(G, ws).lerp(ws, psi)
+    return ws.float()
+
+
+def _w_avg(G, fallback: torch.Tensor) -> torch.Tensor:
+    w_avg = getattr(G.mapping, "w_avg", None)
+    return (w_avg if w_avg is not None else fallback.mean(0)).to(fallback.device, torch.float32)
+
+
+class BandOnsets:
+    """Onset strength per band (bass < 250 Hz <= mid < 2 kHz <= high, as sgvis.features.BANDS_HZ) from the
+    log-mel window that comes with each Features: the mean positive dB rise over the mel bins of the band,
+    max-pooled over the analysis hops that are new since the previous video frame (found by matching the
+    shifted window), normalised by a slowly decaying running peak.  Same timing as Features.onset."""
+
+    def __init__(self, half_life_s: float = 8.0, floor_db: float = 1.5, hop_s: float = 512 / 22050):
+        self.prev = None
+        self.peaks = {b: floor_db for b in BANDS}
+        self.floor = floor_db
+        self.decay_per_hop = 0.5 ** (hop_s / half_life_s)
+        self.masks = None
+
+    def _masks(self, n_mels: int) -> dict:
+        import librosa
+        from sgvis.features import BANDS_HZ, MelConfig
+        cfg = MelConfig()
+        f = librosa.mel_frequencies(n_mels + 2, fmin=cfg.fmin, fmax=cfg.fmax)[1:-1]
+        keys = {"bass": "low", "mid": "mid", "high": "high"}
+        masks = {}
+        for b in BANDS:
+            lo, hi = BANDS_HZ[keys[b]]
+            m = (f >= lo) & (f < hi)
+            if not m.any():                          # tiny mel configs: the nearest bin
+                m[int(np.argmin(np.abs(f - (lo * hi) ** 0.5)))] = True
+            masks[b] = m
+        return masks
+
+    def __call__(self, mel) -> dict | None:
+        if mel is None:
+            return None
+        mel = np.asarray(mel, np.float32)
+        if mel.ndim != 2 or mel.shape[1] < 2:
+            return None
+        if self.masks is None or len(next(iter(self.masks.values()))) != mel.shape[0]:
+            self.masks = self._masks(mel.shape[0])
+            self.prev = None
+        prev, self.prev = self.prev, mel
+        if prev is None or prev.shape != mel.shape:
+            return {b: 0.0 for b in BANDS}
+        width = mel.shape[1]
+        new = None
+        for k in range(0, width):
+            if np.array_equal(prev[:, k:], mel[:, :width - k]):
+                new = k
+                break
+        if new is None:
+            new = width - 1
+        if new == 0:
+            return {b: 0.0 for b in BANDS}
+        new = min(new, width - 1)
+        rise = np.maximum(np.diff(mel[:, width - new - 1:], axis=1), 0) * (10 / np.log(10))     # dB, [n_mels, new]
+        out = {}
+        for b in BANDS:
+            x = float(rise[self.masks[b]].mean(axis=0).max())
+            self.peaks[b] = max(x, self.peaks[b] * self.decay_per_hop ** new, self.floor)
+            out[b] = min(x / self.peaks[b], 1.0)
+        return out
+
+
+# -- the interface --------------------------------------------------------------------------------------------
+class Steering:
+    """Maps one `Features` per video frame to W+ latents [num_ws, w_dim] (float32, on G's device)."""
+
+    name = "steering"
+    mel_config = None          # the MelConfig features must be computed with (None: any)
+
+    def reset(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def step(self, features) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ReactiveSteering(Steering):
+    """Hand-designed audio reactivity over W's principal directions (see the module docstring)."""
+
+    name = "reactive"
+
+    def __init__(self, G, cfg: dict | None = None, seed: int = 0, cache_dir: str | None = None, directions=None):
+        from sgvis.directions import load_or_compute_directions
+
+        self.G = G
+        self.cfg = c = resolve_config(cfg)
+        self.device = G.device
+        self.num_ws, self.w_dim = int(G.num_ws), int(G.w_dim)
+        d = c["directions"]
+        if directions is None:
+            directions = load_or_compute_directions(G, cache_dir=cache_dir, n_samples=d["num_samples"],
+                                                    seed=d["seed"])
+        self.dirs = directions.to(self.device)
+        self.K = min(int(d["num_components"]), self.dirs.num_components)
+        self.U = self.dirs.components[: self.K]                       # [K, w_dim]
+        self.S = self.dirs.std[: self.K]                              # [K]
+        self.w_mean = self.dirs.mean
+        self.sigma = float(self.dirs.sigma)
+        self.w_avg = _w_avg(G, self.w_mean[None])
+        self.psi = float(c["truncation_psi"])
+        if G.c_dim > 0:
+            self.class_idx = 0 if c["class_idx"] is None else int(c["class_idx"])
+            if self.class_idx >= G.c_dim:
+                raise UserError(f"steer.class_idx {self.class_idx} is out of range: this model has "
+                                f"{G.c_dim} classes (0..{G.c_dim - 1})")
+        else:
+            self.class_idx = None
+        self.groups = resolve_groups(c["groups"], self.num_ws)
+        self.row_masks = torch.zeros([len(GROUPS), self.num_ws, 1], device=self.device)   # group -> rows
+        for gi, g in enumerate(GROUPS):
+            s, e = self.groups[g]
+            self.row_masks[gi, s:e] = 1
+        self.radius = float(c["orbit"]["radius"])
+        route = np.array([[float(c[s]["route"].get(g, 0.0)) for g in GROUPS] for s in SOURCES])   # [n_src, 3]
+        # Orbit speed (rad/s) per unit pulse envelope: a full hit travels pulse * route std units.
+        travel = np.array([c[s]["pulse"] / max(c[s]["release_s"], 1e-3) for s in SOURCES])
+        self.speed_gain = c["intensity"] * travel[:, None] * route / self.radius
+        self.swell_gain = c["intensity"] * np.array([c[s]["swell"] for s in BANDS])[:, None] * route[:len(BANDS)]
+        self.chroma_gain = c["intensity"] * c["chroma"]["amount"] * np.array(
+            [float(c["chroma"]["route"].get(g, 0.0)) for g in GROUPS])
+        self.reset(seed)
+
+    # -- state --------------------------------------------------------------------------------------------
+    def reset(self, seed: int) -> None:
+        c = self.cfg
+        self.seed = int(seed)
+        self._keyframes: dict[int, torch.Tensor] = {}
+        self._planes: dict[int, np.ndarray] = {}
+        self.pulses = {s: Pulse(c[s]["attack_s"], c[s]["release_s"]) for s in SOURCES}
+        self.swells = {s: Envelope(c[s]["swell_s"], c[s]["swell_s"]) for s in BANDS}
+        self.loudness = Envelope(c["drift"]["loudness_smoothing_s"], c["drift"]["loudness_smoothing_s"])
+        self.band_onsets = BandOnsets()
+        self.phase = 1.0                                   # drift position, in keyframes
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xC4])
+        self.theta = rng.uniform(0, 2 * np.pi, len(GROUPS))   # orbit angles
+        first = int(c["chroma"]["first_component"])
+        self.chroma_idx = torch.tensor([(first + j) % self.K for j in range(12)], device=self.device)
+        self.chroma_sign = torch.from_numpy(rng.choice([-1.0, 1.0], 12)).float().to(self.device)
+        self.chroma = np.full(12, 1 / 12, np.float64)
+        self.prev_time = None
+        self.prev_ws = None
+        self.last_drives = {}
+
+    def _rng(self, kind: int, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, kind, i])
+
+    def _keyframe(self, i: int) -> torch.Tensor:
+        """The i-th drift keyframe: a mapped z, as a deviation from the mean of W ([w_dim])."""
+        kf = self._keyframes.get(i)
+        if kf is None:
+            G = self.G
+            z = torch.from_numpy(self._rng(1, i).standard_normal(G.z_dim)).to(self.device, torch.float32)[None]
+            c = G.make_c(1, self.class_idx) if G.c_dim else G.make_c(1)
+            with torch.no_grad():
+                w = G.mapping(z if G.z_dim > 0 else None, c, truncation_psi=1.0)
+            kf = (w[0, 0] if w.ndim == 3 else w[0]).float() - self.w_mean
+            self._keyframes[i] = kf
+            for old in [k for k in self._keyframes if k < i - 8]:
+                del self._keyframes[old]
+        return kf
+
+    def _plane_keys(self, i: int) -> np.ndarray:
+        """Random direction coefficients (std units, over the K components) at keyframe i: [3 + n_bands, 3, K]:
+        rows 0-1 span each group's orbit plane, row 2 + b is band b's swell direction.  Coarse groups favour the
+        leading components, fine groups spread wider."""
+        a = self._planes.get(i)
+        if a is None:
+            k = np.arange(self.K)
+            decay = np.stack([0.85 ** k, 0.92 ** k, 0.97 ** k])                     # coarse, mid, fine
+            a = self._rng(2, i).standard_normal((2 + len(BANDS), len(GROUPS), self.K)) * decay[None]
+            self._planes[i] = a
+            for old in [k for k in self._planes if k < i - 8]:
+                del self._planes[old]
+        return a
+
+    # -- one frame ----------------------------------------------------------------------------------------
+    def _hits(self, f) -> dict:
+        """Impulses (0..1) per source for this frame."""
+        c = self.cfg
+        thr = float(c["onset"]["threshold"])
+
+        gamma = float(c["onset"]["gamma"])
+
+        def gate(x):
+            return min(max(_finite(x) - thr, 0.0) / max(1.0 - thr, 1e-6), 1.0) ** gamma
+
+        onset = gate(f.onset)
+        bands = self.band_onsets(f.mel)
+        if bands is None:
+            # No mel window: split the onset by the band levels instead.
+            levels = {"bass": f.low, "mid": f.mid, "high": f.high}
+            bands = {b: onset * min(max(_finite(levels[b]), 0.0), 1.0) for b in BANDS}
+        else:
+            bands = {b: gate(v) for b, v in bands.items()}
+        # Beat accents are onsets that fall on a beat (the beat flag, or within `window_s` of the tracked beat
+        # grid): accents land on audible hits, and a tracked beat with nothing audible on it moves nothing.
+        near = 0.0
+        tempo = _finite(f.tempo)
+        if bool(f.beat):
+            near = 1.0
+        elif tempo > 0:
+            ph = _finite(f.beat_phase) % 1.0
+            dist = min(ph, 1.0 - ph) * 60.0 / tempo
+            w = float(c["beat"]["window_s"])
+            near = math.exp(-0.5 * (dist / w) ** 2) if w > 0 else 0.0
+        return dict(bands, onset=onset, beat=near * onset)
+
+    def _breath(self, f) -> float:
+        """Drift speed factor that pulses with the beat grid (mean 1 over a beat): with `breath` = 1 the walk
+        starts each beat at twice its mean speed and slows linearly to a stop at the next beat.  1 while the
+        tempo is unknown."""
+        depth = float(self.cfg["drift"]["breath"])
+        if depth <= 0 or _finite(f.tempo) <= 0:
+            return 1.0
+        ph = _finite(f.beat_phase) % 1.0
+        return (1.0 - depth) + depth * 2.0 * (1.0 - ph)
+
+    def step(self, f) -> torch.Tensor:
+        c = self.cfg
+        t = _finite(f.time, 0.0)
+        dt = 1.0 / REF_FPS if self.prev_time is None else min(max(t - self.prev_time, 1e-3), 0.5)
+        self.prev_time = t
+
+        hits = self._hits(f)
+        pulse = np.array([self.pulses[s](hits[s], dt) for s in SOURCES])                   # [n_src]
+        levels = {"bass": f.low, "mid": f.mid, "high": f.high}
+        swell = np.array([self.swells[b](min(max(_finite(levels[b]), 0.0), 1.0), dt) for b in BANDS])
+        loud = self.loudness(min(max(_finite(f.rms), 0.0), 1.0), dt)
+
+        # Drift: advance the base along the keyframe spline (not at all when period_s is 0).
+        period = float(c["drift"]["period_s"])
+        if period > 0:
+            self.phase += dt / period * (1.0 + float(c["drift"]["motion_gain"]) * loud) * self._breath(f)
+        i0 = int(math.floor(self.phase))
+        b = _bspline_weights(self.phase - i0)
+        base = sum(float(b[j]) * self._keyframe(i0 - 1 + j) for j in range(4)) / float(np.sqrt((b * b).sum()))
+        base = base + self.w_mean
+
+        # Orbits: hits set the angular speed of each group; planes turn slowly with the drift.
+        omega = pulse @ self.speed_gain                                                      # [3] rad/s
+        self.theta = (self.theta + omega * dt) % (2 * np.pi)
+        keys = sum(b[j] * self._plane_keys(i0 - 1 + j) for j in range(4))                   # [2+nb, 3, K]
+        u = keys[0] / np.maximum(np.linalg.norm(keys[0], axis=-1, keepdims=True), 1e-8)
+        v = keys[1] - (keys[1] * u).sum(-1, keepdims=True) * u                              # Gram-Schmidt
+        v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+        sw = keys[2:] / np.maximum(np.linalg.norm(keys[2:], axis=-1, keepdims=True), 1e-8)  # [nb, 3, K]
+        coef = self.radius * (np.cos(self.theta)[:, None] * u + np.sin(self.theta)[:, None] * v)
+        coef = coef + np.einsum("bg,bgk->gk", swell[:, None] * self.swell_gain, sw)          # [3, K] std units
+
+        # Chroma: the 12 pitch classes weight 12 principal directions.
+        chroma = np.asarray(f.chroma if f.chroma is not None else np.full(12, 1 / 12), np.float64).reshape(-1)
+        if chroma.shape == (12,) and np.all(np.isfinite(chroma)) and chroma.sum() > 1e-8:
+            tau = float(c["chroma"]["smoothing_s"])
+            k = 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
+            self.chroma += k * (chroma / chroma.sum() - self.chroma)
+        dev = self.chroma - 1.0 / 12
+        wchroma = dev / max(float(np.linalg.norm(dev)), 0.15)                                # |w| <= 1
+
+        coef_t = torch.from_numpy(coef).float().to(self.device) * self.S[None]
+        disp = coef_t @ self.U                                                                # [3, w_dim]
+        cvec = (torch.from_numpy(wchroma).float().to(self.device) * self.chroma_sign
+                * self.S[self.chroma_idx]) @ self.U[self.chroma_idx]                          # [w_dim]
+        disp = disp + torch.from_numpy(self.chroma_gain).float().to(self.device)[:, None] * cvec[None]
+        ws = base[None] + (self.row_masks * disp[:, None, :]).sum(0)                          # [num_ws, w_dim]
+        if self.psi != 1:
+            ws = self.w_avg.lerp(ws, self.psi)
+
+        # Soft limit on the per-frame change (frame-rate independent: the bound scales with dt).
+        if self.prev_ws is not None:
+            delta = ws - self.prev_ws
+            n = float(delta.square().sum(dim=1).mean().sqrt())
+            m = float(c["max_step"]) * self.sigma * dt * REF_FPS
+            if n > 0 and m > 0:
+                ws = self.prev_ws + delta / (1.0 + (n / m) ** 4) ** 0.25
+        self.prev_ws = ws
+        self.last_drives = {**{f"{s}.pulse": float(p) for s, p in zip(SOURCES, pulse)},
+                            **{f"{s}.swell": float(q) for s, q in zip(BANDS, swell)},
+                            **{f"{g}.speed": float(o) for g, o in zip(GROUPS, omega)}}
+        return ws.clone()
+
+
+# -- factory ----------------------------------------------------------------------------------------------------
+def make_steering(G, cfg: dict | None, seed: int, learned_path: str | None = None,
+                  cache_dir: str | None = None) -> Steering:
+    """Reactive steering, or learned steering when `learned_path` is given (mode auto/learned)."""
+    c = resolve_config(cfg)
+    mode = c["mode"]
+    if mode == "auto":
+        mode = "learned" if learned_path else "reactive"
+    if mode == "learned":
+        if not learned_path:
+            raise UserError("steer.mode is 'learned' but no steering checkpoint was given")
+        from sgvis.learned_steering import LearnedSteering, load_steering
+        model = load_steering(learned_path, G)
+        return LearnedSteering(G, model, c, seed)
+    return ReactiveSteering(G, c, seed, cache_dir=cache_dir)

@@ -1,0 +1,181 @@
+"""`sgvis live`: real audio through a JACK loopback, real OpenGL (EGL offscreen and a glfw window under Xvfb)."""
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import stylegan
+from audio_fixtures import click_track, read_video
+from conftest import tiny_generator
+from live_servers import loopback, start_jack, start_xvfb
+from test_safety_and_errors import _one_clear_line, run_cli
+
+
+@pytest.fixture(scope="module")
+def jack():
+    proc, reason = start_jack()
+    if reason:
+        pytest.skip(reason)
+    yield
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    stylegan.save(tiny_generator("stylegan2", resolution=32), path)
+    return str(path)
+
+
+class Player:
+    """Plays samples on the JACK 'system' device from this process (to be looped back into the input)."""
+
+    def __init__(self, samples: np.ndarray, rate: int = 44100):
+        import sounddevice as sd
+        self.samples, self.pos = samples.astype(np.float32), 0
+        self.stream = sd.OutputStream(samplerate=rate, channels=1, dtype="float32", blocksize=256,
+                                      callback=self._cb)
+
+    def _cb(self, out, frames, t, status):
+        n = min(frames, len(self.samples) - self.pos)
+        out[:n, 0] = self.samples[self.pos:self.pos + n]
+        out[n:] = 0
+        self.pos += n
+
+    def __enter__(self):
+        self.stream.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stream.stop()
+        self.stream.close()
+
+
+def make_show(model, tmp_path, **kw):
+    from sgvis.live import LiveJob, LiveShow
+    job = LiveJob(device="system", model=model, headless=True, screenshot_dir=str(tmp_path), **kw)
+    return LiveShow(job)
+
+
+def test_headless_show_reacts_to_onsets_and_records(jack, model, tmp_path):
+    samples, _ = click_track(6.0, 44100, bpm=100)
+    record, stats_path = tmp_path / "show.mp4", tmp_path / "stats.json"
+    show = make_show(model, tmp_path, duration=5.0, record=str(record), stats=str(stats_path), fps=30)
+    with Player(samples):
+        loopback()
+        stats = show.run()
+    assert stats["frames_shown"] > 30
+    assert stats["latency_ms"]["p50"] is not None and stats["latency_ms"]["p95"] is not None
+    assert json.loads(stats_path.read_text())["frames_shown"] == stats["frames_shown"]
+    # The recording is a valid mp4 with the captured audio.
+    frames, vdur, adur, codec = read_video(record)
+    assert codec == "aac" and adur is not None and abs(vdur - adur) < 0.5
+    # Motion rises on the recorded audio's onsets.
+    import librosa
+    import av
+    with av.open(str(record)) as c:
+        audio = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+        rate = c.streams.audio[0].rate
+    onsets = librosa.onset.onset_detect(y=audio, sr=rate, units="time")
+    assert len(onsets) >= 4, "the loopback delivered no clicks"
+    change = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+    fps = len(frames) / vdur
+    near = np.zeros(len(change), bool)
+    for t in onsets:
+        k = int(t * fps)
+        near[max(k - 1, 0):k + 4] = True
+    assert change[near].mean() > 1.3 * change[~near].mean(), (change[near].mean(), change[~near].mean())
+
+
+def test_window_under_xvfb(jack, model, tmp_path, monkeypatch):
+    proc, display, reason = start_xvfb()
+    if reason:
+        pytest.skip(reason)
+    try:
+        monkeypatch.setenv("DISPLAY", display)
+        from sgvis.live import LiveJob, LiveShow
+        show = LiveShow(LiveJob(device="system", model=model, duration=2.0, screenshot_dir=str(tmp_path),
+                                overrides=["live.window=[320,240]", "live.hud=true"]))
+        stats = show.run()
+        assert stats["frames_shown"] > 5 and stats["latency_ms"]["p50"] is not None
+    finally:
+        proc.terminate()
+
+
+def test_key_actions(jack, model, tmp_path):
+    import glfw
+    from sgvis.features import Features
+    show = make_show(model, tmp_path, duration=0.5)
+    show._open_surface()
+    try:
+        show.ws = show.steering.step(Features(time=0.0))
+        show.step()
+        before = show.ws.clone()
+        show.on_key(glfw.KEY_SPACE, glfw.PRESS)                      # freeze
+        assert show.frozen
+        for _ in range(3):
+            show.step()
+        assert np.array_equal(show.ws.numpy(), before.numpy())
+        show.act("freeze")
+        seed = show.seed
+        show.on_key(glfw.KEY_R, glfw.PRESS)
+        assert show.seed == seed + 1
+        i = show.intensity
+        show.on_key(glfw.KEY_UP, glfw.PRESS)
+        assert show.intensity > i
+        show.on_key(glfw.KEY_DOWN, glfw.PRESS)
+        show.on_key(glfw.KEY_DOWN, glfw.PRESS)
+        assert show.intensity < i
+        show.on_key(glfw.KEY_H, glfw.PRESS)
+        assert show.hud_on
+        show.step()
+        show.on_key(glfw.KEY_S, glfw.PRESS)
+        assert show.screenshots and os.path.exists(show.screenshots[0])
+        show.on_key(glfw.KEY_1, glfw.PRESS)
+        assert show.message.startswith("preset")
+        show.on_key(glfw.KEY_ESCAPE, glfw.PRESS)
+        assert not show.running
+    finally:
+        show.input.close()
+        show.surface.close()
+
+
+def test_device_unplugged_keeps_running_and_reconnects(jack, model, tmp_path):
+    show = make_show(model, tmp_path, duration=3.0, fps=30)
+    seen = {}
+
+    def unplug():
+        time.sleep(0.8)
+        show.input.close()                    # the stream goes away as if the device were pulled
+        time.sleep(0.3)
+        seen["lost"] = not show.input.connected
+        seen["frames_at_loss"] = show.frames_shown
+
+    t = threading.Thread(target=unplug)
+    t.start()
+    stats = show.run()
+    t.join()
+    assert seen["lost"]
+    assert stats["frames_shown"] > seen["frames_at_loss"] + 10       # the show went on
+    assert show.message == "input reconnected"
+
+
+def test_no_such_device_lists_devices(jack, model):
+    _one_clear_line(run_cli("live", "--device", "no-such-interface", "--model", model, "--headless"),
+                    "no audio input matches", "system")
+
+
+def test_devices_command_lists_inputs(jack):
+    result = run_cli("devices")
+    assert result.returncode == 0 and "system" in result.stdout
+
+
+def test_bad_model_is_one_line(jack, tmp_path):
+    bad = tmp_path / "m.pkl"
+    bad.write_bytes(b"nope")
+    _one_clear_line(run_cli("live", "--model", str(bad), "--headless", "--duration", "1"), "not a StyleGAN")

@@ -1,0 +1,347 @@
+"""Steering: reactive (W principal directions + audio routing) and learned (sound inversion + GRUs)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_generator
+from sgvis import directions as dirs_mod
+from sgvis.errors import UserError
+from sgvis.features import Features, MelConfig
+from sgvis.learned_steering import (LearnedSteering, LearnedSteeringModel, SteeringFileError, SteeringMismatch,
+                                    load_steering, save_steering)
+from sgvis.steering import (DEFAULTS, GROUPS, ReactiveSteering, Steering, make_steering, resolve_config,
+                            resolve_groups)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def G():
+    return tiny_generator(resolution=16)          # StyleGAN2, num_ws 6, w_dim 32
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("sgvis-cache"))
+
+
+def seq(n, fps=FPS, **series):
+    """n Features at `fps`; each keyword is a constant or a function of the frame index."""
+    out = []
+    for i in range(n):
+        kw = {k: (v(i) if callable(v) else v) for k, v in series.items()}
+        out.append(Features(time=i / fps, **kw))
+    return out
+
+
+def run(steer, feats):
+    return torch.stack([steer.step(f) for f in feats])
+
+
+def row_motion(a, b, rows):
+    return float((a[:, rows[0]:rows[1]] - b[:, rows[0]:rows[1]]).norm(dim=-1).mean())
+
+
+# -- configuration -----------------------------------------------------------------------------------------------
+def test_default_yaml_matches_defaults_and_presets_resolve():
+    with open(os.path.join(ROOT, "configs", "default.yaml")) as f:
+        assert yaml.safe_load(f)["steer"] == DEFAULTS
+    for preset in ("calm", "energetic"):
+        with open(os.path.join(ROOT, "configs", f"{preset}.yaml")) as f:
+            steer = yaml.safe_load(f)["steer"]
+        c = resolve_config(steer)
+        assert c != DEFAULTS and set(c) == set(DEFAULTS)
+
+
+def test_bad_config_is_one_line_user_error():
+    with pytest.raises(UserError, match="unknown config key steer.bass.'amout'"):
+        resolve_config({"bass": {"amout": 1}})
+    with pytest.raises(UserError, match="steer.mode"):
+        resolve_config({"mode": "psychic"})
+    with pytest.raises(UserError, match="steer.onset.threshold"):
+        resolve_config({"onset": {"threshold": 3}})
+    assert resolve_config({"steer": {"intensity": 0.5}})["intensity"] == 0.5      # a whole config works too
+
+
+def test_groups_clamped_for_small_models():
+    g = DEFAULTS["groups"]
+    assert resolve_groups(g, 18) == {"coarse": (0, 3), "mid": (3, 6), "fine": (6, 18)}
+    assert resolve_groups(g, 14) == {"coarse": (0, 3), "mid": (3, 6), "fine": (6, 14)}
+    assert resolve_groups(g, 6) == {"coarse": (0, 2), "mid": (2, 4), "fine": (4, 6)}
+    for n in (1, 2, 3, 4, 5):
+        r = resolve_groups(g, n)
+        assert all(0 <= s < e <= n for s, e in r.values())
+
+
+# -- reactive ---------------------------------------------------------------------------------------------------------
+def test_reactive_shape_dtype_and_determinism(G, cache):
+    feats = seq(40, low=lambda i: (i % 8 == 0) * 1.0, onset=lambda i: (i % 8 == 0) * 1.0,
+                beat=lambda i: i % 16 == 0, high=0.3)
+    a = make_steering(G, {}, seed=3, cache_dir=cache)
+    assert isinstance(a, ReactiveSteering) and isinstance(a, Steering) and a.name == "reactive"
+    wa = run(a, feats)
+    assert wa.shape == (40, G.num_ws, G.w_dim) and wa.dtype == torch.float32 and wa.device == G.device
+    assert torch.isfinite(wa).all()
+    wb = run(make_steering(G, {}, seed=3, cache_dir=cache), feats)
+    assert torch.equal(wa, wb)
+    a.reset(3)
+    assert torch.equal(run(a, feats), wa)                       # reset restores the start
+    wc = run(make_steering(G, {}, seed=4, cache_dir=cache), feats)
+    assert not torch.allclose(wa, wc)
+
+
+def test_bass_moves_coarse_highs_move_fine(G, cache):
+    groups = resolve_groups(DEFAULTS["groups"], G.num_ws)
+    quiet = run(ReactiveSteering(G, {}, 1, cache_dir=cache), seq(60))
+    bass = run(ReactiveSteering(G, {}, 1, cache_dir=cache), seq(60, low=lambda i: 0.5 + 0.5 * np.sin(i / 3) ** 2))
+    high = run(ReactiveSteering(G, {}, 1, cache_dir=cache), seq(60, high=lambda i: 0.5 + 0.5 * np.sin(i / 3) ** 2))
+    assert row_motion(bass, quiet, groups["coarse"]) > 3 * row_motion(bass, quiet, groups["fine"])
+    assert row_motion(high, quiet, groups["fine"]) > 3 * row_motion(high, quiet, groups["coarse"])
+
+
+def test_band_onsets_from_the_mel_window_route_hits(G, cache):
+    """With mel windows, a rise in the bass bins kicks the coarse rows and a rise in the treble bins the fine
+    rows (same Features.onset in both cases)."""
+    groups = resolve_groups(DEFAULTS["groups"], G.num_ws)
+    mc = MelConfig()
+    import librosa
+    f_mel = librosa.mel_frequencies(mc.n_mels + 2, fmin=mc.fmin, fmax=mc.fmax)[1:-1]
+
+    def frames(band_mask):
+        hist = [np.full(mc.n_mels, -8.0, np.float32)] * mc.window_frames
+        out = []
+        for i in range(30):
+            col = np.full(mc.n_mels, -8.0, np.float32)
+            if i == 15:
+                col[band_mask] = 2.0
+            hist = hist[1:] + [col]
+            out.append(Features(time=i / FPS, onset=1.0 if i == 15 else 0.0, mel=np.stack(hist, axis=1)))
+        return out
+
+    quiet = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(np.zeros(mc.n_mels, bool)))
+    kick = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(f_mel < 250))
+    hat = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(f_mel >= 2000))
+    assert row_motion(kick, quiet, groups["coarse"]) > 2 * row_motion(kick, quiet, groups["fine"])
+    assert row_motion(hat, quiet, groups["fine"]) > 2 * row_motion(hat, quiet, groups["coarse"])
+
+
+def test_onsets_increase_frame_to_frame_change(G, cache):
+    hits = {20, 45, 70}
+    plain = run(ReactiveSteering(G, {}, 5, cache_dir=cache), seq(90, low=0.3, mid=0.3))
+    kicked = run(ReactiveSteering(G, {}, 5, cache_dir=cache),
+                 seq(90, low=0.3, mid=0.3, onset=lambda i: 1.0 if i in hits else 0.0))
+    d_plain = (plain[1:] - plain[:-1]).norm(dim=(1, 2))
+    d_kick = (kicked[1:] - kicked[:-1]).norm(dim=(1, 2))
+    for h in hits:
+        assert d_kick[h - 1] > 3 * d_plain[h - 1]                     # the jump lands on the onset frame
+        assert d_kick[h - 1] > d_kick[h] > d_kick[h + 3]              # then eases out (release)
+        assert d_kick[h - 1:h + 9].mean() > 1.5 * d_plain[h - 1:h + 9].mean()
+
+
+def test_quiet_input_drifts_slowly_and_steps_are_bounded(G, cache):
+    steer = ReactiveSteering(G, {}, 6, cache_dir=cache)
+    ws = run(steer, seq(300))                                          # 10 s of silence
+    d = (ws[1:] - ws[:-1]).norm(dim=-1).square().mean(dim=-1).sqrt() / steer.sigma     # rms row step / sigma_W
+    assert (d > 0).all()                                               # always moving
+    assert float(d.max()) < 0.05                                       # slowly
+    travelled = float((ws[-1] - ws[0]).norm(dim=-1).mean()) / steer.sigma
+    assert travelled > 0.1                                             # but going somewhere
+    # Even absurd input cannot jump more than the per-frame bound (max_step * sigma at 30 fps).
+    loud = ReactiveSteering(G, {"intensity": 20.0}, 6, cache_dir=cache)
+    ws = run(loud, seq(60, low=lambda i: float(i % 2), high=lambda i: float(i % 2), onset=lambda i: float(i % 2),
+                       beat=lambda i: i % 2 == 0, chroma=lambda i: np.eye(12, dtype=np.float32)[i % 12]))
+    d = (ws[1:] - ws[:-1]).norm(dim=-1).square().mean(dim=-1).sqrt() / loud.sigma
+    assert float(d.max()) <= DEFAULTS["max_step"] * 1.0001
+
+
+def test_frame_rate_independent(G, cache):
+    """Envelopes and drift use the real frame interval: 30 and 60 fps agree at common times."""
+    def feats(fps):
+        n = int(2.0 * fps)
+        return seq(n, fps=fps, low=lambda i: 1.0 if 0.5 <= i / fps < 1.0 else 0.2,
+                   onset=lambda i: 1.0 if int(round(i / fps * 30)) in (15, 40) and (i / fps * 30) % 1 == 0 else 0.0)
+    w30 = run(ReactiveSteering(G, {}, 7, cache_dir=cache), feats(30.0))
+    w60 = run(ReactiveSteering(G, {}, 7, cache_dir=cache), feats(60.0))
+    ref = float((w30[1:] - w30[0]).norm(dim=-1).mean())
+    for k in (10, 30, 50):
+        assert float((w30[k] - w60[2 * k]).norm(dim=-1).mean()) < 0.15 * ref
+
+
+def test_chroma_returns_to_the_same_place(G, cache):
+    c_major = np.zeros(12, np.float32)
+    c_major[[0, 4, 7]] = 1 / 3
+    a_minor = np.zeros(12, np.float32)
+    a_minor[[9, 0, 4]] = 1 / 3
+    cfg = {"drift": {"period_s": 0.0}}
+    steer = ReactiveSteering(G, cfg, 8, cache_dir=cache)
+    chords = lambda i: c_major if (i // 180) % 2 == 0 else a_minor       # noqa: E731
+    ws = run(steer, seq(540, chroma=chords, mid=0.5))
+    # After settling, the same chord gives the same latent; a different chord a different one.
+    apart = float((ws[179] - ws[359]).norm())
+    assert apart > 0.1 * steer.sigma
+    assert float((ws[179] - ws[539]).norm()) < 0.01 * apart
+
+
+def test_directions_cached_by_model_hash(tmp_path):
+    G = tiny_generator(resolution=16, seed=11)
+    before = dirs_mod.compute_calls
+    s1 = ReactiveSteering(G, {}, 0, cache_dir=str(tmp_path))
+    assert dirs_mod.compute_calls == before + 1
+    files = [f for f in os.listdir(tmp_path) if f.endswith(".npz")]
+    assert len(files) == 1 and dirs_mod.model_hash(G)[:24] in files[0]
+    s2 = ReactiveSteering(G, {}, 0, cache_dir=str(tmp_path))
+    assert dirs_mod.compute_calls == before + 1                           # reused, not recomputed
+    assert torch.equal(s1.U, s2.U) and s1.sigma == s2.sigma
+    d = s1.dirs
+    assert torch.allclose(d.components @ d.components.T, torch.eye(d.num_components), atol=1e-4)
+    assert bool((d.std[:-1] >= d.std[1:]).all())
+    # A corrupt cache file is recomputed and replaced; another model gets its own file.
+    with open(tmp_path / files[0], "wb") as f:
+        f.write(b"garbage")
+    ReactiveSteering(G, {}, 0, cache_dir=str(tmp_path))
+    assert dirs_mod.compute_calls == before + 2
+    ReactiveSteering(tiny_generator(resolution=16, seed=12), {}, 0, cache_dir=str(tmp_path))
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(".npz")]) == 2
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "a"))
+    assert dirs_mod.default_cache_dir() == str(tmp_path / "a")
+    monkeypatch.delenv("SGVIS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert dirs_mod.default_cache_dir() == os.path.join(str(tmp_path / "x"), "sgvis")
+
+
+def test_stylegan3_and_conditional_models(cache):
+    G3 = tiny_generator("stylegan3", resolution=16)
+    ws = run(make_steering(G3, {}, 0, cache_dir=cache), seq(5, onset=1.0))
+    assert ws.shape[1:] == (G3.num_ws, G3.w_dim)
+    Gc = tiny_generator(c_dim=3, resolution=16)
+    ws = run(make_steering(Gc, {"class_idx": 2}, 0, cache_dir=cache), seq(5))
+    assert ws.shape[1:] == (Gc.num_ws, Gc.w_dim)
+    with pytest.raises(UserError, match="class_idx"):
+        make_steering(Gc, {"class_idx": 3}, 0, cache_dir=cache)
+
+
+# -- learned --------------------------------------------------------------------------------------------------------
+SMALL = dict(hidden=16, channels=(4, 8), head_hidden=16)
+
+
+def small_model(G, seed=0, randomize=False):
+    torch.manual_seed(seed)
+    m = LearnedSteeringModel(G.num_ws, G.w_dim, MelConfig(), None, SMALL["hidden"], SMALL["channels"],
+                             SMALL["head_hidden"])
+    if randomize:
+        with torch.no_grad():
+            for mod in [m.encoder.head[-1]] + list(m.outs.values()):
+                mod.weight.normal_(0, 0.05)
+                mod.bias.normal_(0, 0.05)
+    return m.eval()
+
+
+def mel_seq(n, seed):
+    rng = np.random.default_rng(seed)
+    mc = MelConfig()
+    return [Features(time=i / FPS, mel=rng.normal(-6, 3, (mc.n_mels, mc.window_frames)).astype(np.float32))
+            for i in range(n)]
+
+
+def test_untrained_learned_steering_is_the_base_latent(G):
+    steer = LearnedSteering(G, small_model(G), {"truncation_psi": 0.7}, seed=4)
+    assert steer.name == "learned" and steer.mel_config == MelConfig()
+    z = torch.from_numpy(np.random.default_rng([4, 0x5EED]).standard_normal(G.z_dim)).float()[None]
+    w = G.mapping(z, None, truncation_psi=0.7)[0]
+    for f in mel_seq(4, 0):
+        ws = steer.step(f)
+        assert ws.shape == (G.num_ws, G.w_dim) and ws.dtype == torch.float32
+        assert torch.allclose(ws, w, atol=1e-6)
+
+
+def test_zero_out_layers_give_the_papers_sound_inversion(G):
+    m = small_model(G, randomize=True)
+    for out in m.outs.values():
+        torch.nn.init.zeros_(out.weight)
+        torch.nn.init.zeros_(out.bias)
+    mels = torch.from_numpy(np.stack([f.mel for f in mel_seq(3, 1)]))[None]     # [1, 3, n_mels, window]
+    w = torch.randn(1, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        out = m(mels, w)
+        e = m.encoder(mels[0])
+    assert torch.allclose(out[0], w + e, atol=1e-6)                               # w^ = E(x) + w
+    assert e.abs().max() > 0
+
+
+def test_recurrent_step_depends_on_audio_and_history(G):
+    m = small_model(G, randomize=True)
+    w = torch.randn(G.num_ws, G.w_dim)
+    a, b = mel_seq(5, 2), mel_seq(5, 3)
+    with torch.no_grad():
+        out_a, st = [], None
+        for f in a:
+            y, st = m.step(f.mel, w, st)
+            out_a.append(y)
+        out_b, st = [], None
+        for f in b:
+            y, st = m.step(f.mel, w, st)
+            out_b.append(y)
+        assert not torch.allclose(out_a[-1], out_b[-1])                          # audio matters
+        same, st = [], None
+        for _ in range(3):
+            y, st = m.step(a[0].mel, w, st)
+            same.append(y)
+        assert not torch.allclose(same[0], same[2])                              # hidden state matters
+        # The batched training forward equals stepping.
+        mels = torch.from_numpy(np.stack([f.mel for f in a]))[None]
+        seq_out = m(mels, w[None])[0]
+    assert torch.allclose(seq_out, torch.stack(out_a), atol=1e-5)
+
+
+def test_checkpoint_round_trip_and_errors(G, tmp_path):
+    import stylegan
+    m = small_model(G, randomize=True)
+    path = str(tmp_path / "steer.safetensors")
+    save_steering(m, path, model_hash=dirs_mod.model_hash(G))
+    loaded = load_steering(path, G)
+    assert loaded.config() == m.config()
+    feats = mel_seq(4, 5)
+    s1, s2 = LearnedSteering(G, m, {}, 9), make_steering(G, {}, 9, learned_path=path)
+    assert isinstance(s2, LearnedSteering)
+    for f in feats:
+        assert torch.equal(s1.step(f), s2.step(f))
+
+    other = tiny_generator(resolution=32)                  # num_ws 8
+    with pytest.raises(SteeringMismatch) as e:
+        load_steering(path, other)
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+    assert f"num_ws={G.num_ws}, w_dim={G.w_dim}; this model has num_ws={other.num_ws}" in str(e.value)
+
+    with pytest.raises(SteeringFileError, match="not found"):
+        load_steering(str(tmp_path / "missing.safetensors"), G)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(SteeringFileError, match="not a steering checkpoint"):
+        load_steering(str(junk), G)
+    gen = str(tmp_path / "gen.safetensors")
+    stylegan.save(G, gen)
+    with pytest.raises(SteeringFileError, match="sgvis generator"):
+        load_steering(gen, G)
+    with pytest.raises(UserError, match="no steering checkpoint"):
+        make_steering(G, {"mode": "learned"}, 0)
+
+
+def test_learned_steering_checks_the_mel_window(G):
+    steer = LearnedSteering(G, small_model(G), {}, 0)
+    with pytest.raises(ValueError, match="mel"):
+        steer.step(Features(time=0.0))
+    with pytest.raises(ValueError, match="shape"):
+        steer.step(Features(time=0.0, mel=np.zeros((40, 10), np.float32)))
+
+
+def test_every_group_has_rows(G):
+    m = small_model(G)
+    rows = sorted(r for g in GROUPS for r in range(*m.groups[g]))
+    assert rows == list(range(G.num_ws))

@@ -1,0 +1,221 @@
+"""`sgvis train-gan` on CPU with a tiny network: losses, regularisers, augmentation, snapshots, resume."""
+import argparse
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import stylegan
+from sgvis import dataset as ds
+from sgvis import train_gan
+from sgvis.augment import AdaptiveP, AugmentPipe
+from sgvis.errors import UserError
+
+pytest.importorskip("PIL")
+
+TINY = ["--resolution", "16", "--channel-base", "128", "--channel-max", "16", "--z-dim", "16", "--w-dim", "16",
+        "--map-layers", "2", "--batch", "4", "--grid", "2x2", "--quiet", "--threads", "1"]
+
+
+def run_command(*argv):
+    """Local harness until `sgvis train-gan` is wired into sgvis.cli: parse with our subparser, run func."""
+    parser = argparse.ArgumentParser(prog="sgvis")
+    train_gan.register_cli(parser.add_subparsers())
+    args = parser.parse_args(["train-gan"] + [str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def data16(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "proc16.zip"
+    ds.build_dataset(path, resolution=16, procedural=12, seed=1, workers=1, progress=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two OpenMP threads on a shared 2-core machine spin-wait on each other; one thread is faster here.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def read_log(outdir):
+    with open(os.path.join(outdir, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def g_output(G, seed=0):
+    z = torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return G.synthesis(G.mapping(z, None), noise_mode="const")
+
+
+def state_generator(path):
+    state = train_gan.load_state(path)
+    G, _ = train_gan.build_networks(json.loads(state["arch"]))
+    G.load_state_dict(state["G_ema"])
+    return G.eval(), state
+
+
+def test_train_snapshot_and_resume(data16, tmp_path, capsys):
+    out = tmp_path / "run"
+    # 3 iterations: R1 and path length run at iterations 0 and 2, fixed augmentation p = 0.5.
+    assert run_command("--data", data16, "--outdir", out, *TINY, "--kimg", "0.012", "--snap", "0.008",
+                       "--tick", "0.004", "--r1-interval", "2", "--pl-interval", "2", "--augment", "fixed",
+                       "--augment-p", "0.5") == 0
+    assert "final model" in capsys.readouterr().out
+    files = set(os.listdir(out))
+    assert {"network-snapshot-000000.safetensors", "network-final.safetensors", "training-state.pt",
+            "reals.png", "fakes-init.png", "fakes000000.png", "log.jsonl", "training_options.json"} <= files
+    log = read_log(out)
+    assert [round(e["kimg"], 3) for e in log] == [0.004, 0.008, 0.012]
+    for e in log:
+        assert math.isfinite(e["loss_G"]) and math.isfinite(e["loss_D"])
+        assert e["augment_p"] == 0.5
+    assert any("r1_penalty" in e and math.isfinite(e["r1_penalty"]) for e in log)
+    assert any("pl_penalty" in e and math.isfinite(e["pl_penalty"]) for e in log)
+
+    G = stylegan.load(str(out / "network-final.safetensors"))
+    assert G.img_resolution == 16 and G.z_dim == 16 and G.config["synthesis_kwargs"]["channel_max"] == 16
+    G_state, state = state_generator(out / "training-state.pt")
+    assert state["cur_nimg"] == 12 and state["iteration"] == 3 and state["augment_p"] == 0.5
+    assert torch.equal(g_output(G), g_output(G_state))
+
+    # The trained generator differs from its initialisation (fakes-init.png is G_ema before step 1).
+    torch.manual_seed(0)
+    G0, _ = train_gan.build_networks(json.loads(state["arch"]))
+    assert (g_output(G0.eval()) - g_output(G)).abs().max() > 1e-3
+
+    # Same outdir without --resume: refused; --resume continues from image 12.
+    with pytest.raises(UserError, match="already holds a training run"):
+        run_command("--data", data16, "--outdir", out, *TINY, "--kimg", "0.02")
+    o = train_gan.TrainOptions(data=str(data16), outdir=str(out), resume="latest", kimg=0.02, batch=4, tick=0.004,
+                               snap=0, grid=(2, 2), progress=False, threads=1, augment="ada", ada_interval=1)
+    s = train_gan.train(o)
+    assert s["resumed_from"] == 12 and s["steps"] == 2 and s["iterations"] == 5 and s["kimg"] == 0.02
+    assert s["trainer"].arch["channel_max"] == 16                 # architecture comes from the state
+    G2, state2 = state_generator(out / "training-state.pt")
+    assert state2["cur_nimg"] == 20
+    assert (g_output(G2) - g_output(G)).abs().max() > 0            # training went on
+    # ADA moved p from the resumed 0.5 by at most 4 images / 100 kimg per adjustment.
+    assert state2["augment_p"] != 0.5 and abs(state2["augment_p"] - 0.5) <= 2 * 4 / 100_000 + 1e-12
+    assert [round(e["kimg"], 3) for e in read_log(out)][-2:] == [0.016, 0.02]
+
+
+def test_resume_rejects_conflicting_architecture_and_missing_state(data16, tmp_path):
+    out = tmp_path / "run"
+    run_command("--data", data16, "--outdir", out, *TINY, "--kimg", "0.004", "--snap", "0")
+    with pytest.raises(UserError, match="--channel-max 32 conflicts"):
+        run_command("--data", data16, "--outdir", out, *TINY, "--channel-max", "32", "--kimg", "0.008", "--resume")
+    with pytest.raises(UserError, match="no training-state.pt"):
+        run_command("--data", data16, "--outdir", tmp_path / "fresh", *TINY, "--kimg", "0.004", "--resume")
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="unreadable training state"):
+        run_command("--data", data16, "--outdir", tmp_path / "x", *TINY, "--kimg", "0.004", "--resume",
+                    tmp_path / "bad.pt")
+    # --resume auto starts fresh when there is nothing to resume.
+    assert run_command("--data", data16, "--outdir", tmp_path / "auto", *TINY, "--kimg", "0.004", "--snap", "0",
+                       "--resume", "auto", "--pl-weight", "0", "--augment", "none") == 0
+    assert (tmp_path / "auto" / "network-final.safetensors").exists()
+
+
+def test_bad_input_is_a_user_error(data16, tmp_path):
+    def fails(message, *argv):
+        with pytest.raises(UserError, match=message):
+            run_command(*argv)
+
+    fails("no such file", "--data", tmp_path / "missing", "--outdir", tmp_path / "o", *TINY)
+    (tmp_path / "empty").mkdir()
+    fails("empty", "--data", tmp_path / "empty", "--outdir", tmp_path / "o", *TINY)
+    (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04junk")
+    fails("not a zip", "--data", tmp_path / "junk.zip", "--outdir", tmp_path / "o", *TINY)
+    fails("resolution mismatch.*16x16.*32x32", "--data", data16, "--outdir", tmp_path / "o", *TINY,
+          "--resolution", "32")
+    (tmp_path / "file").write_text("x")
+    fails("cannot create --outdir", "--data", data16, "--outdir", tmp_path / "file" / "run", *TINY)
+    fails("divisible by the minibatch-std group", "--data", data16, "--outdir", tmp_path / "o", *TINY,
+          "--batch", "6")
+    fails("power of two", "--data", data16, "--outdir", tmp_path / "o", *TINY, "--resolution", "20")
+    fails("--grid", "--data", data16, "--outdir", tmp_path / "o", *TINY, "--grid", "four")
+
+
+def test_augment_pipe_is_differentiable_twice_and_respects_p():
+    torch.manual_seed(0)
+    x = torch.rand([8, 3, 16, 16]) * 2 - 1
+    pipe = AugmentPipe(p=0.0)
+    assert torch.equal(pipe(x), x)
+    pipe.p = 1.0
+    y = pipe(x)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    geo = AugmentPipe(ops=("xflip", "translate"), p=1.0)
+    y = geo(x)
+    # Flips and integer translations only move pixels: every output value is an input value of that image.
+    for i in range(8):
+        assert torch.isin(y[i], x[i]).all()
+    # R1 through the augmentation needs double backward (no grid_sample).
+    x_req = x.clone().requires_grad_(True)
+    w = torch.randn(3, 3, 3, 3, requires_grad=True)
+    out = torch.nn.functional.conv2d(pipe(x_req), w).square().sum()
+    (g,) = torch.autograd.grad(out, x_req, create_graph=True)
+    g.square().sum().backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
+def test_adaptive_p_follows_the_sign_of_real_logits():
+    ada = AdaptiveP(target=0.6, interval=2, speed_kimg=0.1)
+    for _ in range(2):
+        ada.accumulate(torch.ones(10))            # D sure that reals are real: overfitting -> more augmentation
+    assert ada.ready()
+    assert ada.update() == pytest.approx(0.2) and ada.last_rt == 1.0
+    for _ in range(2):
+        ada.accumulate(-torch.ones(10))
+    assert ada.update() == pytest.approx(0.0)
+    for _ in range(100):
+        ada.accumulate(torch.ones(50))
+        ada.update()
+    assert ada.p == 1.0                            # clamped
+
+
+def test_training_state_loads_weights_only(data16, tmp_path):
+    out = tmp_path / "run"
+    s = train_gan.train(train_gan.TrainOptions(data=str(data16), outdir=str(out), resolution=16, channel_base=128,
+                                               channel_max=16, z_dim=16, w_dim=16, map_layers=2, batch=4,
+                                               kimg=1, max_steps=1, snap=0, grid=(1, 1), progress=False,
+                                               pl_weight=0, r1_interval=1))
+    assert s["final"] is None and s["kimg"] == 0.004 and s["steps"] == 1
+    state = torch.load(out / "training-state.pt", weights_only=True)
+    assert state["format"] == "sgvis-train-state" and isinstance(state["opt_D"], dict)
+    assert np.isfinite(read_log(out)[-1]["r1_penalty"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SGVIS_SLOW_TESTS"), reason="spawns two torchrun processes (~20 s); "
+                    "set SGVIS_SLOW_TESTS=1")
+def test_two_process_gloo_training(data16, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "run.py"
+    script.write_text("import argparse, sys\nfrom sgvis import train_gan\n"
+                      "p = argparse.ArgumentParser(); train_gan.register_cli(p.add_subparsers())\n"
+                      "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(script), "train-gan", "--data", str(data16), "--outdir", str(out), *TINY, "--batch", "8",
+           "--kimg", "0.024", "--snap", "0", "--tick", "0.008", "--r1-interval", "2", "--pl-interval", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("final model") == 1                 # only rank 0 reports and writes
+    log = read_log(out)
+    assert [round(e["kimg"], 3) for e in log] == [0.008, 0.016, 0.024]
+    assert all(math.isfinite(e["loss_G"]) and math.isfinite(e["loss_D"]) for e in log)
+    assert stylegan.load(str(out / "network-final.safetensors")).img_resolution == 16
