@@ -47,8 +47,12 @@ def _describe(v):
     return v
 
 
-def record_calls(kind: str, resolution: int, channel_base: int = 32768, channel_max: int = 512) -> list[dict]:
-    """Distinct op calls of one synthesis forward pass at batch 1: [{op, x, args, kwargs, count}]."""
+def record_calls(kind: str, resolution: int, channel_base: int = 32768, channel_max: int = 512,
+                 device: str = "meta") -> list[dict]:
+    """Distinct op calls of one synthesis forward pass at batch 1: [{op, x, args, kwargs, count}].
+
+    On the `meta` device nothing is computed (the first use imports torch's meta kernels, a few seconds);
+    device="cpu" suits small networks."""
     from stylegan.generator import Generator
     calls: "OrderedDict[tuple, dict]" = OrderedDict()
     refs = {"upfirdn2d": upfirdn2d_ref, "bias_act": bias_act_ref, "filtered_lrelu": filtered_lrelu_ref}
@@ -71,9 +75,9 @@ def record_calls(kind: str, resolution: int, channel_base: int = 32768, channel_
         for op in OPS:
             setattr(_kernels, op, recorder(op))
         G = Generator(kind, z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
-                      synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max)).to("meta")
+                      synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max)).to(device)
         with torch.no_grad():
-            G.synthesis(torch.zeros(1, G.num_ws, 512, device="meta"), noise_mode="const")
+            G.synthesis(torch.zeros(1, G.num_ws, 512, device=device), noise_mode="const")
     finally:
         _dispatch.use_cuda = saved_use
         for op, fn in saved.items():
@@ -155,7 +159,8 @@ def bench(args) -> list[dict]:
                             ref = _fn(call["op"])(x, *a, **kw)
                             os.environ["SGVIS_OPS"] = "cuda"
                             out = _fn(call["op"])(x, *a, **kw)
-                        err = float((out.double() - ref.double()).abs().max() / ref.double().abs().max().clamp_min(1e-30))
+                        diff = (out.double() - ref.double()).abs().max()
+                        err = float(diff / ref.double().abs().max().clamp_min(1e-30))
                         times = {"ref": [], "cuda": []}
                         for mode in ("ref", "cuda"):
                             time_call(call["op"], x, a, kw, mode, max(1, args.warmup), args.backward)
@@ -169,9 +174,9 @@ def bench(args) -> list[dict]:
                         p["err"] = max(p["err"], err)
                     for op, p in per_op.items():
                         if p["calls"]:
-                            rows.append(dict(kind=kind, resolution=res, batch=batch, dtype=dname, op=op, calls=p["calls"],
-                                             ref_ms=p["ref"], cuda_ms=p["cuda"], speedup=p["ref"] / max(p["cuda"], 1e-9),
-                                             rel_err=p["err"]))
+                            rows.append(dict(kind=kind, resolution=res, batch=batch, dtype=dname, op=op,
+                                             calls=p["calls"], ref_ms=p["ref"], cuda_ms=p["cuda"],
+                                             speedup=p["ref"] / max(p["cuda"], 1e-9), rel_err=p["err"]))
     os.environ.pop("SGVIS_OPS", None)
     return rows
 
@@ -188,7 +193,8 @@ def table(rows, backward: bool) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", nargs="+", default=["stylegan2"], choices=["stylegan2", "stylegan3"])
     ap.add_argument("--resolution", nargs="+", type=int, default=[512, 1024])
     ap.add_argument("--channel-base", type=int, default=32768)

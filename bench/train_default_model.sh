@@ -38,10 +38,12 @@ $SGVIS train-gan --data "$DATA" --outdir "$OUT/train" --resume auto \
 cp "$OUT/train/network-final.safetensors" "$OUT/sgvis-default-256.safetensors"
 python - "$OUT/sgvis-default-256.safetensors" <<'EOF'
 import os, sys, time
+import sgvis  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 import stylegan
 from stylegan.fast import FastSynthesis
 
+torch.set_flush_denormal(True)
 path = sys.argv[1]
 G = stylegan.load(path)
 z = torch.randn([1, G.z_dim], generator=torch.Generator().manual_seed(0))

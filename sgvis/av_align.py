@@ -13,7 +13,8 @@ Text-to-Video Model Adaptation"), following the facts of its public `av_align.py
 * video: per frame, the mean Farneback optical-flow magnitude between consecutive grayscale frames,
   `cv2.calcOpticalFlowFarneback(prev, next, None, 0.5, 3, 15, 3, 5, 1.2, 0)` (pyr_scale 0.5, 3 levels,
   window 15, 3 iterations, poly_n 5, poly_sigma 1.2, no flags), magnitude by `cv2.magnitude`, averaged by
-  `cv2.mean`.  The trajectory has one value per frame: frame i >= 1 gets flow(frame i-1 -> frame i) and frame 0
+  `cv2.mean` (we round it to 1e-4 px so ties between near-identical frames are decided the same way every
+  run).  The trajectory has one value per frame: frame i >= 1 gets flow(frame i-1 -> frame i) and frame 0
   repeats frame 1's value (as in their `detect_video_peaks`).  Frames are converted to gray as cv2 does for a
   video it reads (BGR2GRAY of BGR pixels; RGB frames given here are converted with RGB2GRAY, the same thing).
 * video peaks: strict local maxima, trajectory[i-1] < trajectory[i] > trajectory[i+1] for 1 <= i <= n-2, at
@@ -87,7 +88,9 @@ def _flow_magnitude(prev: np.ndarray, cur: np.ndarray) -> float:
     p = FARNEBACK
     flow = cv2.calcOpticalFlowFarneback(prev, cur, None, p["pyr_scale"], p["levels"], p["winsize"],
                                         p["iterations"], p["poly_n"], p["poly_sigma"], p["flags"])
-    return float(cv2.mean(cv2.magnitude(flow[..., 0], flow[..., 1]))[0])
+    # Rounded to 1e-4 px: OpenCV's result varies in the last bits from run to run (threading), which would
+    # otherwise decide near-ties between equal-looking frames (e.g. a still start) at random.
+    return round(float(cv2.mean(cv2.magnitude(flow[..., 0], flow[..., 1]))[0]), 4)
 
 
 def flow_trajectory(frames: Iterable, channel_order: str = "rgb") -> tuple[np.ndarray, dict]:

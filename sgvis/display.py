@@ -39,7 +39,8 @@ def letterbox(frame_w: int, frame_h: int, target_w: int, target_h: int) -> tuple
 class Renderer:
     """Draws the current frame (and an optional HUD image) into the bound framebuffer."""
 
-    def __init__(self, ctx, frame_size: tuple[int, int]):
+    def __init__(self, ctx, frame_size: tuple[int, int], gpu_frames: bool = False):
+        """`gpu_frames`: frames will arrive as CUDA tensors (RGBA texture, CUDA->GL hand-off)."""
         import moderngl
         self.ctx = ctx
         self.frame_w, self.frame_h = frame_size
@@ -48,23 +49,24 @@ class Renderer:
         quad = np.array([-1, -1, 0, 1, 1, -1, 1, 1, -1, 1, 0, 0, 1, 1, 1, 0], np.float32)
         self.vbo = ctx.buffer(quad.tobytes())
         self.vao = ctx.vertex_array(self.prog, [(self.vbo, "2f 2f", "pos", "uv")])
-        self.texture = ctx.texture((self.frame_w, self.frame_h), 3, dtype="f1")
+        # CUDA cannot map 3-component textures, so GPU frames use RGBA.
+        self.texture = ctx.texture((self.frame_w, self.frame_h), 4 if gpu_frames else 3, dtype="f1")
         self.texture.filter = (moderngl.LINEAR, moderngl.LINEAR)
         self.hud_texture = None
-        self.interop = None
+        self.uploader = None
+        if gpu_frames:
+            from cuda_ops.gl_interop import GLFrameUploader
+            self.uploader = GLFrameUploader(self.texture)
         self.frames_uploaded = 0
 
     def upload(self, frame) -> str:
         """Put a frame into the texture: a CUDA tensor through the GPU hand-off when possible, else a host copy.
         Returns the path used ('cuda-gl' or 'host')."""
-        if hasattr(frame, "is_cuda") and frame.is_cuda:
-            try:
-                from cuda_ops.gl_interop import upload_texture  # added by the CUDA kernels work
-                upload_texture(self.texture, frame)
-                self.frames_uploaded += 1
-                return "cuda-gl"
-            except Exception:
-                frame = frame.cpu()
+        if self.uploader is not None:
+            import torch
+            path = self.uploader.upload(torch.as_tensor(frame))
+            self.frames_uploaded += 1
+            return "cuda-gl" if path.startswith("cuda") else "host"
         if hasattr(frame, "numpy"):
             frame = frame.numpy()
         self.texture.write(np.ascontiguousarray(frame))

@@ -6,7 +6,6 @@ Other modules add a section with ``register_check(name, fn)``; ``fn()`` returns 
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from typing import Callable, Iterable
@@ -140,8 +139,36 @@ def register_cli(subparsers) -> None:
 
 
 # Placeholders until the audio and live-window subsystems register their own checks.
-register_check("audio", lambda: [("status", "not checked yet (the audio subsystem registers its probe here)")])
-register_check("OpenGL", lambda: [("status", "not checked yet (the live window registers its probe here)")])
+def _audio_check():
+    try:
+        from sgvis.live_audio import input_devices
+        devices = input_devices()
+    except Exception as e:  # noqa: BLE001 - a report, not a failure
+        return [("status", str(e).splitlines()[0])]
+    if not devices:
+        return [("inputs", "none found (no sound server or card; 'sgvis live --device file:x.wav' still needs an "
+                           "output)")]
+    return [("inputs", f"{len(devices)}")] + [(f"[{d['index']}]", f"{d['name']} ({d['hostapi']}), {d['channels']} ch, "
+                                                                  f"{d['rate']:.0f} Hz") for d in devices]
+
+
+def _gl_check():
+    rows = []
+    try:
+        import moderngl
+        ctx = moderngl.create_context(standalone=True, backend="egl")
+        rows.append(("headless (EGL)", f"ok: {ctx.info['GL_RENDERER']}, GL {ctx.version_code}"))
+        ctx.release()
+    except Exception as e:  # noqa: BLE001
+        rows.append(("headless (EGL)", f"unavailable: {str(e).splitlines()[0][:80]}"))
+    import os
+    rows.append(("window", f"DISPLAY={os.environ['DISPLAY']}" if os.environ.get("DISPLAY") or
+                 os.environ.get("WAYLAND_DISPLAY") else "no display (DISPLAY unset): use --headless"))
+    return rows
+
+
+register_check("audio", _audio_check)
+register_check("OpenGL", _gl_check)
 
 if __name__ == "__main__":  # pragma: no cover
     import argparse

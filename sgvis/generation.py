@@ -48,11 +48,12 @@ class FrameGenerator:
         return self.size or (self.G.img_resolution, self.G.img_resolution)
 
     @torch.inference_mode()
-    def __call__(self, ws: torch.Tensor) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] -> frames [N, H, W, 3] uint8 on the CPU."""
+    def __call__(self, ws: torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> frames [N, H, W, 3] uint8 on the CPU (or left on the generator's device)."""
         img = self.synthesize(ws.to(self.device, torch.float32))
         w, h = self.output_size
         if (h, w) != tuple(img.shape[2:]):
             # Antialiased bicubic: clean both for down- and (moderate) upscaling.
             img = F.interpolate(img.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-        return images_to_uint8(img).cpu()
+        frames = images_to_uint8(img)
+        return frames if keep_on_device else frames.cpu()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from sgvis.errors import UserError
 from sgvis.features import FeatureExtractor, MelConfig
@@ -101,7 +102,7 @@ class LiveShow:
         self.hud_on = bool(self.lcfg["hud"])
         self.running = True
         self.message = ""
-        self.last_frame = None
+        self.upload_path = None
         # measurements
         self.frames_shown = 0
         self.frame_times: list[float] = []
@@ -196,6 +197,11 @@ class LiveShow:
                 self.act(act)
                 return
 
+    @property
+    def last_frame(self):
+        t = getattr(self, "_last_frame_tensor", None)
+        return None if t is None else t.cpu().numpy()
+
     def screenshot(self) -> str | None:
         if self.last_frame is None:
             return None
@@ -216,7 +222,7 @@ class LiveShow:
             self.surface = WindowSurface(size, title="sgvis", fullscreen=self.job.fullscreen,
                                          monitor=self.job.monitor, vsync=bool(self.lcfg["vsync"]),
                                          on_key=self.on_key)
-        self.renderer = Renderer(self.surface.ctx, self.frame_size)
+        self.renderer = Renderer(self.surface.ctx, self.frame_size, gpu_frames=self.device.type == "cuda")
 
     def _open_recorder(self):
         if not self.job.record:
@@ -267,12 +273,15 @@ class LiveShow:
         features = self.extractor.at(self._analysed_samples / self.mel.sample_rate)
         if not self.frozen:
             self.ws = self.steering.step(features)
-        frames = self.generator(self.ws[None])
+        on_gpu = self.device.type == "cuda"
+        frames = self.generator(self.ws[None], keep_on_device=on_gpu)
+        if on_gpu:
+            torch.cuda.current_stream().synchronize()
         t_ready = time.perf_counter()
-        frame = frames[0].numpy()
-        self.last_frame = frame
         self.surface.begin()
-        self.renderer.upload(frame)
+        self.upload_path = self.renderer.upload(frames[0])
+        frame = frames[0].cpu().numpy() if (on_gpu and self.recorder is not None) else frames[0]
+        self._last_frame_tensor = frames[0]
         if self.hud_on and t0 >= self._next_hud:
             from sgvis.display import hud_image
             self.renderer.set_hud(hud_image(self._hud_lines(t0)))
@@ -292,9 +301,11 @@ class LiveShow:
             if self._record_start is None:
                 self._record_start = t_shown
             due = int((t_shown - self._record_start) * float(self.lcfg["record_fps"])) + 1
+            frame = np.asarray(frame)
+            if frame.shape[0] % 2 or frame.shape[1] % 2:
+                frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))
             while self.frames_recorded < due:            # constant frame rate, in step with the captured audio
-                self.recorder.write(frame if frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0 else
-                                    np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))))
+                self.recorder.write(frame)
                 self.frames_recorded += 1
         self.surface.poll()
         cap = float(self.job.fps if self.job.fps is not None else self.lcfg["fps"])
@@ -362,6 +373,7 @@ class LiveShow:
             "xruns": int(self.input.xruns), "dropped_frames": self.dropped,
             "device": self.input.device_name, "model": self.G.source.get("path"),
             "generator": self.generator.description, "headless": self.job.headless,
+            "frame_upload": self.upload_path,
             "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],
             "screenshots": self.screenshots,
         }

@@ -15,8 +15,9 @@ Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
 * Base latent: a slow, seeded walk through W.  Keyframes are mapped z's (so the walk stays in the model's
   distribution); the path is a uniform cubic B-spline through them (C2: no kinks), renormalised so its spread
   about the mean of W matches the keyframes'.  It advances one keyframe per `drift.period_s`, faster when loud
-  (`drift.motion_gain`); with a tempo it "breathes": each beat starts fast and eases to a stop at the next
-  (`drift.breath`), so quiet passages still move, with the groove.
+  (`drift.motion_gain`).  With a tempo, the slow motions (drift, swells, chroma) "breathe": they glide on each
+  beat, easing out to a stop after `drift.glide` of the beat, and hold still for the rest (`drift.breath` = 1;
+  lower values keep some continuous motion), so quiet passages still move, with the groove.
 * Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; measured from the mel window that comes with the
   Features), all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
   release `release_s`, optional glide `attack_s`; seconds, so any frame rate looks the same).  The envelopes
@@ -64,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "max_step": 0.25,
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
     "directions": {"num_samples": 4096, "num_components": 32, "seed": 0},
-    "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 0.9},
+    "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 1.0, "glide": 0.6},
     "orbit": {"radius": 1.5},
     "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.30, "swell": 0.4, "swell_s": 1.5,
              "route": {"coarse": 1.0, "mid": 0.3, "fine": 0.0}},
@@ -138,6 +139,7 @@ def resolve_config(cfg: dict | None) -> dict:
     number("steer.drift.motion_gain", c["drift"]["motion_gain"], 0)
     number("steer.drift.loudness_smoothing_s", c["drift"]["loudness_smoothing_s"], 0)
     number("steer.drift.breath", c["drift"]["breath"], 0, 1)
+    number("steer.drift.glide", c["drift"]["glide"], 0.05, 1)
     number("steer.orbit.radius", c["orbit"]["radius"], positive=True)
     for s in SOURCES + ("chroma",):
         sec = c[s]
@@ -218,6 +220,8 @@ class Pulse:
         self.hold = max(x, self.hold * decay)
         a = 1.0 if self.attack_s <= 0 else 1.0 - math.exp(-dt / self.attack_s)
         self.value += a * (self.hold - self.value)
+        if self.hold < 0.02 and self.value < 0.02:          # a spent pulse stops exactly (no endless creep)
+            self.hold = self.value = 0.0
         return self.value
 
 
@@ -458,14 +462,18 @@ class ReactiveSteering(Steering):
         return dict(bands, onset=onset, beat=near * onset)
 
     def _breath(self, f) -> float:
-        """Drift speed factor that pulses with the beat grid (mean 1 over a beat): with `breath` = 1 the walk
-        starts each beat at twice its mean speed and slows linearly to a stop at the next beat.  1 while the
-        tempo is unknown."""
+        """Time-warp factor for the slow motions (drift, swells, chroma), mean 1 over a beat.  With a tempo,
+        the slow motions glide on each beat (fast at the beat, easing out quadratically to a stop after
+        `glide` of the beat) and, with `breath` = 1, hold perfectly still for the rest of it: quiet passages
+        still move, with the groove, and a held frame cannot flicker.  1 (continuous) while the tempo is
+        unknown."""
         depth = float(self.cfg["drift"]["breath"])
         if depth <= 0 or _finite(f.tempo) <= 0:
             return 1.0
+        glide = float(self.cfg["drift"]["glide"])
         ph = _finite(f.beat_phase) % 1.0
-        return (1.0 - depth) + depth * 2.0 * (1.0 - ph)
+        shape = 3.0 / glide * (1.0 - ph / glide) ** 2 if ph < glide else 0.0
+        return (1.0 - depth) + depth * shape
 
     def step(self, f) -> torch.Tensor:
         c = self.cfg
@@ -475,14 +483,15 @@ class ReactiveSteering(Steering):
 
         hits = self._hits(f)
         pulse = np.array([self.pulses[s](hits[s], dt) for s in SOURCES])                   # [n_src]
+        slow_dt = dt * self._breath(f)                   # slow motions move with the beat (see _breath)
         levels = {"bass": f.low, "mid": f.mid, "high": f.high}
-        swell = np.array([self.swells[b](min(max(_finite(levels[b]), 0.0), 1.0), dt) for b in BANDS])
+        swell = np.array([self.swells[b](min(max(_finite(levels[b]), 0.0), 1.0), slow_dt) for b in BANDS])
         loud = self.loudness(min(max(_finite(f.rms), 0.0), 1.0), dt)
 
         # Drift: advance the base along the keyframe spline (not at all when period_s is 0).
         period = float(c["drift"]["period_s"])
         if period > 0:
-            self.phase += dt / period * (1.0 + float(c["drift"]["motion_gain"]) * loud) * self._breath(f)
+            self.phase += slow_dt / period * (1.0 + float(c["drift"]["motion_gain"]) * loud)
         i0 = int(math.floor(self.phase))
         b = _bspline_weights(self.phase - i0)
         base = sum(float(b[j]) * self._keyframe(i0 - 1 + j) for j in range(4)) / float(np.sqrt((b * b).sum()))
@@ -503,7 +512,7 @@ class ReactiveSteering(Steering):
         chroma = np.asarray(f.chroma if f.chroma is not None else np.full(12, 1 / 12), np.float64).reshape(-1)
         if chroma.shape == (12,) and np.all(np.isfinite(chroma)) and chroma.sum() > 1e-8:
             tau = float(c["chroma"]["smoothing_s"])
-            k = 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
+            k = 1.0 if tau <= 0 else 1.0 - math.exp(-slow_dt / tau)
             self.chroma += k * (chroma / chroma.sum() - self.chroma)
         dev = self.chroma - 1.0 / 12
         wchroma = dev / max(float(np.linalg.norm(dev)), 0.15)                                # |w| <= 1

@@ -317,13 +317,19 @@ class Trainer:
         p0 = o.augment_p if o.augment != "none" else 0.0
         self.cur_nimg = 0
         self.iteration = 0
+        self.seconds_before = 0.0          # training time of earlier invocations (resumed runs)
+        self.seconds_now = 0.0
         self.pl_mean = torch.zeros([], device=device)
         if state is not None:
-            self.opt_G.load_state_dict(state["opt_G"])
-            self.opt_D.load_state_dict(state["opt_D"])
+            for opt, key in ((self.opt_G, "opt_G"), (self.opt_D, "opt_D")):
+                wanted = [(g["lr"], g["betas"]) for g in opt.param_groups]
+                opt.load_state_dict(state[key])
+                for g, (lr, betas) in zip(opt.param_groups, wanted):      # this invocation's options rule
+                    g["lr"], g["betas"] = lr, betas
             self.cur_nimg = int(state["cur_nimg"])
             self.iteration = int(state["iteration"])
             self.pl_mean = state["pl_mean"].to(device)
+            self.seconds_before = float(state.get("seconds", 0.0))
             if o.augment == "ada":
                 p0 = float(state["augment_p"])
             if "rng" in state and dist.world == 1:
@@ -457,7 +463,7 @@ class Trainer:
                     opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
                     cur_nimg=self.cur_nimg, iteration=self.iteration, pl_mean=self.pl_mean.detach().cpu(),
                     augment_p=float(self.augment.p if self.augment is not None else 0.0),
-                    rng=torch.get_rng_state())
+                    seconds=self.seconds_before + self.seconds_now, rng=torch.get_rng_state())
 
     @torch.no_grad()
     def samples(self, z: torch.Tensor) -> torch.Tensor:
@@ -645,12 +651,9 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
     log_path = os.path.join(outdir, "log.jsonl")
     try:
         while trainer.cur_nimg < total_nimg and (o.max_steps is None or steps < o.max_steps):
-            try:
-                real = next(reals)
-            except UserError:
-                raise
-            trainer.step(real)
+            trainer.step(next(reals))
             steps += 1
+            trainer.seconds_now = time.time() - start_time
             bar.n = min(trainer.cur_nimg / 1000, o.kimg)
             rate = (trainer.cur_nimg - bar_start[1]) / 1000 / max(time.time() - bar_start[0], 1e-9)
             bar.set_postfix_str(f"{rate:.4g} kimg/s{stats_text}", refresh=False)
@@ -662,7 +665,7 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
                 stats = trainer.pop_stats()
                 kimg_s = (trainer.cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9)
                 last_stats = dict(kimg=trainer.cur_nimg / 1000, iteration=trainer.iteration,
-                                  sec=now - start_time, kimg_per_s=kimg_s, **stats)
+                                  sec=trainer.seconds_before + now - start_time, kimg_per_s=kimg_s, **stats)
                 stats_text = (f", G {stats.get('loss_G', math.nan):.3f} D {stats.get('loss_D', math.nan):.3f} "
                               f"p {stats.get('augment_p', 0):.3f}")
                 if dist.main:

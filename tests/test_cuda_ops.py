@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import os
 import subprocess
 import sys
@@ -366,7 +365,8 @@ def test_emulated_filtered_lrelu_stylegan3_layers(emu, layout):
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
     b = rand(6, seed=51, dtype=torch.float32)
-    for fu, fd, up, pad in [(fu12, fd12, 2, [9, 8, 9, 8]), (fu24, fd12, 4, [-6, -9, -6, -9]), (fu12, fdr, 2, [9, 8, 9, 8])]:
+    layers = [(fu12, fd12, 2, [9, 8, 9, 8]), (fu24, fd12, 4, [-6, -9, -6, -9]), (fu12, fdr, 2, [9, 8, 9, 8])]
+    for fu, fd, up, pad in layers:
         kw = dict(up=up, down=2, padding=pad, clamp=1.5)
         out = _kernels.filtered_lrelu(x, fu, fd, b, **kw)
         assert rel_err(out, filtered_lrelu_ref(x, fu, fd, b, **kw)) < 1e-5
@@ -548,7 +548,8 @@ def test_build_cache_location_and_lock(monkeypatch, fresh_build):
     with _build._FileLock(lock):
         assert subprocess.run([sys.executable, "-c", code, str(lock)], capture_output=True,
                               text=True).stdout.strip() == "busy"
-    assert subprocess.run([sys.executable, "-c", code, str(lock)], capture_output=True, text=True).stdout.strip() == "got"
+    after = subprocess.run([sys.executable, "-c", code, str(lock)], capture_output=True, text=True)
+    assert after.stdout.strip() == "got"
 
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the report without a GPU")
@@ -639,7 +640,28 @@ def test_gl_interop_status_without_gpu():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 6. On a GPU: the compiled kernels against the reference ops
+# 6. The benchmark's call recorder (the timing itself needs a GPU)
+
+def test_bench_ops_records_the_network_calls():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_ops", Path(__file__).resolve().parent.parent / "bench" /
+                                                  "bench_ops.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    use_cuda = _dispatch.use_cuda
+    for kind, ops in [("stylegan2", {"upfirdn2d", "bias_act"}), ("stylegan3", {"filtered_lrelu"})]:
+        calls = bench.record_calls(kind, 32, channel_base=512, channel_max=16, device="cpu")
+        assert {c["op"] for c in calls} >= ops and all(c["count"] >= 1 for c in calls)
+        for c in calls[:6]:
+            x, a, kw = bench.build_call(c, 2, torch.float32, "cpu")
+            assert getattr(cuda_ops, c["op"])(x, *a, **kw).shape[0] == 2
+    assert _dispatch.use_cuda is use_cuda and _kernels.upfirdn2d.__module__ == "cuda_ops._kernels"
+    assert "upfirdn2d" in bench.table([dict(kind="stylegan2", resolution=512, batch=1, dtype="fp32", op="upfirdn2d",
+                                            calls=9, ref_ms=1.0, cuda_ms=0.25, speedup=4.0, rel_err=1e-7)], False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. On a GPU: the compiled kernels against the reference ops
 
 def _gpu_tol(dtype):
     return {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float64: 1e-12}[dtype]

@@ -158,6 +158,21 @@ def test_quiet_input_drifts_slowly_and_steps_are_bounded(G, cache):
     assert float(d.max()) <= DEFAULTS["max_step"] * 1.0001
 
 
+def test_quiet_passages_breathe_with_the_beat(G, cache):
+    """With a tempo and no hits, the slow motion glides after each beat and then holds perfectly still."""
+    steer = ReactiveSteering(G, {}, 6, cache_dir=cache)
+    bpm = 120.0
+    phase = lambda i: (i / FPS * bpm / 60) % 1.0                        # noqa: E731
+    ws = run(steer, seq(120, tempo=bpm, beat_phase=phase, beat=lambda i: i % 15 == 0, low=0.2, mid=0.2))
+    d = (ws[1:] - ws[:-1]).norm(dim=(1, 2))
+    for i in range(1, 119):
+        ph = phase(i)
+        if 0.0 < ph < 0.5:
+            assert d[i - 1] > 0, i                                       # gliding
+        elif ph > 0.65:
+            assert d[i - 1] == 0, i                                      # holding: identical latents
+
+
 def test_frame_rate_independent(G, cache):
     """Envelopes and drift use the real frame interval: 30 and 60 fps agree at common times."""
     def feats(fps):

@@ -146,7 +146,8 @@ void bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, const std
     p.C = int(channels < 1 ? 1 : channels);
     if (b.has_value() && b->defined()) {
         check_cuda(*b, x, "b");
-        TORCH_CHECK(b->dim() == 1 && b->size(0) == channels && b->is_contiguous() && b->scalar_type() == x.scalar_type(),
+        TORCH_CHECK(b->dim() == 1 && b->size(0) == channels && b->is_contiguous() &&
+                        b->scalar_type() == x.scalar_type(),
                     "sgvis cuda_ops: bias must be a contiguous [C] tensor of x's dtype");
         TORCH_CHECK(channels < (int64_t(1) << 31), "sgvis cuda_ops: too many channels");
         p.b = b->data_ptr();
@@ -179,8 +180,8 @@ void mask_mul(const at::Tensor& g, const at::Tensor& mask, const at::Tensor& y, 
     check_cuda(g, g, "grad");
     check_cuda(mask, g, "mask");
     check_cuda(y, g, "y");
-    TORCH_CHECK(g.dim() == 4 && mask.sizes() == g.sizes() && y.sizes() == g.sizes() && mask.scalar_type() == at::kByte &&
-                    y.scalar_type() == g.scalar_type(),
+    TORCH_CHECK(g.dim() == 4 && mask.sizes() == g.sizes() && y.sizes() == g.sizes() &&
+                    mask.scalar_type() == at::kByte && y.scalar_type() == g.scalar_type(),
                 "sgvis cuda_ops: mask_mul shapes or dtypes disagree");
     const int dtype = dtype_code(g.scalar_type());
     sgvis::MaskMulParams p = {};
