@@ -73,7 +73,8 @@ def synth_track(seed: int = 0) -> tuple[np.ndarray, list[tuple[str, float, float
     kick += 0.3 * rng.standard_normal(len(t)) * np.exp(-t / 0.002)
     t = t_(0.3)
     noise = rng.standard_normal(len(t))
-    snare = 0.45 * np.diff(noise, prepend=0) * np.exp(-t / 0.07) + 0.35 * np.sin(2 * np.pi * 190 * t) * np.exp(-t / 0.05)
+    snare = (0.45 * np.diff(noise, prepend=0) * np.exp(-t / 0.07)
+             + 0.35 * np.sin(2 * np.pi * 190 * t) * np.exp(-t / 0.05))
     t = t_(0.12)
     hat = np.diff(rng.standard_normal(len(t) + 2), 2) * np.exp(-t / 0.018) * 0.12
 
@@ -83,10 +84,11 @@ def synth_track(seed: int = 0) -> tuple[np.ndarray, list[tuple[str, float, float
         sections.append((name, pos, pos + bars * bar))
         for b in range(bars):
             t0 = pos + b * bar
-            chord_i = (b + (0 if name != "drop" else 0)) % 4
+            chord_i = b % 4
             if "chords" in parts:
                 t = t_(bar + 0.4)
-                env = np.minimum(t / 0.03, 1) * np.exp(-np.maximum(t - bar, 0) / 0.1) * (0.9 + 0.1 * np.cos(2 * np.pi * 0.5 * t))
+                env = (np.minimum(t / 0.03, 1) * np.exp(-np.maximum(t - bar, 0) / 0.1)
+                       * (0.9 + 0.1 * np.cos(2 * np.pi * 0.5 * t)))
                 x = sum(sum(np.sin(2 * np.pi * _hz(m) * h * t) / h ** 1.5 for h in (1, 2, 3)) for m in CHORDS[chord_i])
                 _add(y, t0, 0.06 * env * x)
             if "pad_bass" in parts:
@@ -107,7 +109,8 @@ def synth_track(seed: int = 0) -> tuple[np.ndarray, list[tuple[str, float, float
                         t = t_(beat / 2)
                         f = _hz(BASS[chord_i] + (12 if (k == 3 and e == 1) else 0))
                         env = np.minimum(t / 0.005, 1) * np.exp(-t / 0.12)
-                        _add(y, tb + e * beat / 2, 0.3 * env * (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t)))
+                        tone = np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t)
+                        _add(y, tb + e * beat / 2, 0.3 * env * tone)
         pos += bars * bar
     y = y[: int(total * SR)]
     y = 0.9 * y / np.abs(y).max()
@@ -262,13 +265,15 @@ def main(argv=None):
         for name, make in runs:
             steer = make()
             key = f"{name} lookahead={look:g}"
-            r = run(steer, G, y, args.fps, n_frames, feats, args.video if name == "reactive" and look == args.lookahead[0] else None)
+            video = args.video if name == "reactive" and look == args.lookahead[0] else None
+            r = run(steer, G, y, args.fps, n_frames, feats, video)
             results[key] = {k: v for k, v in r.items() if k not in ("flow", "audio_peak_times", "video_peak_times")}
             print(f"== {key} ==")
             print(format_report(r))
-            print(f"ws step       mean {r['ws_step']['mean']:.3g}, p95 {r['ws_step']['p95']:.3g}, max {r['ws_step']['max']:.3g}; "
-                  f"steering {r['timing_s']['steer_per_frame_ms']:.2f} ms/frame, render {r['timing_s']['render']:.1f} s, "
-                  f"eval {r['timing_s']['eval']:.1f} s")
+            st, tm = r["ws_step"], r["timing_s"]
+            print(f"ws step       mean {st['mean']:.3g}, p95 {st['p95']:.3g}, max {st['max']:.3g}; "
+                  f"steering {tm['steer_per_frame_ms']:.2f} ms/frame, render {tm['render']:.1f} s, "
+                  f"eval {tm['eval']:.1f} s")
             if name == "reactive":
                 results[key]["trajectory"] = r["flow"]
                 results[key]["audio_peak_times"] = r["audio_peak_times"]

@@ -291,8 +291,11 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
     skipped_examples: list[str] = []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     run = (lambda fn, jobs: pool.map(fn, jobs, chunksize=4)) if pool else (lambda fn, jobs: map(fn, jobs))
+    total = None if video_files else sum(len(f) for _, f in image_files) + procedural
+    if total is not None and max_images is not None:
+        total = min(total, max_images)
     bar = tqdm(desc=f"dataset {os.path.basename(writer.output)}", unit="img", disable=not progress,
-               dynamic_ncols=True)
+               dynamic_ncols=True, total=total)
     try:
         for d, files in image_files:
             before = writer.count

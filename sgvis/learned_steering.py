@@ -250,7 +250,8 @@ def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
         model = LearnedSteeringModel(num_ws, w_dim, mel, groups, hidden, channels, head_hidden)
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except (RuntimeError, ValueError, KeyError) as e:
-        raise SteeringFileError(f"{path}: the weights do not match the stored architecture ({_first_line(e)})") from None
+        raise SteeringFileError(f"{path}: the weights do not match the stored architecture "
+                                f"({_first_line(e)})") from None
     if missing or unexpected:
         raise SteeringFileError(f"{path}: the weights do not match the stored architecture "
                                 f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
@@ -280,6 +281,10 @@ class LearnedSteering(Steering):
         self.mel_config = model.mel_config
         self.intensity = float(self.cfg["learned"]["intensity"])
         self.reset(seed)
+
+    def set_intensity(self, value: float) -> None:
+        """Change steer.learned.intensity on the fly (live control) without resetting the state."""
+        self.intensity = max(float(value), 0.0)
 
     def reset(self, seed: int) -> None:
         self.seed = int(seed)

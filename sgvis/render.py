@@ -31,7 +31,8 @@ RENDER_DEFAULTS = {
         "batch": 8,               # frames generated per generator call
         "precision": "auto",      # auto | fp32 | bf16 | fp16
         "beats": "offline",       # offline: whole-track beat tracking; causal: the live tracker
-        "lookahead": 0.046,       # seconds the analysis is shifted to centre its window on the frame (offline)
+        "lookahead": None,        # seconds the analysis runs ahead of each frame offline (None: the steering's
+                                  #   OFFLINE_LOOKAHEAD_S, which lands onsets on their frame)
     },
 }
 _DONE = object()
@@ -154,7 +155,10 @@ def render(job: RenderJob) -> dict:
     ws_queue: queue.Queue = queue.Queue(maxsize=4)
     frame_queue: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
-    lookahead = float(rcfg["lookahead"]) if rcfg["beats"] == "offline" else 0.0
+    from sgvis.steering import OFFLINE_LOOKAHEAD_S
+    lookahead = 0.0
+    if rcfg["beats"] == "offline":
+        lookahead = OFFLINE_LOOKAHEAD_S if rcfg["lookahead"] is None else float(rcfg["lookahead"])
 
     def analyse(stage: _Stage):
         extractor = FeatureExtractor(mel, beat_times=beat_times)

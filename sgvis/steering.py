@@ -15,9 +15,10 @@ Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
 * Base latent: a slow, seeded walk through W.  Keyframes are mapped z's (so the walk stays in the model's
   distribution); the path is a uniform cubic B-spline through them (C2: no kinks), renormalised so its spread
   about the mean of W matches the keyframes'.  It advances one keyframe per `drift.period_s`, faster when loud
-  (`drift.motion_gain`).  With a tempo, the slow motions (drift, swells, chroma) "breathe": they glide on each
-  beat, easing out to a stop after `drift.glide` of the beat, and hold still for the rest (`drift.breath` = 1;
-  lower values keep some continuous motion), so quiet passages still move, with the groove.
+  (`drift.motion_gain`).  With a tempo, the slow motions (drift, swells, chroma) "breathe": they glide once
+  every `drift.breath_beats` beats, easing out to a stop after `drift.glide` of that cycle, and hold still for
+  the rest (`drift.breath` = 1; lower values keep some continuous motion), so quiet passages still move, with
+  the groove.
 * Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; measured from the mel window that comes with the
   Features), all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
   release `release_s`, optional glide `attack_s`; seconds, so any frame rate looks the same).  The envelopes
@@ -65,17 +66,18 @@ DEFAULTS: dict[str, Any] = {
     "max_step": 0.25,
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
     "directions": {"num_samples": 4096, "num_components": 32, "seed": 0},
-    "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 1.0, "glide": 0.6},
+    "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 1.0, "breath_beats": 2,
+              "glide": 0.6},
     "orbit": {"radius": 1.5},
-    "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.30, "swell": 0.4, "swell_s": 1.5,
+    "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.20, "swell": 0.4, "swell_s": 1.5,
              "route": {"coarse": 1.0, "mid": 0.3, "fine": 0.0}},
-    "mid": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.30, "swell": 0.4, "swell_s": 1.5,
+    "mid": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.20, "swell": 0.4, "swell_s": 1.5,
             "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.2}},
     "high": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.20, "swell": 0.3, "swell_s": 1.5,
              "route": {"coarse": 0.0, "mid": 0.0, "fine": 1.0}},
-    "onset": {"pulse": 0.6, "attack_s": 0.0, "release_s": 0.25, "threshold": 0.1, "gamma": 0.5,
-              "route": {"coarse": 0.0, "mid": 0.3, "fine": 1.0}},
-    "beat": {"pulse": 1.0, "attack_s": 0.0, "release_s": 0.35, "window_s": 0.06,
+    "onset": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.25, "threshold": 0.1, "gamma": 0.5,
+              "route": {"coarse": 0.0, "mid": 0.7, "fine": 1.0}},
+    "beat": {"pulse": 1.0, "attack_s": 0.0, "release_s": 0.25, "window_s": 0.06,
              "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
     "chroma": {"amount": 0.8, "smoothing_s": 1.0, "first_component": 0,
                "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.0}},
@@ -120,7 +122,7 @@ def resolve_config(cfg: dict | None) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise UserError(f"{path} must be a number, got {v!r}")
         if (lo is not None and v < lo) or (hi is not None and v > hi) or (positive and v <= 0):
-            rng = f"> 0" if positive else f"in [{lo}, {'inf' if hi is None else hi}]"
+            rng = "> 0" if positive else f"in [{lo}, {'inf' if hi is None else hi}]"
             raise UserError(f"{path} must be {rng}, got {v!r}")
         return float(v)
 
@@ -140,6 +142,9 @@ def resolve_config(cfg: dict | None) -> dict:
     number("steer.drift.loudness_smoothing_s", c["drift"]["loudness_smoothing_s"], 0)
     number("steer.drift.breath", c["drift"]["breath"], 0, 1)
     number("steer.drift.glide", c["drift"]["glide"], 0.05, 1)
+    if isinstance(c["drift"]["breath_beats"], bool) or not isinstance(c["drift"]["breath_beats"], int) \
+            or c["drift"]["breath_beats"] < 1:
+        raise UserError(f"steer.drift.breath_beats must be an integer >= 1, got {c['drift']['breath_beats']!r}")
     number("steer.orbit.radius", c["orbit"]["radius"], positive=True)
     for s in SOURCES + ("chroma",):
         sec = c[s]
@@ -367,14 +372,20 @@ class ReactiveSteering(Steering):
             s, e = self.groups[g]
             self.row_masks[gi, s:e] = 1
         self.radius = float(c["orbit"]["radius"])
+        self.set_intensity(c["intensity"])
+        self.reset(seed)
+
+    def set_intensity(self, value: float) -> None:
+        """Change steer.intensity on the fly (live control) without resetting the motion."""
+        c = self.cfg
+        c["intensity"] = k = max(float(value), 0.0)
         route = np.array([[float(c[s]["route"].get(g, 0.0)) for g in GROUPS] for s in SOURCES])   # [n_src, 3]
         # Orbit speed (rad/s) per unit pulse envelope: a full hit travels pulse * route std units.
         travel = np.array([c[s]["pulse"] / max(c[s]["release_s"], 1e-3) for s in SOURCES])
-        self.speed_gain = c["intensity"] * travel[:, None] * route / self.radius
-        self.swell_gain = c["intensity"] * np.array([c[s]["swell"] for s in BANDS])[:, None] * route[:len(BANDS)]
-        self.chroma_gain = c["intensity"] * c["chroma"]["amount"] * np.array(
+        self.speed_gain = k * travel[:, None] * route / self.radius
+        self.swell_gain = k * np.array([c[s]["swell"] for s in BANDS])[:, None] * route[:len(BANDS)]
+        self.chroma_gain = k * c["chroma"]["amount"] * np.array(
             [float(c["chroma"]["route"].get(g, 0.0)) for g in GROUPS])
-        self.reset(seed)
 
     # -- state --------------------------------------------------------------------------------------------
     def reset(self, seed: int) -> None:
@@ -387,6 +398,7 @@ class ReactiveSteering(Steering):
         self.loudness = Envelope(c["drift"]["loudness_smoothing_s"], c["drift"]["loudness_smoothing_s"])
         self.band_onsets = BandOnsets()
         self.phase = 1.0                                   # drift position, in keyframes
+        self._beats, self._last_ph = 0, None               # beat counter for the breath cycle
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xC4])
         self.theta = rng.uniform(0, 2 * np.pi, len(GROUPS))   # orbit angles
         first = int(c["chroma"]["first_component"])
@@ -462,17 +474,24 @@ class ReactiveSteering(Steering):
         return dict(bands, onset=onset, beat=near * onset)
 
     def _breath(self, f) -> float:
-        """Time-warp factor for the slow motions (drift, swells, chroma), mean 1 over a beat.  With a tempo,
-        the slow motions glide on each beat (fast at the beat, easing out quadratically to a stop after
-        `glide` of the beat) and, with `breath` = 1, hold perfectly still for the rest of it: quiet passages
-        still move, with the groove, and a held frame cannot flicker.  1 (continuous) while the tempo is
-        unknown."""
-        depth = float(self.cfg["drift"]["breath"])
+        """Time-warp factor for the slow motions (drift, swells, chroma), mean 1.  With a tempo, the slow
+        motions glide once every `breath_beats` beats: fast at the beat, slowing linearly to a stop after
+        `glide` of the cycle (a steady deceleration, so the frame-to-frame motion falls monotonically), and,
+        with `breath` = 1, holding perfectly still for the rest of it: quiet passages still move, with the
+        groove, and a held frame cannot flicker.  1 (continuous) while the tempo is unknown."""
+        d = self.cfg["drift"]
+        depth = float(d["breath"])
         if depth <= 0 or _finite(f.tempo) <= 0:
+            self._last_ph = None
             return 1.0
-        glide = float(self.cfg["drift"]["glide"])
         ph = _finite(f.beat_phase) % 1.0
-        shape = 3.0 / glide * (1.0 - ph / glide) ** 2 if ph < glide else 0.0
+        if self._last_ph is not None and (ph < self._last_ph - 0.5 or bool(f.beat) and ph < self._last_ph):
+            self._beats += 1
+        self._last_ph = ph
+        n = max(int(d["breath_beats"]), 1)
+        cycle = ((self._beats % n) + ph) / n
+        glide = float(d["glide"])
+        shape = 2.0 / glide * (1.0 - cycle / glide) if cycle < glide else 0.0
         return (1.0 - depth) + depth * shape
 
     def step(self, f) -> torch.Tensor:

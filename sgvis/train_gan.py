@@ -21,8 +21,10 @@ import copy
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -544,6 +546,10 @@ def _check_resume_conflicts(o: TrainOptions, arch: dict) -> None:
                             f"leave it out to keep the run's architecture")
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def train(o: TrainOptions) -> dict:
     """Run training; returns a summary (final kimg, paths, last stats).  Raises UserError for bad input."""
     from tqdm import tqdm
@@ -559,9 +565,15 @@ def train(o: TrainOptions) -> dict:
     threads = torch.get_num_threads()
     if o.threads:
         torch.set_num_threads(o.threads)
+    # SIGTERM (kill, timeout, a scheduler ending the job) saves the state like Ctrl-C does.
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return _train(o, dist, device, tqdm, stylegan, open_dataset)
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         if flushed:
             torch.set_flush_denormal(False)
         torch.set_num_threads(threads)
@@ -571,9 +583,9 @@ def train(o: TrainOptions) -> dict:
 def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
     outdir = os.path.abspath(o.outdir)
     state_path = os.path.join(outdir, STATE_FILE)
-    if dist.main:
-        _check_outdir(outdir)
     dataset = open_dataset(o.data)
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f"--outdir {o.outdir} is a file, not a folder")
 
     # Resume or fresh start.
     state = None
@@ -598,6 +610,8 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
         raise UserError(f"resolution mismatch: {o.data} holds {dataset.resolution}x{dataset.resolution} images but "
                         f"{what} is {res}x{res}; rebuild the dataset with 'sgvis dataset --resolution {res}'")
 
+    if dist.main:
+        _check_outdir(outdir)
     torch.manual_seed(o.seed * 1000 + dist.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

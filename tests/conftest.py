@@ -34,6 +34,11 @@ def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 t.copy_(0.1 * torch.randn(t.shape, generator=g))
             elif leaf == "w_avg":
                 t.copy_(0.5 * torch.randn(t.shape, generator=g))
+            elif name.startswith("mapping.fc"):
+                # Stored mapping weights are scaled by 1/lr_multiplier (0.01), as in trained models; without
+                # that, W would have almost no spread and every z would give the same image.
+                scale = 100.0 if leaf == "weight" else 10.0
+                t.copy_(scale * torch.randn(t.shape, generator=g))
             else:
                 t.copy_(torch.randn(t.shape, generator=g))
     return module

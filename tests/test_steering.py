@@ -94,6 +94,23 @@ def test_reactive_shape_dtype_and_determinism(G, cache):
     assert not torch.allclose(wa, wc)
 
 
+def test_set_intensity_keeps_the_motion_going(G, cache):
+    """Live control: intensity changes on the fly, without a reset (no jump back to the start)."""
+    feats = seq(40, low=0.5, onset=lambda i: float(i % 10 == 0))
+    a = ReactiveSteering(G, {}, 3, cache_dir=cache)
+    wa = run(a, feats)
+    b = ReactiveSteering(G, {}, 3, cache_dir=cache)
+    wb = run(b, feats[:20])
+    assert torch.equal(wa[:20], wb)
+    b.set_intensity(0.0)
+    still = run(b, feats[20:])
+    assert b.cfg["intensity"] == 0.0 and not torch.equal(still[0], still[-1])      # the drift goes on
+    assert float((still[0] - wb[-1]).norm()) < float((wa[0] - wa[-1]).norm())       # from where it was
+    hits = (wa[21:] - wa[20:-1]).norm(dim=(1, 2))
+    calm = (still[1:] - still[:-1]).norm(dim=(1, 2))
+    assert float(calm.max()) < float(hits.max())                                    # hits no longer move it
+
+
 def test_bass_moves_coarse_highs_move_fine(G, cache):
     groups = resolve_groups(DEFAULTS["groups"], G.num_ws)
     quiet = run(ReactiveSteering(G, {}, 1, cache_dir=cache), seq(60))
@@ -159,18 +176,24 @@ def test_quiet_input_drifts_slowly_and_steps_are_bounded(G, cache):
 
 
 def test_quiet_passages_breathe_with_the_beat(G, cache):
-    """With a tempo and no hits, the slow motion glides after each beat and then holds perfectly still."""
+    """With a tempo and no hits, the slow motion glides once per breath cycle (default: two beats) and then
+    holds perfectly still."""
     steer = ReactiveSteering(G, {}, 6, cache_dir=cache)
-    bpm = 120.0
-    phase = lambda i: (i / FPS * bpm / 60) % 1.0                        # noqa: E731
-    ws = run(steer, seq(120, tempo=bpm, beat_phase=phase, beat=lambda i: i % 15 == 0, low=0.2, mid=0.2))
+    n = DEFAULTS["drift"]["breath_beats"]
+    glide = DEFAULTS["drift"]["glide"]
+    phase = lambda i: (i / 15) % 1.0                                    # 120 BPM at 30 fps: 15 frames a beat
+    ws = run(steer, seq(120, tempo=120.0, beat_phase=phase, beat=lambda i: i % 15 == 0, low=0.2, mid=0.2))
     d = (ws[1:] - ws[:-1]).norm(dim=(1, 2))
-    for i in range(1, 119):
-        ph = phase(i)
-        if 0.0 < ph < 0.5:
+    moving = holding = 0
+    for i in range(1, 120):
+        cycle = ((i // 15) % n + phase(i)) / n
+        if 0.0 < cycle < glide - 0.05:
             assert d[i - 1] > 0, i                                       # gliding
-        elif ph > 0.65:
+            moving += 1
+        elif cycle > glide + 0.05:
             assert d[i - 1] == 0, i                                      # holding: identical latents
+            holding += 1
+    assert moving > 30 and holding > 20
 
 
 def test_frame_rate_independent(G, cache):
