@@ -11,6 +11,20 @@ the reactive steering, frames from a StyleGAN2 with random weights (torch's defa
 smooth colour fields; w_avg set to the mean of mapped z as for a trained model), and the frames plus the track
 go through sgvis.av_align.  A random network cannot show whether the result looks good, but it shows whether
 the motion peaks land on the onsets and whether the motion is smooth.
+
+Last run (`python bench/bench_av_align.py --baselines --lookahead 0.03 0.046 0.0`, CPU, default config; 81
+audio peaks; flow in px/frame at 64 px):
+
+    run                      lookahead  AV-Align  video peaks  flow mean  max/mean  spikes  jerk  frame change
+    reactive                 46 ms      0.616     100          0.128      3.89      3.1%    0.26  0.06
+    reactive                 30 ms      0.602     108          0.126      3.53      3.1%    0.24  0.06
+    reactive (as live)       0          0.234     109          0.127      3.72      3.1%    0.24  0.06
+    drift only               30 ms      0.142      80          0.045      5.03     14.0%    0.28  0.03
+    strobe: cut on onsets    30 ms      0.780      65          0.746     15.84     16.2%    2.67  0.97
+    calm preset              46 ms      0.313     175          0.050      2.93      0.4%    0.18  0.02
+    energetic preset         46 ms      0.557     109          0.311      5.45      7.6%    0.38  0.19
+
+The strobe row is why the smoothness figures exist: AV-Align alone ranks it first.
 """
 from __future__ import annotations
 
@@ -27,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgvis.av_align import av_align, format_report  # noqa: E402
 from sgvis.features import FeatureExtractor, MelConfig  # noqa: E402
-from sgvis.steering import ReactiveSteering, resolve_config  # noqa: E402
+from sgvis.steering import OFFLINE_LOOKAHEAD_S, ReactiveSteering, resolve_config  # noqa: E402
 from stylegan.generator import Generator  # noqa: E402
 
 SR = 22050
@@ -223,7 +237,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="steering seed")
     ap.add_argument("--model-seed", type=int, default=0, help="random generator weights")
     ap.add_argument("--seconds", type=float, default=None, help="use only the first N seconds of the track")
-    ap.add_argument("--lookahead", type=float, nargs="+", default=[0.03, 0.0],
+    ap.add_argument("--lookahead", type=float, nargs="+", default=[OFFLINE_LOOKAHEAD_S, 0.0],
                     help="feature lookahead(s) in seconds (offline latency compensation; 0 = as live)")
     ap.add_argument("--steer", default="{}", help="JSON overrides of the steer: section")
     ap.add_argument("--config", default=None, help="a YAML config whose steer: section to use (e.g. configs/calm.yaml)")

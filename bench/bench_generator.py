@@ -34,7 +34,11 @@ import statistics
 import sys
 import time
 
-import torch
+# As the app does (sgvis/__init__.py): OpenMP threads that spin while waiting steal the cores from other
+# processes and, on a busy machine, from each other.  Only effective before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -198,6 +202,7 @@ def main(argv=None):
 
     G = build_generator(args, device)
     machine = dict(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__,
+                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
                    python=platform.python_version(), device=str(device),
                    cpu_bf16=cpu_bf16_support() if device.type == "cpu" else None,
                    gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,

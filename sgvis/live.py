@@ -109,6 +109,9 @@ class LiveShow:
         self.latencies: list[float] = []
         self.ready_latencies: list[float] = []
         self.dropped = 0
+        self.disconnects = 0
+        self.reconnects = 0
+        self._was_connected = True
         self.frames_recorded = 0
         self.screenshots: list[str] = []
         self._read_pos = 0
@@ -255,9 +258,16 @@ class LiveShow:
 
     def step(self) -> None:
         t0 = time.perf_counter()
-        if not self.input.connected and t0 - self._last_reconnect > 1.0:
+        connected = self.input.connected
+        if not connected and self._was_connected:
+            self.disconnects += 1
+            self.message = "input lost - reconnecting"
+        self._was_connected = connected
+        if not connected and t0 - self._last_reconnect > 1.0:
             self._last_reconnect = t0
             if self.input.try_reconnect():
+                self.reconnects += 1
+                self._was_connected = True
                 self.message = "input reconnected"
         samples, captured = self._pull_audio()
         rate = self.input.sample_rate
@@ -335,6 +345,7 @@ class LiveShow:
             self._open_surface()
             self._open_recorder()
             self.ws = self.steering.step(self.extractor.at(0.0))
+            self._read_pos = self.input.ring.written     # start from now: drop audio captured during start-up
             while self.running:
                 if self.surface.should_close:
                     break
@@ -371,6 +382,7 @@ class LiveShow:
             "latency_ms": _percentiles(self.latencies),
             "audio_to_frame_ready_ms": _percentiles(self.ready_latencies),
             "xruns": int(self.input.xruns), "dropped_frames": self.dropped,
+            "input_disconnects": self.disconnects, "input_reconnects": self.reconnects,
             "device": self.input.device_name, "model": self.G.source.get("path"),
             "generator": self.generator.description, "headless": self.job.headless,
             "frame_upload": self.upload_path,

@@ -84,9 +84,10 @@ DEFAULTS: dict[str, Any] = {
     "learned": {"intensity": 1.0},
 }
 
-# Recommended feature lookahead for offline rendering (seconds): the frame at time t gets the Features of
-# FeatureExtractor.at(t + OFFLINE_LOOKAHEAD_S).  Measured with bench/bench_av_align.py.
-OFFLINE_LOOKAHEAD_S = 0.03
+# Recommended feature lookahead for offline rendering (seconds): the frame at time t gets the Features of the
+# audio up to t + OFFLINE_LOOKAHEAD_S (half the analysis window: the window is centred on the frame).
+# bench/bench_av_align.py: AV-Align 0.62 with it, 0.60 with 0.03, 0.2-0.3 without (as live).
+OFFLINE_LOOKAHEAD_S = 0.046
 
 MODES = ("auto", "reactive", "learned")
 REF_FPS = 30.0
@@ -351,13 +352,15 @@ class ReactiveSteering(Steering):
         if directions is None:
             directions = load_or_compute_directions(G, cache_dir=cache_dir, n_samples=d["num_samples"],
                                                     seed=d["seed"])
-        self.dirs = directions.to(self.device)
+        # The per-frame arithmetic is tiny, so it runs in numpy (no device round trips, no thread-pool
+        # overhead); the finished W+ goes to G's device once per frame.
+        self.dirs = directions
         self.K = min(int(d["num_components"]), self.dirs.num_components)
-        self.U = self.dirs.components[: self.K]                       # [K, w_dim]
-        self.S = self.dirs.std[: self.K]                              # [K]
-        self.w_mean = self.dirs.mean
+        self.U = self.dirs.components[: self.K].detach().cpu().numpy().astype(np.float64)   # [K, w_dim]
+        self.S = self.dirs.std[: self.K].detach().cpu().numpy().astype(np.float64)          # [K]
+        self.w_mean = self.dirs.mean.detach().cpu().numpy().astype(np.float64)
         self.sigma = float(self.dirs.sigma)
-        self.w_avg = _w_avg(G, self.w_mean[None])
+        self.w_avg = _w_avg(G, self.dirs.mean[None].to(self.device)).cpu().numpy().astype(np.float64)
         self.psi = float(c["truncation_psi"])
         if G.c_dim > 0:
             self.class_idx = 0 if c["class_idx"] is None else int(c["class_idx"])
@@ -367,7 +370,7 @@ class ReactiveSteering(Steering):
         else:
             self.class_idx = None
         self.groups = resolve_groups(c["groups"], self.num_ws)
-        self.row_masks = torch.zeros([len(GROUPS), self.num_ws, 1], device=self.device)   # group -> rows
+        self.row_masks = np.zeros([len(GROUPS), self.num_ws, 1])                           # group -> rows
         for gi, g in enumerate(GROUPS):
             s, e = self.groups[g]
             self.row_masks[gi, s:e] = 1
@@ -391,7 +394,7 @@ class ReactiveSteering(Steering):
     def reset(self, seed: int) -> None:
         c = self.cfg
         self.seed = int(seed)
-        self._keyframes: dict[int, torch.Tensor] = {}
+        self._keyframes: dict[int, np.ndarray] = {}
         self._planes: dict[int, np.ndarray] = {}
         self.pulses = {s: Pulse(c[s]["attack_s"], c[s]["release_s"]) for s in SOURCES}
         self.swells = {s: Envelope(c[s]["swell_s"], c[s]["swell_s"]) for s in BANDS}
@@ -402,8 +405,8 @@ class ReactiveSteering(Steering):
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xC4])
         self.theta = rng.uniform(0, 2 * np.pi, len(GROUPS))   # orbit angles
         first = int(c["chroma"]["first_component"])
-        self.chroma_idx = torch.tensor([(first + j) % self.K for j in range(12)], device=self.device)
-        self.chroma_sign = torch.from_numpy(rng.choice([-1.0, 1.0], 12)).float().to(self.device)
+        self.chroma_idx = np.array([(first + j) % self.K for j in range(12)])
+        self.chroma_sign = rng.choice([-1.0, 1.0], 12)
         self.chroma = np.full(12, 1 / 12, np.float64)
         self.prev_time = None
         self.prev_ws = None
@@ -412,7 +415,7 @@ class ReactiveSteering(Steering):
     def _rng(self, kind: int, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed & 0xFFFFFFFF, kind, i])
 
-    def _keyframe(self, i: int) -> torch.Tensor:
+    def _keyframe(self, i: int) -> np.ndarray:
         """The i-th drift keyframe: a mapped z, as a deviation from the mean of W ([w_dim])."""
         kf = self._keyframes.get(i)
         if kf is None:
@@ -421,7 +424,7 @@ class ReactiveSteering(Steering):
             c = G.make_c(1, self.class_idx) if G.c_dim else G.make_c(1)
             with torch.no_grad():
                 w = G.mapping(z if G.z_dim > 0 else None, c, truncation_psi=1.0)
-            kf = (w[0, 0] if w.ndim == 3 else w[0]).float() - self.w_mean
+            kf = (w[0, 0] if w.ndim == 3 else w[0]).detach().cpu().numpy().astype(np.float64) - self.w_mean
             self._keyframes[i] = kf
             for old in [k for k in self._keyframes if k < i - 8]:
                 del self._keyframes[old]
@@ -536,19 +539,17 @@ class ReactiveSteering(Steering):
         dev = self.chroma - 1.0 / 12
         wchroma = dev / max(float(np.linalg.norm(dev)), 0.15)                                # |w| <= 1
 
-        coef_t = torch.from_numpy(coef).float().to(self.device) * self.S[None]
-        disp = coef_t @ self.U                                                                # [3, w_dim]
-        cvec = (torch.from_numpy(wchroma).float().to(self.device) * self.chroma_sign
-                * self.S[self.chroma_idx]) @ self.U[self.chroma_idx]                          # [w_dim]
-        disp = disp + torch.from_numpy(self.chroma_gain).float().to(self.device)[:, None] * cvec[None]
+        disp = (coef * self.S[None]) @ self.U                                                # [3, w_dim]
+        cvec = (wchroma * self.chroma_sign * self.S[self.chroma_idx]) @ self.U[self.chroma_idx]  # [w_dim]
+        disp = disp + self.chroma_gain[:, None] * cvec[None]
         ws = base[None] + (self.row_masks * disp[:, None, :]).sum(0)                          # [num_ws, w_dim]
         if self.psi != 1:
-            ws = self.w_avg.lerp(ws, self.psi)
+            ws = self.w_avg + self.psi * (ws - self.w_avg)
 
         # Soft limit on the per-frame change (frame-rate independent: the bound scales with dt).
         if self.prev_ws is not None:
             delta = ws - self.prev_ws
-            n = float(delta.square().sum(dim=1).mean().sqrt())
+            n = float(np.sqrt(np.square(delta).sum(axis=1).mean()))
             m = float(c["max_step"]) * self.sigma * dt * REF_FPS
             if n > 0 and m > 0:
                 ws = self.prev_ws + delta / (1.0 + (n / m) ** 4) ** 0.25
@@ -556,7 +557,7 @@ class ReactiveSteering(Steering):
         self.last_drives = {**{f"{s}.pulse": float(p) for s, p in zip(SOURCES, pulse)},
                             **{f"{s}.swell": float(q) for s, q in zip(BANDS, swell)},
                             **{f"{g}.speed": float(o) for g, o in zip(GROUPS, omega)}}
-        return ws.clone()
+        return torch.from_numpy(ws.astype(np.float32)).to(self.device)
 
 
 # -- factory ----------------------------------------------------------------------------------------------------

@@ -140,11 +140,6 @@ class FIR:
             return int(self.kx.numel()), int(self.ky.numel())
         return 1, 1
 
-    def out_size(self, w: int, h: int) -> tuple[int, int]:
-        (ux, uy), (dx, dy), (x0, x1, y0, y1) = self.up, self.down, self.pad
-        kw, kh = self.taps
-        return ((w * ux + x0 + x1 - kw + 1 + dx - 1) // dx, (h * uy + y0 + y1 - kh + 1 + dy - 1) // dy)
-
     def _weights(self, c: int, dtype: torch.dtype, device) -> tuple:
         key = (c, dtype, device)
         if key not in self._cache:
@@ -167,8 +162,8 @@ class FIR:
         """Filter x [N, C, H, W].  ``scale`` [C] multiplies channel c's filter, ``bias`` [C] is added
         to the result (both folded into the depthwise convolution, so free); both need a filter."""
         if x.dtype == torch.bfloat16 and x.device.type == "cpu" and self.fp32_on_cpu_bf16:
-            # oneDNN's bf16 depthwise (transposed) convolutions are far slower than its fp32 ones
-            # (measured 5x); the conversions cost less, and keep the filters exact.
+            # oneDNN's bf16 depthwise (transposed) convolutions are several times slower than its fp32
+            # ones; the two conversions cost less, and keep the filtering exact.
             return self(x.float(), scale=scale, bias=bias).to(torch.bfloat16)
         c = x.shape[1]
         k2, kx, ky = self._weights(c, x.dtype, x.device)
@@ -221,11 +216,12 @@ class FIR:
             p = max(0, min(s, e))
             crops.append((p, s - p, e - p))
         (px, lx, rx), (py, ly, ry) = crops
-        x = F.conv_transpose2d(x, k, bias, stride=(uy, ux), padding=(py, px), groups=c)
+        extend = min(lx, rx, ly, ry) < 0                 # zero-padded output: add the bias after
+        x = F.conv_transpose2d(x, k, None if extend else bias, stride=(uy, ux), padding=(py, px), groups=c)
         if lx or rx or ly or ry:
             x = F.pad(x, [-lx, -rx, -ly, -ry])
-            if bias is not None and min(lx, rx, ly, ry) < 0:
-                raise NotImplementedError("bias with zero-extended output")
+        if extend and bias is not None:
+            x = x + bias.reshape(1, -1, 1, 1)
         return x
 
 
