@@ -156,14 +156,13 @@ def render(job: RenderJob) -> dict:
     frame_queue: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
     from sgvis.steering import OFFLINE_LOOKAHEAD_S
-    lookahead = 0.0
-    if rcfg["beats"] == "offline":
-        lookahead = OFFLINE_LOOKAHEAD_S if rcfg["lookahead"] is None else float(rcfg["lookahead"])
+    lookahead = OFFLINE_LOOKAHEAD_S if rcfg["lookahead"] is None else float(rcfg["lookahead"])
 
     def analyse(stage: _Stage):
         extractor = FeatureExtractor(mel, beat_times=beat_times)
         blocks = audio_in.decode_blocks(job.audio, mel.sample_rate, "mono", start, end)
         pushed = 0                      # samples pushed into the extractor
+        leftover = np.zeros(0, np.float32)
         pending: list[torch.Tensor] = []
         for k in range(n_frames):
             if stop.is_set():
@@ -171,12 +170,17 @@ def render(job: RenderJob) -> dict:
             t0 = time.perf_counter()
             t = k / fps + lookahead
             need = int(round(t * mel.sample_rate)) + 1
+            # Push exactly up to this frame's time (decoded blocks are split), so the analysis never runs ahead.
             while pushed < need:
-                block = next(blocks, None)
-                if block is None:
-                    break
-                extractor.push(block[0])
-                pushed += block.shape[1]
+                if not len(leftover):
+                    block = next(blocks, None)
+                    if block is None:
+                        break
+                    leftover = block[0]
+                take = min(len(leftover), need - pushed)
+                extractor.push(leftover[:take])
+                leftover = leftover[take:]
+                pushed += take
             if pushed < need:           # past the end of the audio: analyse silence
                 extractor.push(np.zeros(need - pushed, np.float32))
                 pushed = need
