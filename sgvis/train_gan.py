@@ -209,6 +209,28 @@ def build_networks(arch: dict):
     return G, D
 
 
+def export_generator(state_path: str, out_path: str) -> dict:
+    """Write the G_ema of a training state (also of a run still in progress) as an sgvis generator file."""
+    import json
+
+    import stylegan
+    state = load_state(state_path)
+    arch = state["arch"] if isinstance(state["arch"], dict) else json.loads(state["arch"])
+    G, _ = build_networks(arch)
+    G.load_state_dict(state["G_ema"])
+    kimg = int(state["cur_nimg"]) / 1000
+    stylegan.save(G.eval(), out_path, extra={"kimg": f"{kimg:.3f}", "trained_by": "sgvis train-gan"})
+    return {"kimg": kimg, "arch": arch}
+
+
+def cmd_export_gan(args) -> int:
+    if os.path.exists(args.output) and not args.overwrite:
+        raise UserError(f"{args.output} already exists; pass --overwrite to replace it")
+    info = export_generator(args.state, args.output)
+    print(f"wrote {args.output}: G_ema after {info['kimg']:.2f} kimg")
+    return 0
+
+
 def _atomic_torch_save(obj, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=".tmp", dir=directory)
@@ -769,6 +791,12 @@ def cmd_train_gan(args) -> int:
 
 
 def register_cli(subparsers) -> None:
+    e = subparsers.add_parser("export-gan", help="write the G_ema of a train-gan training state as a model file")
+    e.add_argument("state", help="training-state.pt from a train-gan run (may still be running)")
+    e.add_argument("output", help="output .safetensors")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_export_gan)
+
     p = subparsers.add_parser(
         "train-gan", help="train a StyleGAN2 generator on a dataset from 'sgvis dataset' (CPU, GPU or torchrun)",
         description="Train StyleGAN2 from scratch. Writes sgvis-format snapshots of G_ema, sample grids and a "
