@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -196,16 +195,8 @@ def save_steering(model: LearnedSteeringModel, path: str, model_hash: str | None
     for k, v in (extra or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sgvis-steer-", suffix=".safetensors.tmp", dir=directory)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from stylegan.atomic import write_atomically
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta), suffix=".safetensors.tmp")
 
 
 def _first_line(e: Exception) -> str:

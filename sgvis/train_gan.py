@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
+from stylegan.atomic import write_atomically
 
 STATE_FILE = "training-state.pt"
 STATE_TAG = "sgvis-train-state"
@@ -232,16 +233,7 @@ def cmd_export_gan(args) -> int:
 
 
 def _atomic_torch_save(obj, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_state(path: str) -> dict:
@@ -267,16 +259,7 @@ def _save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> 
         x = torch.cat([x, torch.full([gw * gh - n, c, h, w], -1.0)])
     x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     x = x.reshape(gh, gw, c, h, w).permute(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c).numpy()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=".png", dir=directory)
-    os.close(fd)
-    try:
-        Image.fromarray(x).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda tmp: Image.fromarray(x).save(tmp, format="PNG"), suffix=".png")
 
 
 def _check_outdir(outdir: str) -> None:

@@ -6,7 +6,6 @@ low-pass filter.  Names follow NVIDIA's checkpoints (`input`, `L{i}_{size}_{chan
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import scipy.signal

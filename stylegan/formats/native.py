@@ -3,13 +3,12 @@ JSON in its metadata.  Loading reads no pickle at all and memory-maps the tensor
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from stylegan.atomic import write_atomically
 from stylegan.errors import CheckpointError
 from stylegan.formats.common import load_weights
 from stylegan.generator import Generator
@@ -24,16 +23,7 @@ def save(G: Generator, path: str, extra: dict | None = None) -> None:
     for k, v in (extra or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=".safetensors.tmp", dir=directory)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta), suffix=".safetensors.tmp")
 
 
 def read_metadata(path: str) -> dict:
