@@ -30,6 +30,7 @@ def start_jack():
     if jack_running():
         return None, None
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
+    os.environ["JACK_NO_START_SERVER"] = "1"      # clients must never spawn a server of their own
     proc = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", "44100", "-p", "256", "-C", "2", "-P", "2"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not _wait(jack_running):
