@@ -191,3 +191,18 @@ def test_presets_change_the_motion(tmp_path, model, clicks):
         frames = read_video(out)[0].astype(np.float32)
         outs[preset] = np.abs(np.diff(frames, axis=0)).mean()
     assert outs["energetic"] > outs["calm"]
+
+
+def test_default_model_is_used_without_model_flag(tmp_path):
+    """A fresh install renders with the model shipped in the package."""
+    from sgvis.render import default_model_path
+    samples, _ = click_track(0.5, SR)
+    src = tmp_path / "short.wav"
+    write_audio(src, samples, SR)
+    out = tmp_path / "o.mp4"
+    assert os.path.exists(default_model_path())
+    result = render(src, "-o", out, "--fps", 10)
+    assert result.returncode == 0, result.stderr
+    frames = read_video(out)[0]
+    G = stylegan.load(default_model_path())
+    assert frames.shape == (5, G.img_resolution, G.img_resolution, 3)
