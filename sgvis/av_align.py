@@ -153,17 +153,12 @@ def _prepare_audio(samples, sr: int) -> np.ndarray:
 def _decode_audio_pyav(path: str) -> np.ndarray | None:
     """Mono float32 at SAMPLE_RATE from the first audio stream, or None when there is none."""
     import av
+
+    from sgvis.audio_in import decode_blocks
     with av.open(path) as container:
         if not container.streams.audio:
             return None
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        chunks = []
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
+    chunks = [block[0] for block in decode_blocks(path, SAMPLE_RATE, "mono")]
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 

@@ -47,11 +47,8 @@ def cmd_info(args) -> int:
 
 def cmd_convert(args) -> int:
     import stylegan
-    if os.path.exists(args.output) and not args.overwrite:
-        raise UserError(f"{args.output} already exists; pass --overwrite to replace it")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-        raise UserError(f"cannot write {args.output}: directory {out_dir} does not exist or is not writable")
+    from sgvis.sinks import check_output_path
+    check_output_path(args.output, args.overwrite)
     G = stylegan.load(args.input, device="cpu")
     stylegan.save(G, args.output, extra={"converted_from": os.path.basename(args.input),
                                          "source_format": G.source["description"]})

@@ -112,11 +112,12 @@ def write_demo_track(path: str, seed: int = 0) -> float:
 
 
 def cmd_demo(args) -> int:
-    from sgvis.render import RENDER_DEFAULTS, RenderJob, render, _check_output
+    from sgvis.render import RENDER_DEFAULTS, RenderJob, render
+    from sgvis.sinks import check_output_path
     from sgvis.config import load_config
-    _check_output(args.output, args.overwrite)
+    check_output_path(args.output, args.overwrite)
     track = os.path.splitext(args.output)[0] + ".wav"
-    _check_output(track, args.overwrite)
+    check_output_path(track, args.overwrite)
     seconds = write_demo_track(track, args.seed)
     print(f"wrote {track}: {seconds:.0f} s of synthesized music ({BPM:.0f} BPM)")
     job = RenderJob(audio=track, output=args.output, model=args.model, fps=30.0, seed=args.seed,

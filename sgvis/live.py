@@ -71,7 +71,8 @@ class LiveShow:
     def __init__(self, job: LiveJob):
         from sgvis.config import load_config, presets
         from sgvis.generation import FrameGenerator, pick_device
-        from sgvis.render import RENDER_DEFAULTS, _check_output, _load_model
+        from sgvis.render import RENDER_DEFAULTS, _load_model
+        from sgvis.sinks import check_output_path
         from sgvis.steering import make_steering
         self.job = job
         defaults = {**RENDER_DEFAULTS, **LIVE_DEFAULTS}
@@ -79,7 +80,7 @@ class LiveShow:
         self.lcfg = self.config["live"]
         self.presets = presets()
         if job.record:
-            _check_output(job.record, job.overwrite)
+            check_output_path(job.record, job.overwrite)
         self.G = _load_model(job.model)
         self.device = pick_device(job.gpu)
         self.generator = FrameGenerator(self.G, self.device, precision=self.config["render"]["precision"])
@@ -230,16 +231,13 @@ class LiveShow:
     def _open_recorder(self):
         if not self.job.record:
             return
-        from sgvis.sinks import AAC_RATES, Mp4Sink
+        from sgvis.sinks import AAC_RATES, Mp4Sink, even
         rate = self.input.sample_rate if self.input.sample_rate in AAC_RATES else 48000
         self._record_rate = rate
-        self.recorder = Mp4Sink(self.job.record, float(self.lcfg["record_fps"]), *self._even(self.frame_size),
+        width, height = (even(v) for v in self.frame_size)
+        self.recorder = Mp4Sink(self.job.record, float(self.lcfg["record_fps"]), width, height,
                                 audio_rate=rate, audio_channels=1, push_audio=True)
         self._record_start = None
-
-    @staticmethod
-    def _even(size):
-        return tuple(v + (v % 2) for v in size)
 
     def _hud_lines(self, now: float) -> list[str]:
         recent = self.frame_times[-60:]

@@ -22,6 +22,7 @@ from sgvis import audio_in
 from sgvis.errors import UserError
 from sgvis.features import FeatureExtractor, MelConfig, offline_beat_times
 from sgvis.generation import FrameGenerator, pick_device
+from sgvis.sinks import check_output_path, even
 
 RENDER_DEFAULTS = {
     "render": {
@@ -61,16 +62,6 @@ def default_model_path() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default.safetensors")
 
 
-def _check_output(path: str, overwrite: bool, what: str = "output") -> None:
-    if os.path.isdir(path) and what == "output":
-        raise UserError(f"{path}: is a directory; give a file name such as out.mp4")
-    if os.path.exists(path) and not overwrite:
-        raise UserError(f"{path} already exists; pass --overwrite to replace it")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise UserError(f"cannot write {path}: directory {directory} does not exist or is not writable")
-
-
 def _load_model(path: str | None):
     import stylegan
     if path is None:
@@ -82,10 +73,6 @@ def _load_model(path: str | None):
         return stylegan.load(path, device=None)
     except stylegan.CheckpointError as e:
         raise UserError(str(e)) from None
-
-
-def _even(n: int) -> int:
-    return n + (n % 2)
 
 
 class _Stage(threading.Thread):
@@ -107,9 +94,9 @@ class _Stage(threading.Thread):
 def render(job: RenderJob) -> dict:
     cfg = job.config
     rcfg = cfg["render"]
-    _check_output(job.output, job.overwrite)
+    check_output_path(job.output, job.overwrite)
     if job.png_dir:
-        _check_output(job.png_dir, job.overwrite, what="png")
+        check_output_path(job.png_dir, job.overwrite, what="png")
     info = audio_in.probe(job.audio)
     start = max(0.0, job.start or 0.0)
     end = info.duration if job.end is None else min(job.end, info.duration)
@@ -127,9 +114,9 @@ def render(job: RenderJob) -> dict:
     device = pick_device(job.device)
     size = job.size
     if size is not None:
-        size = (_even(size[0]), _even(size[1]))
+        size = (even(size[0]), even(size[1]))
     elif G.img_resolution % 2:
-        size = (_even(G.img_resolution),) * 2
+        size = (even(G.img_resolution),) * 2
     generator = FrameGenerator(G, device, precision=rcfg["precision"], size=size)
     from sgvis.steering import make_steering
     try:

@@ -12,6 +12,23 @@ import numpy as np
 
 from sgvis.audio_in import decode_blocks
 
+def even(n: int) -> int:
+    """H.264 with yuv420p needs even frame sizes: round up."""
+    return n + (n % 2)
+
+
+def check_output_path(path: str, overwrite: bool, what: str = "output") -> None:
+    """One clear UserError for an output that must not or cannot be written."""
+    from sgvis.errors import UserError
+    if os.path.isdir(path) and what == "output":
+        raise UserError(f"{path}: is a directory; give a file name")
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise UserError(f"cannot write {path}: directory {directory} does not exist or is not writable")
+
+
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
