@@ -226,6 +226,33 @@ class FeatureExtractor:
         return out
 
 
+def frame_features(extractor: FeatureExtractor, blocks, n_frames: int, fps: float, lookahead: float = 0.0):
+    """Yield the Features of video frames 0..n_frames-1 at `fps` from mono audio `blocks` (arrays [n] or [1, n],
+    e.g. audio_in.decode_blocks(..., "mono")).  Audio is pushed exactly up to each frame's time plus
+    `lookahead` seconds, so the analysis never runs further ahead; past the end of the audio it analyses silence.
+    Render and the steering trainers share this, so a trained model sees the features it will be driven by."""
+    sr = extractor.cfg.sample_rate
+    blocks = iter(blocks)
+    pushed = 0
+    leftover = np.zeros(0, np.float32)
+    for k in range(n_frames):
+        need = int(round((k / fps + lookahead) * sr)) + 1
+        while pushed < need:
+            if not len(leftover):
+                block = next(blocks, None)
+                if block is None:
+                    break
+                leftover = np.asarray(block, np.float32).reshape(-1)
+            take = min(len(leftover), need - pushed)
+            extractor.push(leftover[:take])
+            leftover = leftover[take:]
+            pushed += take
+        if pushed < need:
+            extractor.push(np.zeros(need - pushed, np.float32))
+            pushed = need
+        yield extractor.at(k / fps)
+
+
 def offline_beat_times(onset_env: np.ndarray, config: MelConfig) -> np.ndarray:
     """Whole-track beat tracking (librosa) on an onset envelope sampled at the analysis frame rate."""
     if len(onset_env) < 4 or not np.any(onset_env):

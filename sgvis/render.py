@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from sgvis import audio_in
 from sgvis.errors import UserError
-from sgvis.features import FeatureExtractor, MelConfig, offline_beat_times
+from sgvis.features import FeatureExtractor, MelConfig, frame_features, offline_beat_times
 from sgvis.generation import FrameGenerator, pick_device
 from sgvis.sinks import check_output_path, even
 
@@ -148,34 +148,17 @@ def render(job: RenderJob) -> dict:
     def analyse(stage: _Stage):
         extractor = FeatureExtractor(mel, beat_times=beat_times)
         blocks = audio_in.decode_blocks(job.audio, mel.sample_rate, "mono", start, end)
-        pushed = 0                      # samples pushed into the extractor
-        leftover = np.zeros(0, np.float32)
         pending: list[torch.Tensor] = []
-        for k in range(n_frames):
+        t0 = time.perf_counter()
+        for k, features in enumerate(frame_features(extractor, blocks, n_frames, fps, lookahead)):
             if stop.is_set():
                 return
-            t0 = time.perf_counter()
-            t = k / fps + lookahead
-            need = int(round(t * mel.sample_rate)) + 1
-            # Push exactly up to this frame's time (decoded blocks are split), so the analysis never runs ahead.
-            while pushed < need:
-                if not len(leftover):
-                    block = next(blocks, None)
-                    if block is None:
-                        break
-                    leftover = block[0]
-                take = min(len(leftover), need - pushed)
-                extractor.push(leftover[:take])
-                leftover = leftover[take:]
-                pushed += take
-            if pushed < need:           # past the end of the audio: analyse silence
-                extractor.push(np.zeros(need - pushed, np.float32))
-                pushed = need
-            pending.append(steering.step(extractor.at(k / fps)))
-            stage.busy += time.perf_counter() - t0
+            pending.append(steering.step(features))
+            stage.busy += time.perf_counter() - t0       # analysis of this frame (the generator's step) + steering
             if len(pending) == batch or k == n_frames - 1:
                 ws_queue.put(torch.stack(pending))
                 pending = []
+            t0 = time.perf_counter()
         ws_queue.put(_DONE)
 
     def encode(stage: _Stage):
