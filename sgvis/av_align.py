@@ -341,7 +341,7 @@ def cmd_av_align(args) -> int:
 
 def register_cli(subparsers) -> None:
     """Add `eval av-align VIDEO [AUDIO] [--json PATH] [--fps FPS]` to an argparse subparsers object."""
-    p = subparsers.add_parser("eval", help="evaluate a rendered video")
+    p = subparsers.add_parser("eval", help="evaluate a rendered video, or compare steerings on test audio")
     sub = p.add_subparsers(dest="eval_command", metavar="METRIC")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     q = sub.add_parser("av-align", help="AV-Align (TempoTokens) audio-video peak alignment + smoothness figures")
@@ -351,3 +351,5 @@ def register_cli(subparsers) -> None:
     q.add_argument("--json", metavar="PATH", help="also write every figure (and the flow trajectory) as JSON")
     q.add_argument("--fps", type=float, default=None, help="override the video's frame rate")
     q.set_defaults(func=cmd_av_align)
+    from sgvis.evaluate import add_steering_parser
+    add_steering_parser(sub)

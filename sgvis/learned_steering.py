@@ -41,7 +41,8 @@ from sgvis.features import MelConfig
 from sgvis.steering import DEFAULTS, GROUPS, Steering, _base_latent, resolve_config, resolve_groups
 
 __all__ = ["SoundInversionEncoder", "LearnedSteeringModel", "LearnedSteering", "save_steering", "load_steering",
-           "SteeringMismatch", "SteeringFileError", "FORMAT_TAG", "FORMAT_VERSION"]
+           "SteeringMismatch", "SteeringFileError", "FORMAT_TAG", "FORMAT_VERSION", "DEFAULT_STEERING",
+           "steering_checkpoint_for"]
 
 FORMAT_TAG = "sgvis-steering"
 FORMAT_VERSION = "1"
@@ -151,17 +152,23 @@ class LearnedSteeringModel(nn.Module):
         state["prev"] = out
         return out
 
-    def forward(self, mels: torch.Tensor, w: torch.Tensor, state: dict | None = None,
-                return_state: bool = False):
-        """mels [B, T, n_mels, window], w [B, num_ws, w_dim] (or [B, w_dim]) -> w^ [B, T, num_ws, w_dim]."""
+    def encode(self, mels: torch.Tensor) -> torch.Tensor:
+        """mels [B, T, n_mels, window] -> sound inversion offsets E(x_t) [B, T, num_ws, w_dim]."""
         if mels.ndim != 4:
             raise ValueError(f"mels must be [B, T, n_mels, window], got {tuple(mels.shape)}")
         B, T = mels.shape[:2]
+        return self.encoder(mels.reshape(B * T, *mels.shape[2:])).view(B, T, self.num_ws, self.w_dim)
+
+    def forward(self, mels: torch.Tensor, w: torch.Tensor, state: dict | None = None,
+                return_state: bool = False, offsets: torch.Tensor | None = None):
+        """mels [B, T, n_mels, window], w [B, num_ws, w_dim] (or [B, w_dim]) -> w^ [B, T, num_ws, w_dim].
+        `offsets`: E(x) already computed by `encode(mels)` (training reuses them for other losses)."""
+        e = self.encode(mels) if offsets is None else offsets
+        B, T = e.shape[:2]
         w = self._base(w)
         if w.shape[0] == 1 and B > 1:
             w = w.expand(B, -1, -1)
-        e = self.encoder(mels.reshape(B * T, *mels.shape[2:])).view(B, T, self.num_ws, self.w_dim)
-        state = state or self.init_state(B, mels.device)
+        state = state or self.init_state(B, e.device)
         out = torch.stack([self._advance(e[:, t], w, state) for t in range(T)], dim=1)
         return (out, state) if return_state else out
 
@@ -183,6 +190,23 @@ class LearnedSteeringModel(nn.Module):
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------
+DEFAULT_STEERING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default-steering.safetensors")
+
+
+def steering_checkpoint_for(model_path: str | None, steering_path: str | None) -> str:
+    """The checkpoint `--steer learned` uses: the one given, else the built-in one when the model is the
+    built-in default model (it was trained for that model only)."""
+    if steering_path:
+        return steering_path
+    if model_path is None and os.path.isfile(DEFAULT_STEERING):
+        return DEFAULT_STEERING
+    if model_path is None:
+        raise UserError("--steer learned needs --steering PATH: this copy of sgvis has no built-in steering "
+                        "checkpoint")
+    raise UserError("--steer learned needs --steering PATH for this model (the built-in checkpoint fits the "
+                    "built-in model only; train one with `sgvis train-encoder --model ...`)")
+
+
 def save_steering(model: LearnedSteeringModel, path: str, model_hash: str | None = None,
                   extra: dict | None = None) -> None:
     """Write `model` atomically as one .safetensors file with its architecture in the metadata."""

@@ -400,8 +400,9 @@ def cmd_live(args) -> int:
             channels = [int(c) for c in args.channels.split(",")]
         except ValueError:
             raise UserError(f"--channels takes channel numbers like 1 or 1,2; got {args.channels!r}") from None
-    if args.steer == "learned" and not args.steering:
-        raise UserError("--steer learned needs --steering PATH (a learned-steering checkpoint)")
+    if args.steer == "learned":
+        from sgvis.learned_steering import steering_checkpoint_for
+        args.steering = steering_checkpoint_for(args.model, args.steering)
     job = LiveJob(device=args.device, model=args.model, seed=args.seed, fps=args.fps, fullscreen=args.fullscreen,
                   monitor=args.monitor, headless=args.headless, duration=args.duration, record=args.record,
                   stats=args.stats, overwrite=args.overwrite, channels=channels, latency_offset=args.latency_offset,

@@ -291,8 +291,9 @@ def _parse_size(text: str | None):
 
 def cmd_render(args) -> int:
     from sgvis.config import load_config
-    if args.steer == "learned" and not args.steering:
-        raise UserError("--steer learned needs --steering PATH (a learned-steering checkpoint)")
+    if args.steer == "learned":
+        from sgvis.learned_steering import steering_checkpoint_for
+        args.steering = steering_checkpoint_for(args.model, args.steering)
     config = load_config(args.preset, args.config, args.set or [], defaults=RENDER_DEFAULTS)
     output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"
     job = RenderJob(audio=args.audio, output=output, model=args.model,

@@ -1,0 +1,199 @@
+"""`sgvis train-encoder`: the learned-steering trainer (sync and clip objectives), its losses and its outputs."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import stylegan
+from audio_fixtures import click_track, write_audio, write_video
+from conftest import tiny_generator
+from sgvis.features import MelConfig
+from sgvis.steering_objectives import (VideoPatchDiscriminator, encoder_contrastive_loss, frame_motion,
+                                       latent_regulariser, onset_corr_loss, onset_sync_loss)
+from sgvis.train_encoder import TRAIN_DEFAULTS, EncoderTrainer, resolve_weights
+from test_safety_and_errors import run_cli
+
+SR = 22050
+TINY_CLIP = dict(projection_dim=16,
+                 text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  vocab_size=1000, max_position_embeddings=16),
+                 vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, image_size=32, patch_size=8))
+
+
+def fixed_batch(B=4, T=6, seed=1, video=False):
+    """Clips whose mel windows carry a loud band exactly on the frames where onset=1 (so sound predicts motion)."""
+    mel = MelConfig()
+    g = torch.Generator().manual_seed(seed)
+    onset = (torch.rand(B, T, generator=g) > 0.6).float()
+    onset[:, 0] = 0
+    mels = torch.full((B, T, mel.n_mels, mel.window_frames), -9.0) + 0.3 * torch.randn(
+        B, T, mel.n_mels, mel.window_frames, generator=g)
+    mels[..., -3:] += 8 * onset[..., None, None]
+    frames = (torch.rand(B, T, 3, 16, 16, generator=g) * 255).to(torch.uint8) if video else \
+        torch.zeros(B, T, 3, 0, 0, dtype=torch.uint8)
+    return {"mels": mels, "onset": onset, "rms": onset.clone(), "frames": frames,
+            "has_video": torch.full((B,), video), "label_index": torch.arange(B) % 2,
+            "label": ["rain", "drums"] * (B // 2)}
+
+
+def config(**over):
+    cfg = copy.deepcopy(TRAIN_DEFAULTS)
+    cfg.update(loss_resolution=16, lr=3e-4, encoder_channels=[8, 16, 32], hidden=32)
+    for k, v in over.items():
+        cfg[k] = v
+    return cfg
+
+
+def test_losses_behave():
+    m = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    o = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    assert onset_corr_loss(m, o).item() == pytest.approx(0.0, abs=1e-5)
+    assert onset_corr_loss(-m, o).item() == pytest.approx(2.0, abs=1e-5)
+    assert onset_sync_loss(0.003 + 0.03 * o, o, 0.003, 0.03).item() == pytest.approx(0.0, abs=1e-7)
+    assert onset_sync_loss(torch.zeros_like(o), o, 0.003, 0.03).item() > 0.1
+    frames = torch.zeros(1, 3, 3, 4, 4)
+    frames[:, 1] = 1.0
+    assert frame_motion(frames).tolist() == [[1.0, 1.0]]
+    ws = torch.randn(2, 5, 3, 4)
+    assert latent_regulariser(ws).item() > 0
+    assert latent_regulariser(ws[:, :1].expand(-1, 5, -1, -1)).item() < 1e-10
+    e = torch.randn(6, 3, 4)
+    assert encoder_contrastive_loss(e, e + 0.01 * torch.randn_like(e)) < encoder_contrastive_loss(e, e.flip(0))
+    logits = VideoPatchDiscriminator(channels=8)(torch.randn(2, 4, 3, 16, 16))
+    assert logits.shape == (2,)
+
+
+def test_objective_weights_and_bad_weight():
+    from sgvis.errors import UserError
+    assert resolve_weights(config(objective="sync"))["onset_sync"] > 0
+    assert resolve_weights(config(objective="clip"))["clip_av"] > 0
+    cfg = config()
+    cfg["weights"] = dict(cfg["weights"], image_adv=-1)
+    with pytest.raises(UserError, match="image_adv"):
+        resolve_weights(cfg)
+
+
+def test_sync_objective_learns_onset_following_motion_on_a_fixed_batch():
+    torch.manual_seed(0)
+    G = tiny_generator(resolution=32)
+    trainer = EncoderTrainer(G, config(objective="sync"), torch.device("cpu"), MelConfig())
+    batch = fixed_batch()
+    trainer.calibrate_inputs(batch["mels"])
+    history = [trainer.step(batch) for _ in range(24)]
+    for h in history:
+        assert all(np.isfinite(v) for v in h.values())
+    mean = lambda key, part: np.mean([h[key] for h in part])  # noqa: E731
+    assert mean("onset_sync", history[-6:]) < 0.8 * mean("onset_sync", history[:3])
+    assert mean("onset_corr", history[-6:]) < 0.5 * mean("onset_corr", history[:3])
+    # The trained model moves more on the onset frames than elsewhere.
+    with torch.no_grad():
+        ws = trainer.model(batch["mels"], trainer.model._base(torch.zeros(4, G.num_ws, G.w_dim)))
+        img = G.synthesis(ws.flatten(0, 1), noise_mode="const").view(4, 6, 3, 32, 32)
+    motion = frame_motion(img)
+    on = batch["onset"][:, 1:] > 0
+    assert motion[on].mean() > 1.5 * motion[~on].mean()
+
+
+def test_clip_objective_lowers_clip_losses_on_a_fixed_batch():
+    from sgvis.clip_models import AudioClipEncoder, load_clip
+    torch.manual_seed(0)
+    G = tiny_generator(resolution=32)
+    clip = load_clip({"config": TINY_CLIP})
+    audio = AudioClipEncoder(clip.embed_dim, MelConfig(), channels=(8, 16)).eval().requires_grad_(False)
+    cfg = config(objective="clip")
+    trainer = EncoderTrainer(G, cfg, torch.device("cpu"), MelConfig(), clip, audio, ["rain", "drums"])
+    batch = fixed_batch(video=True)
+    trainer.calibrate_inputs(batch["mels"])
+    history = [trainer.step(batch) for _ in range(20)]
+    for key in ("clip_av", "clip_at", "image_adv", "video_adv", "d_video", "latent_reg"):
+        assert key in history[0] and all(np.isfinite(h[key]) for h in history), key
+    for key in ("clip_av", "clip_at"):
+        assert np.mean([h[key] for h in history[-3:]]) < history[0][key], key
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_encoder")
+    model = d / "g.safetensors"
+    stylegan.save(tiny_generator("stylegan2", resolution=32), model)
+    data = d / "data"
+    data.mkdir()
+    for k, bpm in enumerate((100, 140)):
+        samples, _ = click_track(2.5, SR, bpm=bpm)
+        write_audio(data / f"clicks{k}.wav", samples, SR)
+    write_video(data / "clip.mp4", seconds=1.5)
+    return d, str(model), str(data)
+
+
+def train(workspace, out, *extra):
+    d, model, data = workspace
+    return run_cli("train-encoder", "--model", model, "--data", data, "--out", str(out), "--batch", "2",
+                   "--clip-frames", "4", "--device", "cpu", "--set", "train_encoder.loss_resolution=16",
+                   "--set", "train_encoder.preview_seconds=1", "--set", "train_encoder.preview_clips=1",
+                   *[str(e) for e in extra])
+
+
+def test_train_encoder_cli_end_to_end_and_resume(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "cache"))
+    d, model, data = workspace
+    out = tmp_path / "run"
+    result = train(workspace, out, "--steps", "3", "--set", "train_encoder.preview_every=3")
+    assert result.returncode == 0, result.stderr
+    ckpt = out / "steering.safetensors"
+    from sgvis.learned_steering import load_steering
+    steer = load_steering(str(ckpt), stylegan.load(model, "cpu"))
+    assert steer.encoder.in_std.item() != 4.0              # input standardisation was calibrated on the data
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert all(np.isfinite(float(r["onset_sync"])) for r in rows)
+    previews = list((out / "previews").glob("*.mp4"))
+    assert len(previews) == 1 and previews[0].stat().st_size > 0
+    assert json.load(open(out / "options.json"))["weights"]["onset_sync"] > 0
+
+    # Continue the same run.
+    result = train(workspace, out, "--steps", "5", "--resume")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4", "5"]
+    state = torch.load(out / "training-state.pt", weights_only=True)
+    assert state["step"] == 5
+
+    # The checkpoint drives render.
+    video = tmp_path / "steered.mp4"
+    result = run_cli("render", f"{data}/clicks0.wav", "-o", str(video), "--model", model, "--fps", "15",
+                     "--steer", "learned", "--steering", str(ckpt))
+    assert result.returncode == 0, result.stderr
+    assert video.stat().st_size > 0
+
+
+def test_train_encoder_bad_input_is_one_line(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "cache"))
+    d, model, data = workspace
+    cases = [
+        (["--data", str(tmp_path / "missing")], "not a folder"),
+        (["--objective", "clip"], "CLIP"),
+        (["--set", "train_encoder.weights.nonsense=1"], "unknown setting"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / f"o{len(message)}"
+        args = ["train-encoder", "--model", model, "--data", data, "--out", str(out), "--steps", "1", *extra]
+        if extra[0] == "--data":
+            args = ["train-encoder", "--model", model, "--out", str(out), "--steps", "1", *extra]
+        result = run_cli(*args)
+        assert result.returncode == 2, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+        assert not (out / "steering.safetensors").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "something").write_text("x")
+    result = train(workspace, busy, "--steps", "1")
+    assert result.returncode == 2 and "--resume" in result.stderr
+    result = train(workspace, tmp_path / "fresh", "--steps", "1", "--resume")
+    assert result.returncode == 2 and "does not exist" in result.stderr
