@@ -231,12 +231,16 @@ def _quiet_transformers():
     try:
         from transformers.utils import logging as hf_logging
         previous = hf_logging.get_verbosity()
+        bars = getattr(hf_logging, "is_progress_bar_enabled", lambda: False)()
         hf_logging.set_verbosity_error()
-        try:
+        if bars:
             hf_logging.disable_progress_bar()
-        except AttributeError:
-            pass
-        return lambda: hf_logging.set_verbosity(previous)
+
+        def restore():
+            hf_logging.set_verbosity(previous)
+            if bars:
+                hf_logging.enable_progress_bar()
+        return restore
     except Exception:  # noqa: BLE001 - logging tweaks are optional
         return lambda: None
 

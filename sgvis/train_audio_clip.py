@@ -36,10 +36,10 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sgvis.errors import UserError
 
@@ -201,11 +201,14 @@ class AudioClipTrainer:
         self.opt.zero_grad(set_to_none=True)
         out = self.losses(self.pick(batch))
         loss = out.pop("loss_tensor")
-        if loss is not None and not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {float(loss)} at step {self.step_count + 1}")
+        synced = self.dist is not None and self.dist.enabled
+        bad = loss is not None and not bool(torch.isfinite(loss))
+        if synced:                                    # every process stops together, none waits forever
+            bad = self.dist.sum_floats([float(bad)], self.device)[0] > 0
+        if bad:
+            raise FloatingPointError(f"the loss became {out['loss']} at step {self.step_count + 1}")
         if loss is not None:
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-        synced = self.dist is not None and self.dist.enabled
         self._sync_grads()
         if loss is not None or synced:                # every process steps, so the replicas stay identical
             if self.scaler:
@@ -234,7 +237,8 @@ class AudioClipTrainer:
         return {"format": STATE_TAG, "version": STATE_VERSION, "encoder": self.enc.state_dict(),
                 "encoder_config": json.dumps(self.enc.config()), "opt": self.opt.state_dict(),
                 "step": self.step_count, "seconds": self.seconds, "rng": torch.get_rng_state(),
-                "gen": self.gen.get_state(), "options": json.dumps(self.cfg, default=str)}
+                "gen": self.gen.get_state(), "options": json.dumps(self.cfg, default=str),
+                "clip": getattr(self.clip, "source", "")}
 
     def load_state_dict(self, state: dict) -> None:
         self.enc.load_state_dict(state["encoder"])
@@ -281,6 +285,9 @@ def _validate(cfg: dict) -> None:
     if cfg["frame_weight"] == 0 and cfg["text_weight"] == 0:
         raise UserError("--frame-weight and --text-weight are both 0: nothing to train")
     need("seed", isinstance(cfg["seed"], int), "an integer")
+    ms = cfg.get("max_seconds")
+    if ms is not None and not (isinstance(ms, (int, float)) and ms > 0):
+        raise UserError(f"train_audio_clip.max_seconds must be a number of seconds > 0, got {ms!r}")
     if cfg["workers"] is not None:
         need("workers", isinstance(cfg["workers"], int) and cfg["workers"] >= 0, "an integer >= 0")
     if str(cfg["amp"]).lower() not in ("auto", "bf16", "fp16", "off"):
@@ -306,8 +313,8 @@ def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str
                      progress: bool = True) -> dict:
     """Train and write the encoder to `out`; returns a summary.  `resume`: a state path ('' = the one beside
     `out`).  Raises UserError for bad input, before anything is written."""
-    from sgvis.train_gan import _Dist, _InfiniteSampler, _resolve_device
     from sgvis.sinks import check_output_path
+    from sgvis.train_gan import _Dist, _resolve_device
 
     cfg = dict(cfg)
     _validate(cfg)
@@ -334,8 +341,7 @@ def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str
     if threading.current_thread() is threading.main_thread():
         previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        return _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, state, progress,
-                      _InfiniteSampler)
+        return _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, state, progress)
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -354,23 +360,30 @@ def _open_data(data: str, cfg: dict, frame_size: int | None, mel, labels: str | 
         raise UserError(f"--data {data}: {_first_line(e)}") from None
 
 
-def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, state, progress, sampler_cls) -> dict:
+def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, state, progress) -> dict:
     from tqdm.auto import tqdm
 
     from sgvis.clip_data import collate_clips
     from sgvis.clip_models import AudioClipEncoder, load_clip, save_audio_encoder
     from sgvis.features import MelConfig
+    from sgvis.train_gan import _InfiniteSampler
     from stylegan.atomic import write_atomically
 
     clip = load_clip(clip_cfg, device)
     mel = MelConfig()
     if state is not None:
-        enc_cfg = json.loads(state["encoder_config"])
-        if int(enc_cfg["embed_dim"]) != clip.embed_dim:
-            raise UserError(f"--resume {state_path}: that run trained for CLIP embeddings of size "
-                            f"{enc_cfg['embed_dim']}; the CLIP model given has {clip.embed_dim}")
-        mel = MelConfig(**enc_cfg["mel_config"])
-        channels, head_hidden = enc_cfg["channels"], enc_cfg["head_hidden"]
+        try:
+            enc_cfg = json.loads(state["encoder_config"])
+            embed_dim, mel = int(enc_cfg["embed_dim"]), MelConfig(**enc_cfg["mel_config"])
+            channels, head_hidden = [int(c) for c in enc_cfg["channels"]], int(enc_cfg["head_hidden"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"--resume {state_path}: damaged training state ({_first_line(e)})") from None
+        if embed_dim != clip.embed_dim:
+            raise UserError(f"--resume {state_path}: that run trained for CLIP embeddings of size {embed_dim}; the "
+                            f"CLIP model given has {clip.embed_dim}")
+        if state.get("clip") and state["clip"] != clip.source:
+            warnings.warn(f"--resume: that run trained against CLIP {state['clip']}; continuing with {clip.source}",
+                          stacklevel=2)
     else:
         channels, head_hidden = cfg["channels"], cfg["head_hidden"]
     frame_size = clip.image_size if cfg["frame_weight"] > 0 else None
@@ -398,7 +411,7 @@ def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, st
 
     batch_per_rank = cfg["batch"] // dist.world
     workers = cfg["workers"] if cfg["workers"] is not None else (2 if device.type == "cuda" else 0)
-    sampler = sampler_cls(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
+    sampler = _InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
     loader = iter(torch.utils.data.DataLoader(
         dataset, batch_size=batch_per_rank, sampler=sampler, collate_fn=collate_clips, num_workers=workers,
         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0))

@@ -65,6 +65,7 @@ TRAIN_DEFAULTS = {
     "seed": 0,
     "motion": {"base": 0.003, "gain": 0.03},   # onset_sync target: base + gain * onset (mean |change| in [-1, 1])
     "contrastive_temperature": 0.1,
+    "sample_bank": 256,             # generator samples kept as the image discriminator's reals (audio-only data)
     "r1_gamma": 0.05,
     "r1_every": 16,
     "weights": {k: None for k in WEIGHT_NAMES},   # None: the objective's default (OBJECTIVE_WEIGHTS)
@@ -142,6 +143,7 @@ class EncoderTrainer:
             with torch.no_grad():
                 self.text_emb = clip.encode_text(label_texts).to(device)
         self.step_count = 0
+        self._bank = None
         self.rng = torch.Generator().manual_seed(int(cfg["seed"]))
         self.amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
 
@@ -174,6 +176,17 @@ class EncoderTrainer:
             x = downsample(x, self.res)
             idx = torch.randint(0, x.shape[0], [n], generator=self.rng).to(self.device)
             return x[idx]
+        if self._bank is None:                     # a bank of generator samples, refreshed a little each step
+            size = max(int(self.cfg["sample_bank"]), n)
+            self._bank = torch.cat([self._samples(min(16, size - k)) for k in range(0, size, 16)])
+        fresh = self._samples(2)
+        slots = torch.randint(0, self._bank.shape[0], [2], generator=self.rng).to(self.device)
+        self._bank[slots] = fresh
+        idx = torch.randint(0, self._bank.shape[0], [n], generator=self.rng).to(self.device)
+        return self._bank[idx]
+
+    def _samples(self, n: int) -> torch.Tensor:
+        from sgvis.steering_objectives import downsample
         with torch.no_grad():
             return downsample(self._synthesize(base_latents(self.G, n, float(self.cfg["truncation_psi"]),
                                                             self.rng)), self.res)

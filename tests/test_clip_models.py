@@ -372,7 +372,7 @@ def test_train_audio_clip_interrupt_keeps_a_valid_checkpoint(clip_root, tmp_path
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".sgvis-")]
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "no_clip", "bad_labels", "bad_resume", "bad_prompt"])
+@pytest.mark.parametrize("case", ["missing", "empty", "no_clip", "bad_labels", "bad_resume", "bad_prompt", "nan"])
 def test_train_audio_clip_bad_input(case, clip_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "cache"))
     (tmp_path / "empty").mkdir()
@@ -390,7 +390,19 @@ def test_train_audio_clip_bad_input(case, clip_root, tmp_path, monkeypatch, caps
         args += ["--resume", str(tmp_path / "junk.pt")]
     if case == "bad_prompt":
         args += ["--prompt", "no placeholder"]
+    if case == "nan":                       # the loss turns NaN at step 3: one line, and no log or checkpoint left
+        calls = []
+        real = cm.info_nce
+
+        def info_nce(*a, **kw):
+            calls.append(1)
+            loss = real(*a, **kw)
+            return loss * float("nan") if len(calls) > 4 else loss
+        monkeypatch.setattr(cm, "info_nce", info_nce)
+        args += ["--steps", "5", "--batch", "4"]
     assert _main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sgvis: error:") and "\n" not in err, err
+    if case == "nan":
+        assert "at step 3" in err and "--lr" in err, err
     assert os.listdir(out.parent) == []

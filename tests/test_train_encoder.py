@@ -44,7 +44,7 @@ def fixed_batch(B=4, T=6, seed=1, video=False):
 
 def config(**over):
     cfg = copy.deepcopy(TRAIN_DEFAULTS)
-    cfg.update(loss_resolution=16, lr=3e-4, encoder_channels=[8, 16, 32], hidden=32)
+    cfg.update(loss_resolution=16, lr=3e-4, encoder_channels=[8, 16, 32], hidden=32, sample_bank=32)
     for k, v in over.items():
         cfg[k] = v
     return cfg
