@@ -12,6 +12,9 @@ import numpy as np
 from sgvis.errors import UserError
 
 MIN_RATE, MAX_RATE = 8000, 192000
+# File extensions sgvis looks for when it scans a folder (any file PyAV reads can still be given by name).
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".mka")
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif", ".wmv", ".flv", ".ts")
 
 
 @dataclass

@@ -41,8 +41,7 @@ from sgvis.steering import OFFLINE_LOOKAHEAD_S
 
 __all__ = ["ClipSetConfig", "ClipSet", "collate_clips", "write_synth_music", "AUDIO_EXTS", "VIDEO_EXTS"]
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+from sgvis.audio_in import AUDIO_EXTS, VIDEO_EXTS  # noqa: E402
 CACHE_FORMAT = 1
 MEMORY_LIMIT = 2 << 30        # cached arrays up to this size (bytes on disk) are held in memory
 

@@ -45,7 +45,7 @@ from sgvis.errors import UserError
 __all__ = ["AUDIO_EXTS", "SteeringSpec", "find_audio", "resolve_steerings", "evaluate_steering", "summarise",
            "format_report", "add_steering_parser", "cmd_eval_steering"]
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".mka")
+from sgvis.audio_in import AUDIO_EXTS  # noqa: E402
 BUILTIN_STEERINGS = ("reactive", "untrained")
 # Smoothness figures averaged per steering (summary key -> av_align()["smoothness"] key).
 SUMMARY_FIGURES = {"mean_spike_fraction": "spike_fraction", "mean_jerk": "jerk",

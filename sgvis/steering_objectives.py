@@ -10,8 +10,9 @@ Paper losses ("Sound-guided Semantic Video Generation", eq. 2-3 and 6-9):
 The sync objective, for when no CLIP weights are at hand (no external model at all):
     onset_sync   the change between consecutive generated frames follows the onset strength of the audio:
                  motion m_t = mean |frame_t - frame_{t-1}| is regressed (Huber) onto
-                 motion_base + motion_gain * onset_t, so frames move on hits, settle between them, and
-                 never jump further than a strong hit asks (no strobing)
+                 motion_base + motion_gain * envelope(onset)_t (each hit peaks on its frame, then eases out
+                 with motion.release_s), so frames move on hits, settle between them, and never jump further
+                 than a strong hit asks (no strobing)
     onset_corr   1 - Pearson correlation of m_t and onset_t over each clip (scale-free shape term)
     contrastive  InfoNCE on encoder outputs: two windows of the same clip are positives, other clips in the
                  batch negatives, so different sounds map to different W+ regions
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["frame_motion", "onset_sync_loss", "onset_corr_loss", "latent_regulariser", "offset_regulariser",
+__all__ = ["frame_motion", "onset_envelope", "onset_sync_loss", "onset_corr_loss", "latent_regulariser", "offset_regulariser",
            "encoder_contrastive_loss", "cosine_distance", "VideoPatchDiscriminator", "downsample"]
 
 
@@ -37,6 +38,17 @@ def downsample(img: torch.Tensor, size: int) -> torch.Tensor:
 def frame_motion(frames: torch.Tensor) -> torch.Tensor:
     """frames [B, T, C, H, W] -> motion [B, T-1]: mean absolute change between consecutive frames."""
     return (frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(2, 3, 4))
+
+
+def onset_envelope(onset: torch.Tensor, decay: float) -> torch.Tensor:
+    """onset [B, T] -> env_t = max(onset_t, decay * env_{t-1}): each hit peaks on its own frame and then eases
+    out (the frame change a hit asks for, which keeps motion smooth instead of a one-frame jolt)."""
+    out = []
+    env = torch.zeros_like(onset[:, 0])
+    for t in range(onset.shape[1]):
+        env = torch.maximum(onset[:, t], decay * env)
+        out.append(env)
+    return torch.stack(out, dim=1)
 
 
 def onset_sync_loss(motion: torch.Tensor, onset: torch.Tensor, base: float, gain: float) -> torch.Tensor:

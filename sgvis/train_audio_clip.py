@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from sgvis.errors import UserError
+from sgvis.training_state import load_training_state as _load_state, raise_keyboard_interrupt
 
 __all__ = ["TRAIN_DEFAULTS", "AudioClipTrainer", "train_audio_clip", "output_paths", "register_cli"]
 
@@ -256,20 +257,7 @@ class AudioClipTrainer:
 
 
 def load_training_state(path: str) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"--resume: {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"--resume: {path} is a folder, not a training state") from None
-    except Exception as e:  # noqa: BLE001 - truncated / foreign files
-        raise UserError(f"--resume: {path} is not readable ({_first_line(e)[:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_TAG:
-        raise UserError(f"--resume: {path} is not an sgvis train-audio-clip state")
-    if state.get("version") != STATE_VERSION:
-        raise UserError(f"--resume: {path} has state version {state.get('version')}; this sgvis reads "
-                        f"{STATE_VERSION}")
-    return state
+    return _load_state(path, STATE_TAG, STATE_VERSION, "train-audio-clip")
 
 
 def _validate(cfg: dict) -> None:
@@ -304,10 +292,6 @@ def _validate(cfg: dict) -> None:
     need("head_hidden", isinstance(cfg["head_hidden"], int) and cfg["head_hidden"] >= 1, "an integer >= 1")
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str | None = None,
                      device_name: str = "auto", resume: str | None = None, overwrite: bool = False,
                      progress: bool = True) -> dict:
@@ -339,7 +323,7 @@ def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str
     dist.init(device.type)
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         return _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, state, progress)
     finally:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
+from sgvis.training_state import load_training_state, raise_keyboard_interrupt
 
 __all__ = ["TRAIN_DEFAULTS", "OBJECTIVE_WEIGHTS", "EncoderTrainer", "train_encoder", "register_cli"]
 
@@ -63,7 +64,8 @@ TRAIN_DEFAULTS = {
     "hidden": 256,                  # GRU size
     "encoder_channels": [32, 64, 128, 256],    # sound inversion encoder conv widths
     "seed": 0,
-    "motion": {"base": 0.003, "gain": 0.03},   # onset_sync target: base + gain * onset (mean |change| in [-1, 1])
+    # onset_sync target (mean |frame change|, images in [-1, 1]): base + gain * onset envelope with this release
+    "motion": {"base": 0.004, "gain": 0.03, "release_s": 0.1},
     "contrastive_temperature": 0.1,
     "sample_bank": 256,             # generator samples kept as the image discriminator's reals (audio-only data)
     "r1_gamma": 0.05,
@@ -223,7 +225,9 @@ class EncoderTrainer:
             clips = small.view(B, T, *small.shape[1:])
             if (wt["onset_sync"] or wt["onset_corr"]) and T > 1:
                 motion = so.frame_motion(clips)
-                target_onset = onset[:, 1:]
+                release = float(cfg["motion"]["release_s"])
+                decay = math.exp(-1.0 / (release * float(cfg["fps"]))) if release > 0 else 0.0
+                target_onset = so.onset_envelope(onset, decay)[:, 1:]
                 if wt["onset_sync"]:
                     losses["onset_sync"] = so.onset_sync_loss(motion, target_onset, float(cfg["motion"]["base"]),
                                                               float(cfg["motion"]["gain"]))
@@ -314,21 +318,6 @@ class EncoderTrainer:
         self.step_count = int(state["step"])
 
 
-def load_training_state(path: str) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"--resume: {path} does not exist (no earlier run in this --out folder)") from None
-    except Exception as e:  # noqa: BLE001 - truncated or foreign files
-        raise UserError(f"--resume: {path} is not readable ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_TAG:
-        raise UserError(f"--resume: {path} is not an sgvis train-encoder state")
-    if state.get("version") != STATE_VERSION:
-        raise UserError(f"--resume: {path} has state version {state.get('version')}; this sgvis reads "
-                        f"{STATE_VERSION}")
-    return state
-
-
 # -- the command -------------------------------------------------------------------------------------------
 def _load_guidance(cfg: dict, weights: dict, device, dataset):
     """CLIP towers, audio encoder and label texts for the clip objective (None where not used)."""
@@ -373,10 +362,6 @@ def _write_previews(cfg: dict, outdir: str, model_path: str | None, steering_pat
     return out
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, device_name: str = "auto",
                   resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train and write steering.safetensors into `outdir`; returns a summary."""
@@ -399,7 +384,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     if not resume and os.path.isdir(outdir) and os.listdir(outdir) and not overwrite:
         raise UserError(f"--out {outdir} is not empty; pass --resume to continue that run or --overwrite to "
                         f"start again there")
-    state = load_training_state(state_path) if resume else None
+    state = load_training_state(state_path, STATE_TAG, STATE_VERSION, "train-encoder") if resume else None
     dist = _Dist()
     device = _resolve_device(device_name, dist)
     dist.init(device.type)
@@ -452,7 +437,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
             write_atomically(state_path, lambda tmp: torch.save(trainer.state_dict(), tmp))
 
     total_steps = int(cfg["steps"])
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     bar = tqdm(total=total_steps, initial=trainer.step_count, unit="step", desc="train-encoder",
                dynamic_ncols=True, disable=None if progress and dist.main else True)
     started = time.perf_counter()

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
+from sgvis.training_state import load_training_state, raise_keyboard_interrupt
 from stylegan.atomic import write_atomically
 
 STATE_FILE = "training-state.pt"
@@ -237,17 +238,7 @@ def _atomic_torch_save(obj, path: str) -> None:
 
 
 def load_state(path: str) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"--resume {path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - truncated / foreign files
-        raise UserError(f"--resume {path}: unreadable training state ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_TAG:
-        raise UserError(f"--resume {path}: not an sgvis training state")
-    if state.get("version") != STATE_VERSION:
-        raise UserError(f"--resume {path}: training state version {state.get('version')} is not supported")
-    return state
+    return load_training_state(path, STATE_TAG, STATE_VERSION, "train-gan")
 
 
 def _save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
@@ -551,10 +542,6 @@ def _check_resume_conflicts(o: TrainOptions, arch: dict) -> None:
                             f"leave it out to keep the run's architecture")
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def train(o: TrainOptions) -> dict:
     """Run training; returns a summary (final kimg, paths, last stats).  Raises UserError for bad input."""
     from tqdm import tqdm
@@ -573,7 +560,7 @@ def train(o: TrainOptions) -> dict:
     # SIGTERM (kill, timeout, a scheduler ending the job) saves the state like Ctrl-C does.
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         return _train(o, dist, device, tqdm, stylegan, open_dataset)
     finally:

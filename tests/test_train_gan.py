@@ -115,7 +115,7 @@ def test_resume_rejects_conflicting_architecture_and_missing_state(data16, tmp_p
     with pytest.raises(UserError, match="no training-state.pt"):
         run_command("--data", data16, "--outdir", tmp_path / "fresh", *TINY, "--kimg", "0.004", "--resume")
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
-    with pytest.raises(UserError, match="unreadable training state"):
+    with pytest.raises(UserError, match="is not readable"):
         run_command("--data", data16, "--outdir", tmp_path / "x", *TINY, "--kimg", "0.004", "--resume",
                     tmp_path / "bad.pt")
     # --resume auto starts fresh when there is nothing to resume.

@@ -1,0 +1,30 @@
+"""What the sgvis trainers (train-gan, train-audio-clip, train-encoder) share about their resumable state."""
+from __future__ import annotations
+
+import torch
+
+from sgvis.errors import UserError
+
+
+def load_training_state(path: str, tag: str, version, command: str) -> dict:
+    """Read a training state written with torch.save (tensors and plain containers only: weights_only) and
+    check its format tag and version; every problem is one UserError line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"--resume: {path} does not exist (no earlier run there)") from None
+    except IsADirectoryError:
+        raise UserError(f"--resume: {path} is a folder, not a training state") from None
+    except Exception as e:  # noqa: BLE001 - truncated or foreign files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"--resume: {path} is not readable ({first[:120]})") from None
+    if not isinstance(state, dict) or state.get("format") != tag:
+        raise UserError(f"--resume: {path} is not an sgvis {command} state")
+    if state.get("version") != version:
+        raise UserError(f"--resume: {path} has state version {state.get('version')}; this sgvis reads {version}")
+    return state
+
+
+def raise_keyboard_interrupt(signum, frame):
+    """SIGTERM handler: end training the way Ctrl-C does, so the last checkpoint is written."""
+    raise KeyboardInterrupt
