@@ -208,8 +208,9 @@ def steering_checkpoint_for(model_path: str | None, steering_path: str | None) -
 
 
 def save_steering(model: LearnedSteeringModel, path: str, model_hash: str | None = None,
-                  extra: dict | None = None) -> None:
-    """Write `model` atomically as one .safetensors file with its architecture in the metadata."""
+                  extra: dict | None = None, dtype: torch.dtype = torch.float32) -> None:
+    """Write `model` atomically as one .safetensors file with its architecture in the metadata.  With
+    dtype=torch.float16 the file is half the size; loading always gives a float32 model."""
     from safetensors.torch import save_file
     cfg = model.config()
     meta = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "num_ws": str(cfg["num_ws"]), "w_dim": str(cfg["w_dim"]),
@@ -218,7 +219,8 @@ def save_steering(model: LearnedSteeringModel, path: str, model_hash: str | None
             "head_hidden": str(cfg["head_hidden"]), "model_hash": model_hash or ""}
     for k, v in (extra or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
     from stylegan.atomic import write_atomically
     write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta), suffix=".safetensors.tmp")
 

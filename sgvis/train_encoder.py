@@ -432,7 +432,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
         if dist.main:
             save_steering(trainer.model, steering_path, model_hash=mhash,
                           extra={"trained_by": "sgvis train-encoder", "objective": cfg["objective"],
-                                 "steps": str(trainer.step_count)})
+                                 "steps": str(trainer.step_count)}, dtype=torch.float16)
             from stylegan.atomic import write_atomically
             write_atomically(state_path, lambda tmp: torch.save(trainer.state_dict(), tmp))
 
