@@ -197,3 +197,35 @@ def test_train_encoder_bad_input_is_one_line(workspace, tmp_path, monkeypatch):
     assert result.returncode == 2 and "--resume" in result.stderr
     result = train(workspace, tmp_path / "fresh", "--steps", "1", "--resume")
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_shipped_steering_fits_the_default_model_and_drives_render(tmp_path):
+    """The built-in checkpoint was trained for the built-in model (same hash), `--steer learned` picks it up with
+    no flags, and it moves the image on the clicks."""
+    from safetensors import safe_open
+
+    from sgvis.directions import model_hash
+    from sgvis.learned_steering import DEFAULT_STEERING
+    from sgvis.render import default_model_path
+    with safe_open(DEFAULT_STEERING, "pt") as f:
+        meta = f.metadata()
+    assert meta["model_hash"] == model_hash(stylegan.load(default_model_path(), "cpu"))
+    samples, _ = click_track(2.0, SR)
+    wav = tmp_path / "clicks.wav"
+    write_audio(wav, samples, SR)
+    out, stats = tmp_path / "o.mp4", tmp_path / "s.json"
+    result = run_cli("render", str(wav), "-o", str(out), "--fps", "15", "--steer", "learned", "--stats", str(stats))
+    assert result.returncode == 0, result.stderr
+    assert json.load(open(stats))["steering"] == "learned"
+    from sgvis.av_align import av_align
+    assert av_align(str(out))["smoothness"]["flow_mean"] > 0.01
+
+
+def test_steer_learned_without_checkpoint_for_another_model_is_one_line(workspace, tmp_path):
+    d, model, data = workspace
+    result = run_cli("render", f"{data}/clicks0.wav", "-o", str(tmp_path / "o.mp4"), "--model", model,
+                     "--steer", "learned")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--steering PATH" in lines[0]
+    assert not (tmp_path / "o.mp4").exists()
