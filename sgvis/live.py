@@ -442,7 +442,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--stats", help="write frame/latency statistics as JSON on exit")
     p.add_argument("--latency-offset", type=float, help="seconds to add to measured latency (known output delay)")
     p.add_argument("--steer", choices=["reactive", "learned"], default="reactive")
-    p.add_argument("--steering", help="learned-steering checkpoint for --steer learned")
+    p.add_argument("--steering", help="learned-steering checkpoint for --steer learned (default with the built-in model: its built-in checkpoint)")
     p.add_argument("--preset", help="settings preset from configs/")
     p.add_argument("--config", help="YAML settings file")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")

@@ -329,7 +329,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--stats", help="write timing and run details as JSON to this file")
     p.add_argument("--steer", choices=["reactive", "learned"], default="reactive",
                    help="reactive: no training, any model (default); learned: a trained steering checkpoint")
-    p.add_argument("--steering", help="learned-steering checkpoint (.safetensors) for --steer learned")
+    p.add_argument("--steering", help="learned-steering checkpoint (.safetensors, from sgvis train-encoder) for --steer learned; default with the built-in model: its built-in checkpoint")
     p.add_argument("--preset", help="settings preset from configs/ (e.g. calm, energetic)")
     p.add_argument("--config", help="YAML file with settings (same sections as configs/default.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

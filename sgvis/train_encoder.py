@@ -65,7 +65,7 @@ TRAIN_DEFAULTS = {
     "encoder_channels": [32, 64, 128, 256],    # sound inversion encoder conv widths
     "seed": 0,
     # onset_sync target (mean |frame change|, images in [-1, 1]): base + gain * onset envelope with this release
-    "motion": {"base": 0.004, "gain": 0.03, "release_s": 0.1},
+    "motion": {"base": 0.008, "gain": 0.04, "release_s": 0.25},
     "contrastive_temperature": 0.1,
     "sample_bank": 256,             # generator samples kept as the image discriminator's reals (audio-only data)
     "r1_gamma": 0.05,
@@ -491,8 +491,9 @@ def cmd_train_encoder(args) -> int:
                                 overwrite=args.overwrite)
     except FloatingPointError as e:
         raise UserError(f"{e}; lower train_encoder.lr or resume from the last checkpoint") from None
-    print(f"wrote {summary['steering']} after {summary['steps']} steps "
-          f"(render with: sgvis render TRACK --steer learned --steering {summary['steering']})")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"wrote {summary['steering']} after {summary['steps']} steps "
+              f"(render with: sgvis render TRACK --steer learned --steering {summary['steering']})")
     return 0
 
 
