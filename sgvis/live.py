@@ -28,6 +28,10 @@ LIVE_DEFAULTS = {
         "hud": False,             # start with the HUD shown
         "record_fps": 30.0,       # frame rate of --record videos
         "window": [1280, 720],    # initial window size
+        # CPU threads for generating frames ("auto": half the cores).  One frame at a time is too small a job
+        # for many threads, and the audio server, features and GL need a core: on a 2-core CPU one generation
+        # thread gives 25 frames/s where two give 20-22 (BENCHMARKS.md, Live).
+        "threads": "auto",
     },
 }
 KEY_ACTIONS = {"SPACE": "freeze", "R": "reseed", "UP": "intensity_up", "DOWN": "intensity_down",
@@ -60,6 +64,19 @@ class LiveJob:
     screenshot_dir: str = "."
 
 
+def generation_threads(setting) -> int:
+    """live.threads: a positive number, or "auto" (half the CPU cores, at least one)."""
+    if setting in (None, "auto"):
+        return max(1, (os.cpu_count() or 2) // 2)
+    try:
+        n = int(setting)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise UserError(f"live.threads must be a positive number or 'auto', got {setting!r}")
+    return n
+
+
 def _percentiles(values, qs=(50, 95)):
     if not values:
         return {f"p{q}": None for q in qs}
@@ -83,6 +100,9 @@ class LiveShow:
             check_output_path(job.record, job.overwrite)
         self.G = _load_model(job.model)
         self.device = pick_device(job.gpu)
+        self._threads_before = torch.get_num_threads()      # restored when the show ends
+        if self.device.type == "cpu":
+            torch.set_num_threads(generation_threads(self.lcfg["threads"]))
         self.generator = FrameGenerator(self.G, self.device, precision=self.config["render"]["precision"])
         self._make_steering = lambda cfg, seed: make_steering(
             self.generator.G, cfg.get("steer", {}), seed=seed,
@@ -372,6 +392,7 @@ class LiveShow:
                 self.surface.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            torch.set_num_threads(self._threads_before)
         wall = time.perf_counter() - started
         stats = {
             "frames_shown": self.frames_shown, "seconds": wall,

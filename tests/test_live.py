@@ -6,11 +6,13 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import stylegan
 from audio_fixtures import click_track, read_video
 from conftest import tiny_generator
 from live_servers import loopback, start_jack, start_xvfb
+from sgvis.errors import UserError
 from test_safety_and_errors import _one_clear_line, run_cli
 
 
@@ -74,11 +76,13 @@ def test_headless_show_reacts_to_onsets_and_records(jack, model, tmp_path):
     # any frame rate this machine manages.
     quiet = ["steer.drift.period_s=0", "steer.bass.swell=0", "steer.mid.swell=0", "steer.high.swell=0",
              "steer.chroma.amount=0"]
+    threads_before = torch.get_num_threads()
     show = make_show(model, tmp_path, duration=7.0, record=str(record), stats=str(stats_path), fps=30,
                      overrides=quiet)
     with Player(samples):
         loopback()
         stats = show.run()
+    assert torch.get_num_threads() == threads_before       # live's generation thread count is restored
     assert stats["frames_shown"] >= 15
     assert stats["latency_ms"]["p50"] is not None and stats["latency_ms"]["p95"] is not None
     assert json.loads(stats_path.read_text())["frames_shown"] == stats["frames_shown"]
@@ -197,3 +201,13 @@ def test_bad_model_is_one_line(jack, tmp_path):
     bad = tmp_path / "m.pkl"
     bad.write_bytes(b"nope")
     _one_clear_line(run_cli("live", "--model", str(bad), "--headless", "--duration", "1"), "not a StyleGAN")
+
+
+def test_generation_threads_setting():
+    import os
+    from sgvis.live import generation_threads
+    assert generation_threads("auto") == max(1, (os.cpu_count() or 2) // 2)
+    assert generation_threads(3) == 3
+    for bad in (0, -1, "many"):
+        with pytest.raises(UserError, match="live.threads"):
+            generation_threads(bad)
