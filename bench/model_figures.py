@@ -1,0 +1,120 @@
+"""Quality evidence for a generator (the built-in one by default): a sample grid, an interpolation strip, and a
+diversity figure against its training imagery (the procedural source), so that mode collapse shows.
+
+    python bench/model_figures.py [--model PATH] [--out docs/figures] [--n 64]
+
+Diversity: each image is described by a feature vector (16x16 RGB thumbnail, mean-centred, plus a 4x4x4 colour
+histogram); the figure is the mean pairwise L2 distance of those features over N generator samples divided by the
+same over N training images. 1.0: as varied as the data; near 0: one repeated image. Also the mean distance from each
+sample to its nearest training image, against training images to their nearest other one (small: copies).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+import stylegan
+from sgvis.procedural import render as procedural
+from sgvis.render import default_model_path
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    return ((img.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def features(images: np.ndarray) -> np.ndarray:
+    """images [N, H, W, 3] uint8 -> [N, F]."""
+    out = []
+    for im in images:
+        thumb = np.asarray(Image.fromarray(im).resize((16, 16), Image.BILINEAR), np.float32) / 255.0
+        hist, _ = np.histogramdd(im.reshape(-1, 3), bins=(4, 4, 4), range=((0, 256),) * 3)
+        out.append(np.concatenate([(thumb - thumb.mean()).ravel(), 8.0 * hist.ravel() / hist.sum()]))
+    return np.stack(out)
+
+
+def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum((a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T, 0))
+
+
+def save(img: Image.Image, path: str, longest: int = 1024) -> None:
+    """PNG at most `longest` pixels wide or high (the figures live in git)."""
+    img.thumbnail((longest, longest), Image.LANCZOS)
+    img.save(path, optimize=True)
+
+
+def grid(images: np.ndarray, cols: int) -> Image.Image:
+    n, h, w, _ = images.shape
+    rows = (n + cols - 1) // cols
+    canvas = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i, im in enumerate(images):
+        canvas[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = im
+    return Image.fromarray(canvas)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=default_model_path())
+    ap.add_argument("--out", default="docs/figures")
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--psi", type=float, default=0.7)
+    ap.add_argument("--data-seed", type=int, default=1, help="the procedural dataset's seed (recipe: 1)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    G = stylegan.load(args.model, "cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = torch.randn([args.n, G.z_dim], generator=g)
+        ws = G.mapping(z, None, truncation_psi=args.psi)
+        samples = np.concatenate([to_uint8(G.synthesis(ws[i:i + 8], noise_mode="const"))
+                                  for i in range(0, args.n, 8)])
+        # Interpolation strip: 4 rows, each 8 steps from one sample's w to another's.
+        strip = []
+        for r in range(4):
+            a, b = ws[2 * r], ws[2 * r + 1]
+            t = torch.linspace(0, 1, 8)[:, None, None]
+            strip.append(to_uint8(G.synthesis(a[None] + t * (b - a)[None],
+                                              noise_mode="const")))
+    # The training imagery: the procedural dataset's images (seed (data seed, index), as `sgvis dataset` makes them).
+    real = np.stack([procedural((args.data_seed, i), resolution=G.img_resolution) for i in range(args.n)])
+    save(grid(samples[:32], 8), os.path.join(args.out, "samples.png"))
+    save(grid(np.concatenate(strip), 8), os.path.join(args.out, "interpolation.png"))
+    save(grid(real[:16], 8), os.path.join(args.out, "training-imagery.png"))
+    fs, fr = features(samples), features(real)
+    iu = np.triu_indices(args.n, 1)
+    d_gen, d_real = pairwise(fs, fs)[iu].mean(), pairwise(fr, fr)[iu].mean()
+    nn_gen = pairwise(fs, fr).min(1).mean()
+    rr = pairwise(fr, fr)
+    np.fill_diagonal(rr, np.inf)
+    nn_real = rr.min(1).mean()
+    report = {"model": args.model, "n": args.n, "truncation_psi": args.psi,
+              "mean_pairwise_generated": float(d_gen), "mean_pairwise_training": float(d_real),
+              "diversity_ratio": float(d_gen / d_real),
+              "nearest_training_from_generated": float(nn_gen), "nearest_training_from_training": float(nn_real)}
+    # Diversity figure: histograms of pairwise distances, generated vs training.
+    from PIL import ImageDraw
+    hg, edges = np.histogram(pairwise(fs, fs)[iu], bins=40, range=(0, float(max(d_gen, d_real) * 2.2)))
+    hr, _ = np.histogram(pairwise(fr, fr)[iu], bins=edges)
+    W, H = 640, 240
+    fig = Image.new("RGB", (W, H + 40), "white")
+    draw = ImageDraw.Draw(fig)
+    top = max(hg.max(), hr.max())
+    bw = W / len(hg)
+    for i, (a, b) in enumerate(zip(hg, hr)):
+        draw.rectangle([i * bw, H - H * b / top, (i + 0.5) * bw, H], fill=(120, 120, 120))
+        draw.rectangle([(i + 0.5) * bw, H - H * a / top, (i + 1) * bw, H], fill=(220, 60, 40))
+    draw.text((8, H + 6), f"pairwise feature distance over {args.n} images: grey = training imagery (mean "
+                          f"{d_real:.2f}), red = generated (mean {d_gen:.2f}); ratio {d_gen / d_real:.2f}",
+              fill="black")
+    fig.save(os.path.join(args.out, "diversity.png"))
+    with open(os.path.join(args.out, "diversity.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
