@@ -37,8 +37,13 @@ def cmd_demo(args) -> int:
     check_output_path(track, args.overwrite)
     seconds = write_demo_track(track, args.seed)
     print(f"wrote {track}: {seconds:.0f} s of synthesized music ({BPM:.0f} BPM)")
+    steering_path = None
+    if args.steer == "learned":
+        from sgvis.learned_steering import steering_checkpoint_for
+        steering_path = steering_checkpoint_for(args.model, args.steering)
     job = RenderJob(audio=track, output=args.output, model=args.model, fps=30.0, seed=args.seed,
-                    overwrite=args.overwrite, config=load_config(None, None, [], defaults=RENDER_DEFAULTS))
+                    overwrite=args.overwrite, steer=args.steer, steering_path=steering_path,
+                    config=load_config(None, None, [], defaults=RENDER_DEFAULTS))
     stats = render(job)
     print(f"wrote {args.output}: {stats['frames']} frames in {stats['wall_seconds']:.1f}s "
           f"({stats['frames_per_second']:.1f} frames/s, {stats['generator']})")
@@ -51,5 +56,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("output", nargs="?", default="sgvis-demo.mp4", help="output video (default sgvis-demo.mp4)")
     p.add_argument("--model", help="StyleGAN checkpoint (default: the model shipped with sgvis)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steer", choices=["reactive", "learned"], default="reactive",
+                   help="reactive (default) or learned (the built-in steering checkpoint with the built-in model)")
+    p.add_argument("--steering", help="learned-steering checkpoint for --steer learned with another --model")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -206,3 +206,16 @@ def test_default_model_is_used_without_model_flag(tmp_path):
     frames = read_video(out)[0]
     G = stylegan.load(default_model_path())
     assert frames.shape == (5, G.img_resolution, G.img_resolution, 3)
+
+
+def test_demo_writes_track_and_video(tmp_path, model):
+    """`sgvis demo` (README's first command): a synthesized track and its rendering, equally long."""
+    out = tmp_path / "demo.mp4"
+    result = run_cli("demo", str(out), "--model", model)
+    assert result.returncode == 0, result.stderr
+    from sgvis import audio_in
+    track = audio_in.probe(str(tmp_path / "demo.wav"))
+    video = audio_in.probe(str(out))
+    assert track.duration > 20 and abs(video.duration - track.duration) < 0.1 and video.has_video
+    result = run_cli("demo", str(out), "--model", model)
+    assert result.returncode == 2 and "--overwrite" in result.stderr
