@@ -391,28 +391,34 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     if int(cfg["batch"]) % dist.world:
         raise UserError(f"train_encoder.batch {cfg['batch']} must be a multiple of the number of processes "
                         f"({dist.world})")
+    created = not os.path.exists(outdir)
     _check_outdir(outdir)
-    G = _load_model(model_path)
-    from sgvis.features import MelConfig
-    mel = MelConfig()
-    dataset = ClipSet(data, ClipSetConfig(fps=float(cfg["fps"]), clip_frames=int(cfg["clip_frames"]),
-                                          frame_size=int(cfg["loss_resolution"]),
-                                          max_seconds=cfg.get("max_seconds")),
-                      mel=mel, labels=cfg.get("labels"), progress=progress and dist.main)
-    clip, audio_clip, texts = _load_guidance(cfg, weights, device, dataset)
-    torch.manual_seed(int(cfg["seed"]) + dist.rank)
-    trainer = EncoderTrainer(G, cfg, device, mel, clip, audio_clip, texts, dist)
-    batch_per_rank = int(cfg["batch"]) // dist.world
-    if state is not None:
-        trainer.load_state_dict(state)
-    sampler = _InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
-    loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
-                                              collate_fn=collate_clips, num_workers=int(cfg["workers"]),
-                                              drop_last=True))
-    if state is None:
-        # Input standardisation from a few batches of this data.
-        sample = torch.cat([next(loader)["mels"] for _ in range(min(4, max(1, len(dataset) // batch_per_rank)))])
-        trainer.calibrate_inputs(sample)
+    try:
+        G = _load_model(model_path)
+        from sgvis.features import MelConfig
+        mel = MelConfig()
+        dataset = ClipSet(data, ClipSetConfig(fps=float(cfg["fps"]), clip_frames=int(cfg["clip_frames"]),
+                                              frame_size=int(cfg["loss_resolution"]),
+                                              max_seconds=cfg.get("max_seconds")),
+                          mel=mel, labels=cfg.get("labels"), progress=progress and dist.main)
+        clip, audio_clip, texts = _load_guidance(cfg, weights, device, dataset)
+        torch.manual_seed(int(cfg["seed"]) + dist.rank)
+        trainer = EncoderTrainer(G, cfg, device, mel, clip, audio_clip, texts, dist)
+        batch_per_rank = int(cfg["batch"]) // dist.world
+        if state is not None:
+            trainer.load_state_dict(state)
+        sampler = _InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
+        loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
+                                                  collate_fn=collate_clips, num_workers=int(cfg["workers"]),
+                                                  drop_last=True))
+        if state is None:
+            # Input standardisation from a few batches of this data.
+            sample = torch.cat([next(loader)["mels"] for _ in range(min(4, max(1, len(dataset) // batch_per_rank)))])
+            trainer.calibrate_inputs(sample)
+    except BaseException:                 # bad model or data: leave no empty output folder behind
+        if created and os.path.isdir(outdir) and not os.listdir(outdir):
+            os.rmdir(outdir)
+        raise
     dist.broadcast_module(trainer.model)
     dist.broadcast_module(trainer.D_img)
     dist.broadcast_module(trainer.D_vid)

@@ -189,7 +189,7 @@ def test_train_encoder_bad_input_is_one_line(workspace, tmp_path, monkeypatch):
         assert result.returncode == 2, (extra, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
-        assert not (out / "steering.safetensors").exists()
+        assert not out.exists()                      # no output folder left behind
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "something").write_text("x")
