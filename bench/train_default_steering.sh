@@ -5,11 +5,11 @@
 #   bash bench/train_default_steering.sh [OUTDIR]       # OUTDIR defaults to ./runs/steer
 #
 # Resumable: run it again with the same OUTDIR and training continues from OUTDIR/run/training-state.pt.
-# Environment overrides (defaults = the shipped recipe): STEPS=520 BATCH=2 TRACKS=24 HELDOUT=6 SECONDS=30
+# Environment overrides (defaults = the shipped recipe): STEPS=820 BATCH=2 TRACKS=24 HELDOUT=6 SECONDS=30
 set -euo pipefail
 
 OUT="${1:-./runs/steer}"
-STEPS="${STEPS:-520}"
+STEPS="${STEPS:-820}"
 BATCH="${BATCH:-2}"
 TRACKS="${TRACKS:-24}"
 HELDOUT="${HELDOUT:-6}"
