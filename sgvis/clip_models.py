@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgvis.errors import UserError
+from sgvis.errors import UserError, first_line
 from sgvis.features import MelConfig
 
 __all__ = ["ClipTowers", "load_clip", "HashTokenizer", "AudioClipEncoder", "save_audio_encoder",
@@ -71,11 +71,6 @@ class AudioEncoderFileError(UserError, ValueError):
 
 class AudioEncoderMismatch(UserError, ValueError):
     """An audio encoder trained for a CLIP model with another embedding size."""
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else type(e).__name__
 
 
 # -- tokenizers ---------------------------------------------------------------------------------------------
@@ -275,7 +270,7 @@ def _model_from_config(kwargs, transformers, seed=0) -> tuple:
             torch.manual_seed(int(seed))
             model = transformers.CLIPModel(config)
     except Exception as e:  # noqa: BLE001 - transformers raises its own validation errors
-        raise ClipLoadError(f"clip.config is not a valid CLIPConfig ({_first_line(e)})") from None
+        raise ClipLoadError(f"clip.config is not a valid CLIPConfig ({first_line(e, 200)})") from None
     tc = config.text_config
     tok = HashTokenizer(tc.vocab_size, tc.max_position_embeddings, tc.bos_token_id, tc.eos_token_id)
     return model, tok, None, "random CLIP (clip.config)"
@@ -293,7 +288,7 @@ def _load_tokenizer(transformers, where: str, directory: str | None, context_len
     try:
         tok = transformers.AutoTokenizer.from_pretrained(where, local_files_only=True, **kw)
     except Exception as e:  # noqa: BLE001 - absent / broken tokenizer files: text encoding is unavailable
-        return None, f"CLIP {where} has no usable tokenizer ({_first_line(e)}); {hint}"
+        return None, f"CLIP {where} has no usable tokenizer ({first_line(e, 200)}); {hint}"
     if len(tok) < 3:                       # transformers 5 builds an empty tokenizer when files are missing
         return None, f"CLIP {where} has an empty tokenizer; {hint}"
     return _HFTokenizer(tok, context_length), None
@@ -334,7 +329,7 @@ def load_clip(cfg: dict, device="cpu") -> ClipTowers:
     try:
         model = model.to(device=device, dtype=dtype)
     except (RuntimeError, ValueError, AssertionError) as e:
-        raise ClipLoadError(f"cannot move CLIP to device {device!r} ({_first_line(e)})") from None
+        raise ClipLoadError(f"cannot move CLIP to device {device!r} ({first_line(e, 200)})") from None
     towers = ClipTowers(model, tok, mean, std, source=source, tokenizer_error=tok_err)
     return towers.to(device)
 
@@ -372,14 +367,14 @@ def _load_pretrained(transformers, path, name, cfg) -> tuple:
             where_cache = kw.get("cache_dir") or "the HuggingFace cache (HF_HOME)"
             raise ClipLoadError(f"{label}: not found in {where_cache} (sgvis never downloads); "
                                 f"{GET_WEIGHTS_HINT}") from None
-        raise ClipLoadError(f"{label}: unreadable config.json ({_first_line(e)}); {GET_WEIGHTS_HINT}") from None
+        raise ClipLoadError(f"{label}: unreadable config.json ({first_line(e, 200)}); {GET_WEIGHTS_HINT}") from None
     if getattr(config, "model_type", None) != "clip":
         raise ClipLoadError(f"{label} is a {getattr(config, 'model_type', 'unknown')!r} model, not CLIP "
                             f"(model_type 'clip')")
     try:
         model = transformers.CLIPModel.from_pretrained(where, local_files_only=True, **kw)
     except Exception as e:  # noqa: BLE001 - missing / truncated weights
-        raise ClipLoadError(f"{label}: cannot load the CLIP weights ({_first_line(e)}); {GET_WEIGHTS_HINT}") from None
+        raise ClipLoadError(f"{label}: cannot load the CLIP weights ({first_line(e, 200)}); {GET_WEIGHTS_HINT}") from None
     if directory is None:
         try:
             from huggingface_hub import snapshot_download
@@ -478,7 +473,7 @@ def _read_file(path: str, tensors: bool = True):
             data = {k: f.get_tensor(k) for k in f.keys()} if tensors else None
     except Exception as e:  # noqa: BLE001 - truncated / foreign files
         raise AudioEncoderFileError(f"{path} is not an audio encoder (not a readable .safetensors file: "
-                                    f"{_first_line(e)})") from None
+                                    f"{first_line(e, 200)})") from None
     fmt = meta.get("format")
     if fmt != FORMAT_TAG:
         what = f"format {fmt!r}" if fmt else "no sgvis metadata"
@@ -499,7 +494,7 @@ def load_audio_encoder(path: str, device="cpu", embed_dim: int | None = None) ->
         channels = tuple(int(c) for c in json.loads(meta["channels"]))
         head_hidden = int(meta.get("head_hidden", DEFAULT_HEAD_HIDDEN))
     except (KeyError, TypeError, ValueError) as e:
-        raise AudioEncoderFileError(f"{path}: the audio encoder metadata is invalid ({_first_line(e)})") from None
+        raise AudioEncoderFileError(f"{path}: the audio encoder metadata is invalid ({first_line(e, 200)})") from None
     if embed_dim is not None and int(embed_dim) != dim:
         raise AudioEncoderMismatch(f"audio encoder {os.path.basename(path)} was trained for CLIP embeddings of size "
                                    f"{dim}; the CLIP model in use has {int(embed_dim)} (train one with "
@@ -509,7 +504,7 @@ def load_audio_encoder(path: str, device="cpu", embed_dim: int | None = None) ->
         missing, unexpected = enc.load_state_dict(tensors, strict=False)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise AudioEncoderFileError(f"{path}: the weights do not match the stored architecture "
-                                    f"({_first_line(e)})") from None
+                                    f"({first_line(e, 200)})") from None
     if missing or unexpected:
         raise AudioEncoderFileError(f"{path}: the weights do not match the stored architecture "
                                     f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

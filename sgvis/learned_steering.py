@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sgvis.errors import UserError
+from sgvis.errors import UserError, first_line
 from sgvis.features import MelConfig
 from sgvis.steering import DEFAULTS, GROUPS, Steering, _base_latent, resolve_config, resolve_groups
 
@@ -89,6 +89,15 @@ class SoundInversionEncoder(nn.Module):
         x = self.features(x[:, None])
         x = x.mean(dim=(2, 3))
         return self.head(x).view(-1, self.num_ws, self.w_dim)
+
+
+def calibrate_input_standardisation(encoder: nn.Module, mels: torch.Tensor) -> None:
+    """Set an encoder's `in_mean` / `in_std` buffers from log-mel windows of the training data (finite values)."""
+    x = mels.float()
+    x = x[torch.isfinite(x)]
+    if x.numel() > 1:
+        encoder.in_mean.fill_(float(x.mean()))
+        encoder.in_std.fill_(max(float(x.std()), 1e-3))
 
 
 class LearnedSteeringModel(nn.Module):
@@ -225,11 +234,6 @@ def save_steering(model: LearnedSteeringModel, path: str, model_hash: str | None
     write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta), suffix=".safetensors.tmp")
 
 
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
-
-
 def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
     """Read a steering checkpoint; with `G`, check that it fits G (num_ws, w_dim) and move it to G's device."""
     from safetensors import safe_open
@@ -243,7 +247,7 @@ def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
             tensors = {k: f.get_tensor(k) for k in keys}
     except Exception as e:
         raise SteeringFileError(f"{path} is not a steering checkpoint (not a readable .safetensors file: "
-                                f"{_first_line(e)})") from None
+                                f"{first_line(e)})") from None
     fmt = meta.get("format")
     if fmt != FORMAT_TAG:
         what = "an sgvis generator" if fmt == "sgvis-generator" else f"format {fmt!r}" if fmt else "no sgvis metadata"
@@ -259,7 +263,7 @@ def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
         channels = tuple(json.loads(meta.get("channels", json.dumps(list(DEFAULT_CHANNELS)))))
         head_hidden = int(meta.get("head_hidden", 512))
     except (KeyError, TypeError, ValueError) as e:
-        raise SteeringFileError(f"{path}: the steering metadata is invalid ({_first_line(e)})") from None
+        raise SteeringFileError(f"{path}: the steering metadata is invalid ({first_line(e)})") from None
     if G is not None and (num_ws != G.num_ws or w_dim != G.w_dim):
         raise SteeringMismatch(f"steering checkpoint {name} was made for num_ws={num_ws}, w_dim={w_dim}; "
                                f"this model has num_ws={G.num_ws}, w_dim={G.w_dim}")
@@ -268,7 +272,7 @@ def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except (RuntimeError, ValueError, KeyError) as e:
         raise SteeringFileError(f"{path}: the weights do not match the stored architecture "
-                                f"({_first_line(e)})") from None
+                                f"({first_line(e)})") from None
     if missing or unexpected:
         raise SteeringFileError(f"{path}: the weights do not match the stored architecture "
                                 f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from sgvis.errors import UserError
+from sgvis.errors import UserError, first_line
 from sgvis.training_state import load_training_state as _load_state, raise_keyboard_interrupt
 
 __all__ = ["TRAIN_DEFAULTS", "AudioClipTrainer", "train_audio_clip", "output_paths", "register_cli"]
@@ -74,11 +74,6 @@ def output_paths(out: str) -> dict:
     """The files of a run for --out PATH(.safetensors): encoder, state and log."""
     base = out[: -len(".safetensors")] if out.endswith(".safetensors") else out
     return {"encoder": out, "state": base + ".state.pt", "log": base + ".log.csv"}
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else type(e).__name__
 
 
 # -- training ---------------------------------------------------------------------------------------------
@@ -117,11 +112,8 @@ class AudioClipTrainer:
     @torch.no_grad()
     def calibrate_inputs(self, mels: torch.Tensor) -> None:
         """Input standardisation (in_mean / in_std) from mel windows of this data."""
-        x = mels.float()
-        x = x[torch.isfinite(x)]
-        if x.numel() > 1:
-            self.enc.in_mean.fill_(float(x.mean()))
-            self.enc.in_std.fill_(max(float(x.std()), 1e-3))
+        from sgvis.learned_steering import calibrate_input_standardisation
+        calibrate_input_standardisation(self.enc, mels)
 
     @torch.no_grad()
     def pick(self, batch: dict, t: torch.Tensor | None = None) -> dict:
@@ -184,18 +176,6 @@ class AudioClipTrainer:
         metrics["logit_scale"] = float(self.enc.scale().detach())
         return {"loss_tensor": loss, **metrics}
 
-    def _sync_grads(self) -> None:
-        params = list(self.enc.parameters())
-        if self.dist is None or not self.dist.enabled:
-            return
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-        self.dist.all_reduce_mean_(flat)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset: offset + n].view_as(p).clone()
-            offset += n
-
     def step(self, batch: dict) -> dict:
         """One optimiser step; returns float metrics (NaN where a term had no data in this batch)."""
         self.enc.train()
@@ -210,7 +190,8 @@ class AudioClipTrainer:
             raise FloatingPointError(f"the loss became {out['loss']} at step {self.step_count + 1}")
         if loss is not None:
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-        self._sync_grads()
+        if self.dist is not None:
+            self.dist.average_gradients(self.enc)
         if loss is not None or synced:                # every process steps, so the replicas stay identical
             if self.scaler:
                 self.scaler.step(self.opt)
@@ -341,7 +322,7 @@ def _open_data(data: str, cfg: dict, frame_size: int | None, mel, labels: str | 
     except UserError:
         raise
     except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"--data {data}: {_first_line(e)}") from None
+        raise UserError(f"--data {data}: {first_line(e, 200)}") from None
 
 
 def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, state, progress) -> dict:
@@ -361,7 +342,7 @@ def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, st
             embed_dim, mel = int(enc_cfg["embed_dim"]), MelConfig(**enc_cfg["mel_config"])
             channels, head_hidden = [int(c) for c in enc_cfg["channels"]], int(enc_cfg["head_hidden"])
         except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"--resume {state_path}: damaged training state ({_first_line(e)})") from None
+            raise UserError(f"--resume {state_path}: damaged training state ({first_line(e, 200)})") from None
         if embed_dim != clip.embed_dim:
             raise UserError(f"--resume {state_path}: that run trained for CLIP embeddings of size {embed_dim}; the "
                             f"CLIP model given has {clip.embed_dim}")
@@ -391,7 +372,7 @@ def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, st
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"--resume {state_path}: does not fit this run ({_first_line(e)})") from None
+            raise UserError(f"--resume {state_path}: does not fit this run ({first_line(e, 200)})") from None
 
     batch_per_rank = cfg["batch"] // dist.world
     workers = cfg["workers"] if cfg["workers"] is not None else (2 if device.type == "cuda" else 0)
@@ -406,7 +387,7 @@ def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, st
         except UserError:
             raise
         except (OSError, ValueError, RuntimeError) as e:
-            raise UserError(f"--data {data}: cannot read a clip ({_first_line(e)})") from None
+            raise UserError(f"--data {data}: cannot read a clip ({first_line(e, 200)})") from None
 
     if state is None:
         n_cal = max(1, min(4, len(dataset) // max(batch_per_rank, 1)))

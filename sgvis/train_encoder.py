@@ -33,7 +33,6 @@ import os
 import signal
 import time
 
-import numpy as np
 import torch
 
 from sgvis.errors import UserError
@@ -151,16 +150,13 @@ class EncoderTrainer:
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _ddp_average(self, module: torch.nn.Module) -> None:
-        if self.dist is not None and self.dist.enabled:
-            for p in module.parameters():
-                if p.grad is not None:
-                    self.dist.all_reduce_mean_(p.grad)
+        if self.dist is not None:
+            self.dist.average_gradients(module)
 
     def calibrate_inputs(self, mels: torch.Tensor) -> None:
         """Set the encoder's input standardisation from data (before training)."""
-        m = mels.float()
-        self.model.encoder.in_mean.fill_(float(m.mean()))
-        self.model.encoder.in_std.fill_(max(float(m.std()), 1e-3))
+        from sgvis.learned_steering import calibrate_input_standardisation
+        calibrate_input_standardisation(self.model.encoder, mels)
 
     def _synthesize(self, ws: torch.Tensor) -> torch.Tensor:
         """ws [N, num_ws, w_dim] -> images [N, 3, R, R] through the frozen generator (differentiable in ws)."""

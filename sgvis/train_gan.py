@@ -136,6 +136,20 @@ class _Dist:
         self.dist.all_reduce(t)
         return t.tolist()
 
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        """Mean of every parameter's gradient over the processes, in one all-reduce.  A missing gradient counts
+        as zeros, so every process takes part in the same collective even when a loss term was absent on one."""
+        if not self.enabled:
+            return
+        params = list(module.parameters())
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        self.all_reduce_mean_(flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset: offset + n].view_as(p).clone()
+            offset += n
+
     def broadcast_module(self, module: torch.nn.Module) -> None:
         if self.enabled:
             for t in list(module.parameters()) + list(module.buffers()):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from sgvis.errors import UserError
+from sgvis.errors import UserError, first_line
 
 
 def load_training_state(path: str, tag: str, version, command: str) -> dict:
@@ -16,8 +16,7 @@ def load_training_state(path: str, tag: str, version, command: str) -> dict:
     except IsADirectoryError:
         raise UserError(f"--resume: {path} is a folder, not a training state") from None
     except Exception as e:  # noqa: BLE001 - truncated or foreign files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"--resume: {path} is not readable ({first[:120]})") from None
+        raise UserError(f"--resume: {path} is not readable ({first_line(e, 120)})") from None
     if not isinstance(state, dict) or state.get("format") != tag:
         raise UserError(f"--resume: {path} is not an sgvis {command} state")
     if state.get("version") != version:
