@@ -251,10 +251,15 @@ def _base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tenso
     z = z.to(G.device, torch.float32)[None] if G.z_dim > 0 else None
     c = G.make_c(1, 0 if class_idx is None else int(class_idx)) if G.c_dim else G.make_c(1)
     with torch.no_grad():
-        ws = G.mapping(z, c, truncation_psi=1.0)[0]
-        if psi != 1:
-            ws = _w_avg(G, ws).lerp(ws, psi)
+        ws = truncate(G, G.mapping(z, c, truncation_psi=1.0), psi)[0]
     return ws.float()
+
+
+def truncate(G, ws: torch.Tensor, psi: float) -> torch.Tensor:
+    """W+ [n, num_ws, w_dim] moved toward the generator's w_avg by psi (the batch mean where G has none)."""
+    if psi == 1:
+        return ws
+    return _w_avg(G, ws[:, 0]).lerp(ws, psi)
 
 
 def _w_avg(G, fallback: torch.Tensor) -> torch.Tensor:

@@ -100,13 +100,11 @@ def resolve_weights(cfg: dict) -> dict:
 
 def base_latents(G, n: int, psi: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """W+ [n, num_ws, w_dim] of random z, truncated toward w_avg by psi (as render's base latent)."""
-    from sgvis.steering import _w_avg
+    from sgvis.steering import truncate
     z = torch.randn([n, G.z_dim], generator=generator).to(G.device)
     c = G.make_c(n, 0) if G.c_dim else G.make_c(n)
     with torch.no_grad():
-        ws = G.mapping(z, c, truncation_psi=1.0)
-        if psi != 1:
-            ws = _w_avg(G, ws[:, 0]).lerp(ws, psi)
+        ws = truncate(G, G.mapping(z, c, truncation_psi=1.0), psi)
     return ws.float()
 
 

@@ -379,16 +379,11 @@ class Trainer:
         self.stats.setdefault(name, []).append(float(value))
 
     def _sync_and_step(self, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-        params = [p for p in module.parameters()]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.flatten() for g in grads])
-        self.dist.all_reduce_mean_(flat)
-        torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset: offset + n].view_as(p)
-            offset += n
+        """Average the gradients over the processes, replace non-finite values, take the optimiser step."""
+        self.dist.average_gradients(module)
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
         opt.step()
 
     # -- one iteration --------------------------------------------------------------------------------
