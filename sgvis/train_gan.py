@@ -88,6 +88,8 @@ class TrainOptions:
     augment_ops: tuple = ("xflip", "translate", "brightness", "contrast", "saturation", "cutout")
     # running
     resume: str | None = None            # None | "latest" | "auto" | path to a training-state.pt
+    grow_from: str | None = None         # a lower-resolution run (folder or training-state.pt) to grow from
+    fade_kimg: float = 4.0               # grown runs: kimg over which D fades from the old input to the new
     device: str = "auto"
     workers: int | None = None
     grid: tuple = (4, 4)
@@ -222,6 +224,9 @@ def build_networks(arch: dict):
                       channel_base=arch["channel_base"], channel_max=arch["channel_max"],
                       num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
                       epilogue_kwargs=dict(mbstd_group_size=arch["mbstd_group"]))
+    if arch.get("grow"):
+        from sgvis.grow import FadeInDiscriminator
+        D = FadeInDiscriminator(D, arch["grow"]["from_resolution"])
     return G, D
 
 
@@ -289,19 +294,27 @@ def _check_outdir(outdir: str) -> None:
 class Trainer:
     """Holds networks, optimisers and counters; `step()` runs one iteration (all phases)."""
 
-    def __init__(self, o: TrainOptions, dataset, device: torch.device, dist: _Dist, state: dict | None):
+    def __init__(self, o: TrainOptions, dataset, device: torch.device, dist: _Dist, state: dict | None,
+                 grow_state: dict | None = None):
         from sgvis.augment import AdaptiveP, AugmentPipe
         self.o, self.device, self.dist = o, device, dist
         if state is not None:
             self.arch = json.loads(state["arch"])
         else:
-            self.arch = _arch_from_options(o, dataset.resolution, device)
+            self.arch = _arch_from_options(o, o.resolution or dataset.resolution, device)
+            if grow_state is not None:
+                from sgvis.grow import grown_arch
+                self.arch = grown_arch(json.loads(grow_state["arch"]), self.arch["resolution"], o.fade_kimg,
+                                       self.arch["fp16_res"], self.arch["conv_clamp"])
         self.G, self.D = build_networks(self.arch)
         self.G_ema = copy.deepcopy(self.G).eval()
         if state is not None:
             self.G.load_state_dict(state["G"])
             self.D.load_state_dict(state["D"])
             self.G_ema.load_state_dict(state["G_ema"])
+        elif grow_state is not None:
+            from sgvis.grow import init_from_lower
+            init_from_lower(self.G, self.D, self.G_ema, grow_state)
         for m in (self.G, self.D, self.G_ema):
             m.to(device)
         self.G.train()
@@ -392,6 +405,9 @@ class Trainer:
         o = self.o
         n = self.batch_gpu
         i = self.iteration
+        if self.arch.get("grow"):
+            from sgvis.grow import set_fade
+            self._record("fade_alpha", set_fade(self.D, self.cur_nimg, self.arch["grow"]["fade_kimg"]))
 
         # G main.
         self.G.requires_grad_(True)
@@ -542,13 +558,34 @@ def _validate(o: TrainOptions, world: int) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
 
 
-def _check_resume_conflicts(o: TrainOptions, arch: dict) -> None:
-    for k in ("resolution", "channel_base", "channel_max", "z_dim", "w_dim", "map_layers", "fp16_res",
-              "conv_clamp"):
+def _check_resume_conflicts(o: TrainOptions, arch: dict, what: str = "resumed",
+                            keys=("resolution", "channel_base", "channel_max", "z_dim", "w_dim", "map_layers",
+                                  "fp16_res", "conv_clamp")) -> None:
+    for k in keys:
         v = getattr(o, k)
         if v is not None and v != arch[k]:
-            raise UserError(f"--{k.replace('_', '-')} {v} conflicts with the run being resumed ({arch[k]}); "
+            raise UserError(f"--{k.replace('_', '-')} {v} conflicts with the run being {what} ({arch[k]}); "
                             f"leave it out to keep the run's architecture")
+
+
+def _load_grow_source(o: TrainOptions, resolution: int) -> dict:
+    """The training state named by --grow-from (a run folder or its training-state.pt), checked against the
+    grown run's options."""
+    from sgvis.grow import grown_arch
+    path = o.grow_from
+    if os.path.isdir(path):
+        path = os.path.join(path, STATE_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"--grow-from {o.grow_from}: no {STATE_FILE} there; give a train-gan run folder or its "
+                        f"{STATE_FILE}")
+    state = load_state(path)
+    low = json.loads(state["arch"])
+    if low.get("grow") and low["grow"].get("from_resolution", 0) >= resolution:
+        raise UserError(f"--grow-from {o.grow_from}: that run is itself grown from {low['grow']['from_resolution']}"
+                        f"x{low['grow']['from_resolution']}; grow to a higher resolution")
+    _check_resume_conflicts(o, low, "grown", keys=("channel_base", "channel_max", "z_dim", "w_dim", "map_layers"))
+    grown_arch(low, resolution, o.fade_kimg, 0, None)          # validates the resolutions and --fade-kimg
+    return state
 
 
 def train(o: TrainOptions) -> dict:
@@ -610,13 +647,14 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
         what = "the resumed run" if state is not None else "--resolution"
         raise UserError(f"resolution mismatch: {o.data} holds {dataset.resolution}x{dataset.resolution} images but "
                         f"{what} is {res}x{res}; rebuild the dataset with 'sgvis dataset --resolution {res}'")
+    grow_state = _load_grow_source(o, res) if state is None and o.grow_from else None
 
     if dist.main:
         _check_outdir(outdir)
     torch.manual_seed(o.seed * 1000 + dist.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    trainer = Trainer(o, dataset, device, dist, state)
+    trainer = Trainer(o, dataset, device, dist, state, grow_state)
     total_nimg = int(round(o.kimg * 1000))
     if dist.main:
         with open(os.path.join(outdir, "training_options.json"), "w") as f:
@@ -796,6 +834,11 @@ def register_cli(subparsers) -> None:
                    "(mixed precision; default 4 on CUDA, 0 on CPU)")
     g.add_argument("--conv-clamp", type=float, help="clamp conv outputs (default 256 when fp16 is used)")
     g.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size (default 4)")
+    g.add_argument("--grow-from", metavar="RUN", help="start from a trained lower-resolution run (its folder or "
+                   "training-state.pt): its layers are kept, the new resolutions are added (progressive growing; "
+                   "much faster on CPU than training at full resolution from scratch)")
+    g.add_argument("--fade-kimg", type=float, default=4.0, help="grown runs: kimg over which the discriminator "
+                   "fades from the old resolution's input to the new one (default 4)")
     g = p.add_argument_group("schedule")
     g.add_argument("--batch", type=int, default=16, help="total batch size over all processes (default 16)")
     g.add_argument("--kimg", type=float, default=1000, help="train until this many thousand real images were shown "
