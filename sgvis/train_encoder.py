@@ -74,6 +74,7 @@ TRAIN_DEFAULTS = {
     "audio_clip": None,             # AudioClipEncoder checkpoint (sgvis train-audio-clip)
     "labels": None,                 # CSV of labels/captions for the data (see sgvis.clip_data)
     "max_seconds": None,            # use at most this much of each data file
+    "init": None,                   # steering checkpoint to start from (e.g. one trained for an earlier model)
     "checkpoint_every": 100,
     "preview_every": 500,
     "preview_clips": 2,
@@ -401,11 +402,13 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
         batch_per_rank = int(cfg["batch"]) // dist.world
         if state is not None:
             trainer.load_state_dict(state)
+        elif cfg.get("init"):
+            _init_steering(trainer.model, str(cfg["init"]))
         sampler = _InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
         loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
                                                   collate_fn=collate_clips, num_workers=int(cfg["workers"]),
                                                   drop_last=True))
-        if state is None:
+        if state is None and not cfg.get("init"):
             # Input standardisation from a few batches of this data.
             sample = torch.cat([next(loader)["mels"] for _ in range(min(4, max(1, len(dataset) // batch_per_rank)))])
             trainer.calibrate_inputs(sample)
@@ -474,11 +477,27 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
             "previews": previews, "last": last, "clips": len(dataset), "seconds": time.perf_counter() - started}
 
 
+def _init_steering(model, path: str) -> None:
+    """Start from the weights of an existing steering checkpoint (same architecture), e.g. one trained for an
+    earlier version of the model: the sound encoder's features carry over, and the steps needed drop."""
+    import warnings
+
+    from sgvis.learned_steering import load_steering
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")               # trained for another model: that is the point here
+        init = load_steering(path)
+    if init.config() != model.config():
+        differ = sorted(k for k in model.config() if init.config().get(k) != model.config()[k])
+        raise UserError(f"--init {path}: that checkpoint's architecture differs from this run's "
+                        f"({', '.join(differ)}); train from scratch or match the settings")
+    model.load_state_dict(init.state_dict())
+
+
 def cmd_train_encoder(args) -> int:
     from sgvis.config import load_config
     cfg = load_config(config_path=args.config, overrides=args.set or [],
                       defaults={"train_encoder": copy.deepcopy(TRAIN_DEFAULTS)})["train_encoder"]
-    for key in ("objective", "steps", "batch", "clip_frames", "fps", "lr", "seed", "labels"):
+    for key in ("objective", "steps", "batch", "clip_frames", "fps", "lr", "seed", "labels", "init"):
         value = getattr(args, key.replace("-", "_"), None)
         if value is not None:
             cfg[key] = value
@@ -512,6 +531,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--labels", help="CSV of labels or captions for the data files (the clip objective's text loss)")
     p.add_argument("--clip-path", help="local CLIP folder (HF format) for the clip objective")
     p.add_argument("--audio-clip", help="audio encoder into CLIP space (from sgvis train-audio-clip)")
+    p.add_argument("--init", metavar="STEERING", help="start from this steering checkpoint's weights (e.g. one "
+                   "trained for an earlier version of the model; same num_ws and w_dim)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--clip-frames", type=int, dest="clip_frames", help="frames per training clip (T)")

@@ -199,6 +199,40 @@ def test_train_encoder_bad_input_is_one_line(workspace, tmp_path, monkeypatch):
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
+def test_train_encoder_init_starts_from_a_checkpoint_for_another_model(workspace, tmp_path, monkeypatch):
+    """--init: a retrained generator's steering starts from the old checkpoint's weights (the encoder keeps its
+    input standardisation) and the new file is stamped with the new model's hash."""
+    from safetensors import safe_open
+
+    from sgvis.directions import model_hash
+    from sgvis.learned_steering import load_steering
+    monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "cache"))
+    d, model, data = workspace
+    assert train(workspace, tmp_path / "a", "--steps", "1").returncode == 0
+    old = tmp_path / "a" / "steering.safetensors"
+    model2 = tmp_path / "g2.safetensors"
+    stylegan.save(tiny_generator("stylegan2", resolution=32, seed=5), model2)
+    out = tmp_path / "b"
+    result = run_cli("train-encoder", "--model", str(model2), "--data", data, "--out", str(out), "--batch", "2",
+                     "--clip-frames", "4", "--device", "cpu", "--steps", "1", "--init", str(old),
+                     "--set", "train_encoder.loss_resolution=16", "--set", "train_encoder.lr=0",
+                     "--set", "train_encoder.preview_every=0")
+    assert result.returncode == 0, result.stderr
+    a, b = load_steering(str(old)), load_steering(str(out / "steering.safetensors"))
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)          # lr 0: exactly the weights it started from
+    with safe_open(str(out / "steering.safetensors"), "pt") as f:
+        assert f.metadata()["model_hash"] == model_hash(stylegan.load(str(model2), "cpu"))
+
+    bad = tmp_path / "c"
+    result = run_cli("train-encoder", "--model", str(model2), "--data", data, "--out", str(bad), "--steps", "1",
+                     "--device", "cpu", "--init", str(old), "--set", "train_encoder.hidden=64")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "architecture differs" in lines[0] and "hidden" in lines[0]
+    assert not bad.exists()
+
+
 def test_shipped_steering_fits_the_default_model_and_drives_render(tmp_path):
     """The built-in checkpoint was trained for the built-in model (same hash), `--steer learned` picks it up with
     no flags, and it moves the image on the clicks."""
