@@ -86,13 +86,30 @@ def encode(img, image_format: str, jpeg_quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
+_zips: dict[str, zipfile.ZipFile] = {}           # zip archives open in this process (image sources)
+
+
+def _open_image_source(path):
+    """A file path, or (zip path, member name) for an image inside a zip (e.g. another sgvis dataset)."""
+    if isinstance(path, tuple):
+        archive, member = path
+        if archive not in _zips:
+            _zips[archive] = zipfile.ZipFile(archive)
+        return io.BytesIO(_zips[archive].read(member))
+    return path
+
+
+def _source_name(path) -> str:
+    return f"{path[0]}:{path[1]}" if isinstance(path, tuple) else str(path)
+
+
 def _prepare_image_file(job):
     """(path, resolution, min_size, image_format, quality) -> ('ok', bytes) | ('corrupt'|'too_small', reason)."""
     path, resolution, min_size, image_format, quality = job
     Image = _pil()
     from PIL import ImageOps
     try:
-        with Image.open(path) as img:
+        with Image.open(_open_image_source(path)) as img:
             img.load()
             if min(img.size) < min_size:
                 return "too_small", f"{img.size[0]}x{img.size[1]}"
@@ -182,7 +199,15 @@ class _Writer:
 # Sources
 
 
-def _list_files(path: str, exts: tuple[str, ...], what: str) -> list[str]:
+def _list_files(path: str, exts: tuple[str, ...], what: str) -> list:
+    if what == "--images" and os.path.isfile(path) and str(path).lower().endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as z:                # a zip of images, e.g. a dataset to re-make at
+                names = z.namelist()                         # another resolution
+        except (zipfile.BadZipFile, OSError) as e:
+            raise UserError(f"--images {path}: not a readable zip file ({e})") from None
+        return [(path, n) for n in sorted(names)
+                if n.lower().endswith(exts) and not os.path.basename(n).startswith(".")]
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
@@ -309,7 +334,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
                 else:
                     stats[status] += 1
                     if len(skipped_examples) < 5:
-                        skipped_examples.append(f"{path}: {status.replace('_', ' ')} ({payload})")
+                        skipped_examples.append(f"{_source_name(path)}: {status.replace('_', ' ')} ({payload})")
                 bar.set_postfix(skipped=stats["corrupt"] + stats["too_small"], refresh=False)
             sources.append(dict(kind="images", path=os.path.abspath(d), files=len(files),
                                 used=writer.count - before))
@@ -392,8 +417,8 @@ def register_cli(subparsers) -> None:
         description="Build a training set for 'sgvis train-gan': square RGB images at a power-of-two resolution "
                     "plus manifest.json. Sources can be combined.")
     p.add_argument("output", help="output folder, or a path ending in .zip")
-    p.add_argument("--images", action="append", metavar="DIR", help="folder (searched recursively) or file of "
-                   "images; repeatable")
+    p.add_argument("--images", action="append", metavar="DIR", help="folder (searched recursively), image file, "
+                   "or zip of images (e.g. another dataset, to re-make it at another --resolution); repeatable")
     p.add_argument("--video", action="append", metavar="PATH", help="video file or folder of videos (VJ loops, "
                    "footage); frames are sampled at --fps; repeatable")
     p.add_argument("--procedural", type=int, metavar="N", help="add N images from sgvis's procedural source")

@@ -125,6 +125,24 @@ def test_procedural_zip_is_deterministic(tmp_path):
     assert styles["sources"][0]["styles"] == ["flow", "plasma"]
 
 
+def test_remake_a_zip_dataset_at_a_lower_resolution(tmp_path):
+    """--images accepts a zip of images (another dataset): the same images at another resolution, in order,
+    e.g. the low-resolution stage of a grown (train-gan --grow-from) run."""
+    ds.build_dataset(tmp_path / "big.zip", resolution=32, procedural=5, seed=2, workers=1, progress=False)
+    m = ds.build_dataset(tmp_path / "small.zip", resolution=8, images=[tmp_path / "big.zip"], workers=2,
+                         progress=False)
+    assert m["count"] == 5 and m["sources"][0]["files"] == 5             # manifest.json is not an image
+    big, small = ds.open_dataset(tmp_path / "big.zip"), ds.open_dataset(tmp_path / "small.zip")
+    for i in range(5):
+        expected = np.asarray(Image.fromarray(big.load(i)).resize((8, 8), Image.LANCZOS))
+        got = small.load(i)
+        assert np.abs(got.astype(int) - expected.astype(int)).mean() < 3, i   # image i is image i, downsized
+    (tmp_path / "broken.zip").write_bytes(b"PK not really")
+    with pytest.raises(UserError, match="not a readable zip"):
+        ds.build_dataset(tmp_path / "x.zip", resolution=8, images=[tmp_path / "broken.zip"], progress=False)
+    assert not (tmp_path / "x.zip").exists()
+
+
 def test_mixed_sources_jpg_and_max_images(tmp_path):
     src = make_image_folder(tmp_path / "imgs", with_bad=False)
     m = ds.build_dataset(tmp_path / "mix.zip", resolution=16, images=[src], procedural=10, max_images=7,
