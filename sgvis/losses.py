@@ -16,9 +16,19 @@ def g_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
+def d_logistic_fake(fake_logits: torch.Tensor) -> torch.Tensor:
+    """D's loss on fakes: mean softplus(D(fake))."""
+    return F.softplus(fake_logits).mean()
+
+
+def d_logistic_real(real_logits: torch.Tensor) -> torch.Tensor:
+    """D's loss on reals: mean softplus(-D(real))."""
+    return F.softplus(-real_logits).mean()
+
+
 def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """D: mean softplus(D(fake)) + mean softplus(-D(real))."""
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+    return d_logistic_fake(fake_logits) + d_logistic_real(real_logits)
 
 
 def r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ reals.png, log.jsonl (one JSON line per tick) and training_options.json.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -151,6 +152,15 @@ class _Dist:
             n = p.numel()
             p.grad = flat[offset: offset + n].view_as(p).clone()
             offset += n
+
+    def wrap(self, module: torch.nn.Module, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
+        """The module under DistributedDataParallel (gradients all-reduced in buckets during backward, overlapping
+        the computation); the module itself when there is one process."""
+        if not self.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
+                                       find_unused_parameters=find_unused)
 
     def broadcast_module(self, module: torch.nn.Module) -> None:
         if self.enabled:
@@ -291,6 +301,23 @@ def _check_outdir(outdir: str) -> None:
 # Training
 
 
+class _GeneratorPass(torch.nn.Module):
+    """One generator forward for training, as a module (what DistributedDataParallel wraps): mapping with
+    optional style mixing (the ws of mix_z from layer `cutoff` on), then synthesis with random noise."""
+
+    def __init__(self, G: torch.nn.Module):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor, mix_z: torch.Tensor | None, cutoff: int | None, update_emas: bool):
+        c = torch.zeros([z.shape[0], 0], device=z.device)
+        ws = self.G.mapping(z, c, update_emas=update_emas)
+        if mix_z is not None:
+            ws2 = self.G.mapping(mix_z, c, update_emas=False)
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        return self.G.synthesis(ws, noise_mode="random"), ws
+
+
 class Trainer:
     """Holds networks, optimisers and counters; `step()` runs one iteration (all phases)."""
 
@@ -320,9 +347,12 @@ class Trainer:
         self.G.train()
         self.D.train()
         self.G_ema.requires_grad_(False)
-        dist.broadcast_module(self.G)
-        dist.broadcast_module(self.D)
         dist.broadcast_module(self.G_ema)
+        # The phases that train G run it through G_ddp, those that train D through D_ddp (DistributedDataParallel
+        # under torchrun; the plain modules otherwise); the other network runs plain, with its gradients off.
+        # A grown D skips its new blocks at first (and its old input layer at the end): unused parameters.
+        self.G_ddp = dist.wrap(_GeneratorPass(self.G), device)
+        self.D_ddp = dist.wrap(self.D, device, find_unused=bool(self.arch.get("grow")))
 
         self.batch_gpu = o.batch // dist.world
         res = self.arch["resolution"]
@@ -369,31 +399,28 @@ class Trainer:
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn([n, self.G.z_dim], device=self.device)
 
-    def run_G(self, z: torch.Tensor, update_emas: bool):
-        G = self.G
-        c = torch.zeros([z.shape[0], 0], device=self.device)
-        ws = G.mapping(z, c, update_emas=update_emas)
-        if self.o.style_mixing > 0 and ws.shape[1] > 1:
-            cutoff = int(torch.randint(1, ws.shape[1], ()))
+    def run_G(self, z: torch.Tensor, update_emas: bool, train: bool = True):
+        """(images, ws) for z with style mixing; through G_ddp when G is being trained."""
+        mix_z, cutoff = None, None
+        if self.o.style_mixing > 0 and self.G.num_ws > 1:
+            cutoff = int(torch.randint(1, self.G.num_ws, ()))
             if float(torch.rand(())) < self.o.style_mixing:
-                ws2 = G.mapping(torch.randn_like(z), c, update_emas=False)
-                ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
-        img = G.synthesis(ws, noise_mode="random")
-        return img, ws
+                mix_z = torch.randn_like(z)
+        return (self.G_ddp if train else _GeneratorPass(self.G))(z, mix_z, cutoff, update_emas)
 
-    def run_D(self, img: torch.Tensor) -> torch.Tensor:
+    def run_D(self, img: torch.Tensor, train: bool = True) -> torch.Tensor:
         if self.augment is not None:
             img = self.augment(img)
-        return self.D(img)
+        return (self.D_ddp if train else self.D)(img)
 
     def _record(self, name: str, value) -> None:
         if isinstance(value, torch.Tensor):
             value = float(value.detach().float().mean())
         self.stats.setdefault(name, []).append(float(value))
 
-    def _sync_and_step(self, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-        """Average the gradients over the processes, replace non-finite values, take the optimiser step."""
-        self.dist.average_gradients(module)
+    @staticmethod
+    def _step(module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        """Replace non-finite gradient values (already averaged over the processes by DDP), take the step."""
         for p in module.parameters():
             if p.grad is not None:
                 torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
@@ -414,12 +441,12 @@ class Trainer:
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         fake, _ = self.run_G(self._z(n), update_emas=True)
-        loss_g = _losses().g_nonsaturating(self.run_D(fake))
+        loss_g = _losses().g_nonsaturating(self.run_D(fake, train=False))
         loss_g.backward()
-        self._sync_and_step(self.G, self.opt_G)
+        self._step(self.G, self.opt_G)
         self._record("loss_G", loss_g)
 
-        # G path length regularisation.
+        # G path length regularisation.  (x * 0 keeps every parameter in the graph, for DDP's reduction.)
         if self.pl_on and i % o.pl_interval == 0:
             self.opt_G.zero_grad(set_to_none=True)
             m = max(n // o.pl_batch_shrink, 1)
@@ -428,23 +455,27 @@ class Trainer:
             mean_len = self.dist.all_reduce_mean_(lengths.detach().mean().clone())
             self.pl_mean.copy_(self.pl_mean.lerp(mean_len, o.pl_decay) if self.pl_mean.item() > 0 else mean_len)
             penalty = (lengths - self.pl_mean).square()
-            (penalty.mean() * (o.pl_weight * o.pl_interval)).backward()
-            self._sync_and_step(self.G, self.opt_G)
+            (penalty.mean() * (o.pl_weight * o.pl_interval) + fake[:, 0, 0, 0].sum() * 0).backward()
+            self._step(self.G, self.opt_G)
             self._record("pl_penalty", penalty)
             self._record("pl_mean", self.pl_mean)
 
-        # D main.
+        # D main: fakes and reals in two backward passes (one DDP reduction, after the second).
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
         with torch.no_grad():
-            fake, _ = self.run_G(self._z(n), update_emas=False)
-        fake_logits = self.run_D(fake)
+            fake, _ = self.run_G(self._z(n), update_emas=False, train=False)
+        losses = _losses()
+        with self.D_ddp.no_sync() if self.D_ddp is not self.D else contextlib.nullcontext():
+            fake_logits = self.run_D(fake)
+            loss_fake = losses.d_logistic_fake(fake_logits)
+            loss_fake.backward()
         real_logits = self.run_D(real)
-        loss_d = _losses().d_logistic(real_logits, fake_logits)
-        loss_d.backward()
-        self._sync_and_step(self.D, self.opt_D)
-        self._record("loss_D", loss_d)
+        loss_real = losses.d_logistic_real(real_logits)
+        loss_real.backward()
+        self._step(self.D, self.opt_D)
+        self._record("loss_D", loss_fake.detach() + loss_real.detach())
         self._record("D_real", real_logits)
         self._record("D_fake", fake_logits)
         if self.ada is not None:
@@ -459,8 +490,8 @@ class Trainer:
             real_tmp = real.detach().requires_grad_(True)
             logits = self.run_D(real_tmp)
             penalty = _losses().r1_penalty(real_tmp, logits)
-            (penalty.mean() * (self.gamma / 2 * o.r1_interval)).backward()
-            self._sync_and_step(self.D, self.opt_D)
+            (penalty.mean() * (self.gamma / 2 * o.r1_interval) + logits.sum() * 0).backward()
+            self._step(self.D, self.opt_D)
             self._record("r1_penalty", penalty)
 
         # G_ema.
