@@ -6,6 +6,8 @@
 #
 # Resumable: run it again with the same OUTDIR and training continues from OUTDIR/run/training-state.pt.
 # Environment overrides (defaults = the shipped recipe): STEPS=820 BATCH=2 TRACKS=24 HELDOUT=6 SECONDS=30
+#   INIT=PATH   start from that steering checkpoint (train-encoder --init), e.g. the previous built-in one when
+#               the built-in model was retrained; fewer STEPS are then needed
 set -euo pipefail
 
 OUT="${1:-./runs/steer}"
@@ -14,6 +16,7 @@ BATCH="${BATCH:-2}"
 TRACKS="${TRACKS:-24}"
 HELDOUT="${HELDOUT:-6}"
 SECONDS_PER_TRACK="${SECONDS:-30}"
+INIT="${INIT:-}"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$OUT"
 
@@ -30,7 +33,7 @@ PY
 
 # 2. Train (the built-in model; resumes when a state exists).
 RESUME=()
-if [[ -f "$OUT/run/training-state.pt" ]]; then RESUME=(--resume); fi
+if [[ -f "$OUT/run/training-state.pt" ]]; then RESUME=(--resume); elif [[ -n "$INIT" ]]; then RESUME=(--init "$INIT"); fi
 sgvis train-encoder --data "$OUT/train" --out "$OUT/run" --config "$HERE/configs/train/encoder-sync.yaml" \
     --batch "$BATCH" --steps "$STEPS" --set train_encoder.preview_every=0 --set train_encoder.checkpoint_every=10 \
     "${RESUME[@]}"
