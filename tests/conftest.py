@@ -81,3 +81,13 @@ def marker(tmp_path):
     path = tmp_path / "EXECUTED"
     yield str(path)
     assert not path.exists(), "code embedded in a checkpoint was executed"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: thread start-up and barrier costs dominate, and two OpenMP threads on a shared 2-core machine
+    spin-wait on each other; one thread is faster.  Correctness does not depend on the thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -44,14 +44,7 @@ def _make(cfg, **synth):
     return G
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: thread start-up / barrier costs dominate, and on a shared machine a preempted
-    # worker thread stalls every op.  Correctness does not depend on the thread count.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

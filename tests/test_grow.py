@@ -17,12 +17,7 @@ ARCH = ["--channel-base", "128", "--channel-max", "16", "--z-dim", "16", "--w-di
 RUN = ["--batch", "4", "--grid", "2x2", "--quiet", "--threads", "1", "--snap", "0", "--tick", "0.004"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
