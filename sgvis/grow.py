@@ -34,6 +34,7 @@ def grown_arch(low_arch: dict, resolution: int, fade_kimg: float, fp16_res: int,
         raise UserError(f"--fade-kimg must be >= 0 (got {fade_kimg})")
     arch = {k: low_arch[k] for k in SHARED_ARCH_KEYS}
     arch.update(resolution=int(resolution), fp16_res=fp16_res, conv_clamp=conv_clamp,
+                noise=bool(low_arch.get("noise", True)),
                 grow=dict(from_resolution=low, fade_kimg=float(fade_kimg)))
     return arch
 

@@ -43,7 +43,7 @@ FINAL_NAME = "network-final.safetensors"
 
 # Architecture options: None means "the dataset's / the resumed run's / the default".
 ARCH_DEFAULTS = dict(resolution=None, channel_base=16384, channel_max=512, z_dim=512, w_dim=512, map_layers=8,
-                     fp16_res=None, conv_clamp=None)
+                     fp16_res=None, conv_clamp=None, noise=True)
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainOptions:
     map_layers: int | None = None
     fp16_res: int | None = None          # highest-resolution blocks in fp16 on CUDA (None: 4 on CUDA, 0 on CPU)
     conv_clamp: float | None = None      # None: 256 when fp16 is used
+    noise: bool | None = None            # per-pixel noise inputs in G (None: on, or the resumed run's)
     # schedule
     batch: int = 16
     kimg: float = 1000.0
@@ -217,7 +218,7 @@ def _arch_from_options(o: TrainOptions, resolution: int, device: torch.device) -
     conv_clamp = o.conv_clamp if o.conv_clamp is not None else (256 if fp16_res > 0 else None)
     return dict(resolution=resolution, channel_base=get("channel_base"), channel_max=get("channel_max"),
                 z_dim=get("z_dim"), w_dim=get("w_dim"), map_layers=get("map_layers"), fp16_res=fp16_res,
-                conv_clamp=conv_clamp, mbstd_group=o.mbstd_group)
+                conv_clamp=conv_clamp, mbstd_group=o.mbstd_group, noise=get("noise"))
 
 
 def build_networks(arch: dict):
@@ -229,7 +230,7 @@ def build_networks(arch: dict):
                   mapping_kwargs=dict(num_layers=arch["map_layers"]),
                   synthesis_kwargs=dict(channel_base=arch["channel_base"], channel_max=arch["channel_max"],
                                         num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
-                                        architecture="skip"))
+                                        architecture="skip", use_noise=bool(arch.get("noise", True))))
     D = Discriminator(c_dim=0, img_resolution=arch["resolution"], img_channels=3, architecture="resnet",
                       channel_base=arch["channel_base"], channel_max=arch["channel_max"],
                       num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
@@ -591,11 +592,13 @@ def _validate(o: TrainOptions, world: int) -> None:
 
 def _check_resume_conflicts(o: TrainOptions, arch: dict, what: str = "resumed",
                             keys=("resolution", "channel_base", "channel_max", "z_dim", "w_dim", "map_layers",
-                                  "fp16_res", "conv_clamp")) -> None:
+                                  "fp16_res", "conv_clamp", "noise")) -> None:
     for k in keys:
-        v = getattr(o, k)
-        if v is not None and v != arch[k]:
-            raise UserError(f"--{k.replace('_', '-')} {v} conflicts with the run being {what} ({arch[k]}); "
+        v, have = getattr(o, k), arch.get(k, ARCH_DEFAULTS.get(k))
+        if v is not None and v != have:
+            if isinstance(v, bool):
+                v, have = ("on" if v else "off"), ("on" if have else "off")
+            raise UserError(f"--{k.replace('_', '-')} {v} conflicts with the run being {what} ({have}); "
                             f"leave it out to keep the run's architecture")
 
 
@@ -614,7 +617,8 @@ def _load_grow_source(o: TrainOptions, resolution: int) -> dict:
     if low.get("grow") and low["grow"].get("from_resolution", 0) >= resolution:
         raise UserError(f"--grow-from {o.grow_from}: that run is itself grown from {low['grow']['from_resolution']}"
                         f"x{low['grow']['from_resolution']}; grow to a higher resolution")
-    _check_resume_conflicts(o, low, "grown", keys=("channel_base", "channel_max", "z_dim", "w_dim", "map_layers"))
+    _check_resume_conflicts(o, low, "grown", keys=("channel_base", "channel_max", "z_dim", "w_dim", "map_layers",
+                                                   "noise"))
     grown_arch(low, resolution, o.fade_kimg, 0, None)          # validates the resolutions and --fade-kimg
     return state
 
@@ -814,6 +818,8 @@ def options_from_args(args) -> TrainOptions:
         if k in names:
             kw[k] = v
     kw["grid"] = _parse_grid(args.grid)
+    if getattr(args, "noise", None) is not None:
+        kw["noise"] = args.noise == "on"
     if args.augment_ops:
         kw["augment_ops"] = tuple(s.strip() for s in args.augment_ops.split(",") if s.strip())
         from sgvis.augment import DEFAULT_OPS
@@ -864,6 +870,9 @@ def register_cli(subparsers) -> None:
     g.add_argument("--fp16-res", type=int, help="number of highest-resolution blocks run in fp16 on CUDA "
                    "(mixed precision; default 4 on CUDA, 0 on CPU)")
     g.add_argument("--conv-clamp", type=float, help="clamp conv outputs (default 256 when fp16 is used)")
+    g.add_argument("--noise", choices=("on", "off"), help="G's per-pixel noise inputs (default on). 'off' makes "
+                   "the latent the only source of variation, so every change of the image comes from w: what sgvis "
+                   "steers (render and live hold the noise constant)")
     g.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size (default 4)")
     g.add_argument("--grow-from", metavar="RUN", help="start from a trained lower-resolution run (its folder or "
                    "training-state.pt): its layers are kept, the new resolutions are added (progressive growing; "

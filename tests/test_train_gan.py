@@ -187,6 +187,28 @@ def test_training_state_loads_weights_only(data16, tmp_path):
     assert np.isfinite(read_log(out)[-1]["r1_penalty"])
 
 
+def test_noise_off_trains_a_generator_steered_by_w_alone(data16, tmp_path, capsys):
+    """--noise off: no per-pixel noise inputs in G, so the image is a function of w only (what render and live
+    steer); the setting is part of the architecture: the model loads without noise and resume keeps it."""
+    out = tmp_path / "run"
+    assert run_command("--data", data16, "--outdir", out, *TINY, "--noise", "off", "--kimg", "0.008",
+                       "--snap", "0") == 0
+    G = stylegan.load(str(out / "network-final.safetensors"), "cpu")
+    assert not any("noise" in name for name, _ in G.named_parameters())
+    z = torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ws = G.mapping(z, None)
+        a, b = G.synthesis(ws, noise_mode="random"), G.synthesis(ws, noise_mode="random")
+    torch.testing.assert_close(a, b)                       # "random" noise changes nothing: there is none
+    from stylegan.fast import FastSynthesis
+    torch.testing.assert_close(FastSynthesis(G)(ws), a, rtol=0, atol=2e-3)
+    assert json.load(open(out / "training_options.json"))["arch"]["noise"] is False
+    with pytest.raises(UserError, match="--noise on conflicts with the run being resumed \\(off\\)"):
+        run_command("--data", data16, "--outdir", out, *TINY, "--noise", "on", "--resume", "latest",
+                    "--kimg", "0.012")
+    assert run_command("--data", data16, "--outdir", out, *TINY, "--resume", "latest", "--kimg", "0.012") == 0
+
+
 def _free_port() -> int:
     import socket
     with socket.socket() as s:
