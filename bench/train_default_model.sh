@@ -23,7 +23,7 @@ SEED="${SEED:-0}"
 SGVIS="${SGVIS:-python -m sgvis}"
 THREAD_ARGS=()
 if [[ -n "${THREADS:-}" ]]; then THREAD_ARGS=(--threads "$THREADS"); fi
-ARCH=(--channel-base 4096 --channel-max 128 --z-dim 256 --w-dim 256 --map-layers 4)
+ARCH=(--channel-base 4096 --channel-max 128 --z-dim 256 --w-dim 256 --map-layers 4 --noise off)
 COMMON=(--batch "$BATCH" --tick 1 --snap 2 --seed "$SEED" --pl-weight 2 --style-mixing 0.9 --augment ada
         --grid 4x4 --device cpu "${THREAD_ARGS[@]}")
 
