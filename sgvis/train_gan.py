@@ -352,7 +352,8 @@ class Trainer:
         # The phases that train G run it through G_ddp, those that train D through D_ddp (DistributedDataParallel
         # under torchrun; the plain modules otherwise); the other network runs plain, with its gradients off.
         # A grown D skips its new blocks at first (and its old input layer at the end): unused parameters.
-        self.G_ddp = dist.wrap(_GeneratorPass(self.G), device)
+        self.G_pass = _GeneratorPass(self.G)
+        self.G_ddp = dist.wrap(self.G_pass, device)
         self.D_ddp = dist.wrap(self.D, device, find_unused=bool(self.arch.get("grow")))
 
         self.batch_gpu = o.batch // dist.world
@@ -407,7 +408,7 @@ class Trainer:
             cutoff = int(torch.randint(1, self.G.num_ws, ()))
             if float(torch.rand(())) < self.o.style_mixing:
                 mix_z = torch.randn_like(z)
-        return (self.G_ddp if train else _GeneratorPass(self.G))(z, mix_z, cutoff, update_emas)
+        return (self.G_ddp if train else self.G_pass)(z, mix_z, cutoff, update_emas)
 
     def run_D(self, img: torch.Tensor, train: bool = True) -> torch.Tensor:
         if self.augment is not None:
