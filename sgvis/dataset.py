@@ -389,6 +389,8 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        while _zips:                                     # zips read in this process (workers have their own)
+            _zips.popitem()[1].close()
     return manifest
 
 

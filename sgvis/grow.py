@@ -116,21 +116,10 @@ def init_from_lower(G: nn.Module, D: FadeInDiscriminator, G_ema: nn.Module, low_
                    if k.startswith(f"b{low}.fromrgb.")}
         D.fromrgb_low.load_state_dict(fromrgb)
         _load_subset(D.D, d_state, tuple(f"b{r}." for r in D.D.block_resolutions if r > low), "discriminator")
-    except RuntimeError as e:                            # shape mismatches
-        first = str(e).strip().splitlines()
+    except RuntimeError as e:                            # shape mismatches: torch names the tensor on the last line
+        lines = str(e).strip().splitlines()
         raise UserError(f"--grow-from: the run to grow does not fit the grown network: "
-                        f"{first[-1].strip() if first else e}") from None
+                        f"{lines[-1].strip() if lines else e}") from None
 
 
-def upsampled_like(img_low: torch.Tensor, G: nn.Module, resolution: int) -> torch.Tensor:
-    """The low-resolution image upsampled the way the grown generator's skip path does it (for checks)."""
-    from cuda_ops import upsample2d
-    img = img_low
-    for r in G.synthesis.block_resolutions:
-        if r > img.shape[-1] and r <= resolution:
-            img = upsample2d(img, getattr(G.synthesis, f"b{r}").resample_filter)
-    return img
-
-
-__all__ = ["grown_arch", "FadeInDiscriminator", "set_fade", "init_from_lower", "upsampled_like",
-           "SHARED_ARCH_KEYS"]
+__all__ = ["grown_arch", "FadeInDiscriminator", "set_fade", "init_from_lower", "SHARED_ARCH_KEYS"]

@@ -469,7 +469,7 @@ class Trainer:
         with torch.no_grad():
             fake, _ = self.run_G(self._z(n), update_emas=False, train=False)
         losses = _losses()
-        with self.D_ddp.no_sync() if self.D_ddp is not self.D else contextlib.nullcontext():
+        with self.D_ddp.no_sync() if self.dist.enabled else contextlib.nullcontext():
             fake_logits = self.run_D(fake)
             loss_fake = losses.d_logistic_fake(fake_logits)
             loss_fake.backward()
@@ -615,9 +615,6 @@ def _load_grow_source(o: TrainOptions, resolution: int) -> dict:
                         f"{STATE_FILE}")
     state = load_state(path)
     low = json.loads(state["arch"])
-    if low.get("grow") and low["grow"].get("from_resolution", 0) >= resolution:
-        raise UserError(f"--grow-from {o.grow_from}: that run is itself grown from {low['grow']['from_resolution']}"
-                        f"x{low['grow']['from_resolution']}; grow to a higher resolution")
     _check_resume_conflicts(o, low, "grown", keys=("channel_base", "channel_max", "z_dim", "w_dim", "map_layers",
                                                    "noise"))
     grown_arch(low, resolution, o.fade_kimg, 0, None)          # validates the resolutions and --fade-kimg
