@@ -1,7 +1,11 @@
-"""StyleGAN2 losses: non-saturating logistic GAN loss, R1 gradient penalty, path length regularisation.
+"""StyleGAN2 losses: non-saturating logistic GAN loss, R1 gradient penalty, path length regularisation, and an
+optional mode-coverage term.
 
 Karras et al. 2020 ("Analyzing and Improving the Image Quality of StyleGAN"), Mescheder et al. 2018 (R1).
 Regularisers are "lazy": evaluated every k-th step with their weight multiplied by k.
+Coverage: each real image is matched with the nearest of a pool of generated ones, and G is pulled towards it at
+low resolution (implicit maximum likelihood, Li & Malik 2018; used beside a GAN loss in Yu et al. 2020,
+"Inclusive GAN"). Every real image then has latents that come near it, which a GAN alone does not ensure.
 """
 from __future__ import annotations
 
@@ -43,3 +47,18 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
     noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
     (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
     return grads.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def thumbnails(img: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C*size*size]: area averages over size x size cells (the layout, not the detail)."""
+    return F.adaptive_avg_pool2d(img.float(), size).flatten(1)
+
+
+def nearest_candidates(real: torch.Tensor, candidates: torch.Tensor, size: int) -> torch.Tensor:
+    """For each real image, the index of the candidate (generated) image nearest to it in thumbnails ([N])."""
+    return torch.cdist(thumbnails(real, size), thumbnails(candidates, size)).argmin(dim=1)
+
+
+def coverage(fake: torch.Tensor, real: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean squared thumbnail difference between fake[i] and its matched real[i]."""
+    return (thumbnails(fake, size) - thumbnails(real, size)).square().mean()

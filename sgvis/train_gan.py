@@ -6,6 +6,8 @@
 Per iteration (lazy regularisation as in StyleGAN2):
   G main   softplus(-D(aug(G(z))))                         style mixing, w_avg tracking in G.mapping
   G reg    path length penalty, every --pl-interval steps  (if --pl-weight > 0)
+  G cover  each real x pulls the nearest of --coverage-candidates fakes towards it, at --coverage-res^2
+           (mean squared difference, weight --coverage, every --coverage-interval steps; if --coverage > 0)
   D main   softplus(D(aug(G(z)))) + softplus(-D(aug(x)))   sign(D(aug(x))) drives the ADA probability p
   D reg    R1: gamma/2 |dD(aug(x))/dx|^2, every --r1-interval steps
   G_ema    exponential moving average of G (half-life --ema-kimg), what snapshots and samples use
@@ -78,6 +80,10 @@ class TrainOptions:
     pl_batch_shrink: int = 2
     pl_decay: float = 0.01
     style_mixing: float = 0.9
+    coverage: float = 0.0                # mode-coverage weight (0: off; see sgvis.losses.coverage)
+    coverage_interval: int = 4
+    coverage_candidates: int = 64
+    coverage_res: int = 16
     ema_kimg: float | None = None        # None: batch * 10 / 32
     ema_rampup: float | None = 0.05
     mbstd_group: int = 4
@@ -367,6 +373,7 @@ class Trainer:
 
         self.pl_on = o.pl_weight > 0 and o.pl_interval > 0
         self.r1_on = self.gamma > 0 and o.r1_interval > 0
+        self.coverage_on = o.coverage > 0 and o.coverage_interval > 0
         self.opt_G = adam(self.G.parameters(), o.lr, o.pl_interval if self.pl_on else 0)
         self.opt_D = adam(self.D.parameters(), o.d_lr if o.d_lr is not None else o.lr,
                           o.r1_interval if self.r1_on else 0)
@@ -461,6 +468,20 @@ class Trainer:
             self._step(self.G, self.opt_G)
             self._record("pl_penalty", penalty)
             self._record("pl_mean", self.pl_mean)
+
+        # G coverage: the fake nearest to each real (among a pool drawn without style mixing) is pulled towards it.
+        if self.coverage_on and i % o.coverage_interval == 0:
+            losses = _losses()
+            self.opt_G.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                pool_z = self._z(o.coverage_candidates)
+                pool = torch.cat([self.G_pass(zs, None, None, False)[0] for zs in pool_z.split(max(n, 1))])
+                matched = losses.nearest_candidates(real, pool, o.coverage_res)
+            fake, _ = self.G_ddp(pool_z[matched], None, None, False)
+            loss_cover = losses.coverage(fake, real, o.coverage_res)
+            (loss_cover * (o.coverage * o.coverage_interval)).backward()
+            self._step(self.G, self.opt_G)
+            self._record("coverage", loss_cover)
 
         # D main: fakes and reals in two backward passes (one DDP reduction, after the second).
         self.G.requires_grad_(False)
@@ -583,6 +604,10 @@ def _validate(o: TrainOptions, world: int) -> None:
         raise UserError(f"--augment-p must be in [0, 1], got {o.augment_p}")
     if not 0 <= o.style_mixing <= 1:
         raise UserError(f"--style-mixing must be in [0, 1], got {o.style_mixing}")
+    if o.coverage < 0:
+        raise UserError(f"--coverage must be >= 0, got {o.coverage}")
+    if o.coverage > 0 and (o.coverage_interval < 1 or o.coverage_candidates < 1 or o.coverage_res < 1):
+        raise UserError("--coverage-interval, --coverage-candidates and --coverage-res must be >= 1")
     if o.resolution is not None and (o.resolution < 4 or o.resolution & (o.resolution - 1)):
         raise UserError(f"--resolution must be a power of two >= 4, got {o.resolution}")
     for name in ("channel_base", "channel_max", "z_dim", "w_dim", "map_layers"):
@@ -900,6 +925,15 @@ def register_cli(subparsers) -> None:
     g.add_argument("--pl-interval", type=int, default=4)
     g.add_argument("--style-mixing", type=float, default=0.9, help="style mixing probability (default 0.9)")
     g.add_argument("--ema-kimg", type=float, help="G_ema half-life in kimg (default batch * 10 / 32)")
+    g.add_argument("--coverage", type=float, default=0.0, help="mode coverage weight (0: off, the default). Each "
+                   "real image pulls the nearest of --coverage-candidates generated images towards it at "
+                   "--coverage-res^2, so no part of the data is left without latents; against mode collapse on "
+                   "small datasets and short runs")
+    g.add_argument("--coverage-interval", type=int, default=4, help="coverage step every N steps (default 4)")
+    g.add_argument("--coverage-candidates", type=int, default=64, help="generated images searched per coverage "
+                   "step (default 64)")
+    g.add_argument("--coverage-res", type=int, default=16, help="resolution the images are compared at "
+                   "(default 16)")
     g = p.add_argument_group("augmentation")
     g.add_argument("--augment", choices=["ada", "fixed", "none"], default="ada",
                    help="ada: adaptive probability (default); fixed: --augment-p throughout; none")

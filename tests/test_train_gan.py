@@ -209,6 +209,58 @@ def test_noise_off_trains_a_generator_steered_by_w_alone(data16, tmp_path, capsy
     assert run_command("--data", data16, "--outdir", out, *TINY, "--resume", "latest", "--kimg", "0.012") == 0
 
 
+def test_coverage_matches_each_real_with_its_nearest_fake_and_pulls_it_closer():
+    """The coverage term: nearest_candidates finds the generated image closest to each real one (at thumbnail
+    resolution), and descending coverage() on those pairs moves the generator's nearest samples to the data."""
+    from sgvis import losses
+    real = torch.rand([3, 3, 16, 16]) * 2 - 1
+    pool = torch.rand([10, 3, 16, 16]) * 2 - 1
+    pool[7], pool[2] = real[0], real[2] + 0.01 * torch.randn([3, 16, 16])   # near-copies of reals 0 and 2
+    matched = losses.nearest_candidates(real, pool, 4)
+    assert matched[0] == 7 and matched[2] == 2
+    assert losses.coverage(pool[matched], real, 4) < losses.coverage(pool[:3], real, 4)
+
+    torch.manual_seed(0)
+    G, _ = train_gan.build_networks(dict(resolution=16, channel_base=128, channel_max=16, z_dim=16, w_dim=16,
+                                         map_layers=2, fp16_res=0, conv_clamp=None, mbstd_group=4, noise=False))
+    real = torch.stack([torch.linspace(-1, 1, 16).expand(3, 16, 16), torch.linspace(1, -1, 16).expand(3, 16, 16)])
+    real = torch.cat([real, real.transpose(2, 3)])                         # four gradients: 4 "modes"
+    opt = torch.optim.Adam(G.parameters(), lr=0.01)
+
+    def nearest_distance():
+        with torch.no_grad():
+            pool = G.synthesis(G.mapping(torch.randn([32, 16], generator=torch.Generator().manual_seed(1)),
+                                         None), noise_mode="const")
+            return losses.coverage(pool[losses.nearest_candidates(real, pool, 8)], real, 8).item()
+
+    before = nearest_distance()
+    for _ in range(40):
+        with torch.no_grad():
+            z = torch.randn([32, 16])
+            pool = G.synthesis(G.mapping(z, None), noise_mode="const")
+            matched = losses.nearest_candidates(real, pool, 8)
+        opt.zero_grad()
+        losses.coverage(G.synthesis(G.mapping(z[matched], None), noise_mode="const"), real, 8).backward()
+        opt.step()
+    assert nearest_distance() < 0.3 * before
+
+
+def test_train_gan_with_coverage(data16, tmp_path):
+    """--coverage runs its G step every --coverage-interval iterations (logged as 'coverage'); bad values are
+    one-line errors."""
+    out = tmp_path / "run"
+    assert run_command("--data", data16, "--outdir", out, *TINY, "--noise", "off", "--kimg", "0.012",
+                       "--snap", "0", "--tick", "0.004", "--coverage", "2", "--coverage-interval", "2",
+                       "--coverage-candidates", "8", "--coverage-res", "4") == 0
+    log = read_log(out)
+    assert [("coverage" in e) for e in log] == [True, False, True]        # iterations 0 and 2 of 0, 1, 2
+    assert all(math.isfinite(e["coverage"]) and e["coverage"] > 0 for e in log if "coverage" in e)
+    assert json.load(open(out / "training_options.json"))["options"]["coverage"] == 2
+    with pytest.raises(UserError, match="--coverage must be >= 0"):
+        run_command("--data", data16, "--outdir", tmp_path / "bad", *TINY, "--coverage", "-1")
+    assert not (tmp_path / "bad").exists()
+
+
 def _free_port() -> int:
     import socket
     with socket.socket() as s:
