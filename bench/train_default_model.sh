@@ -11,6 +11,7 @@
 # snapshot of the earlier single-stage recipe; these defaults are the targets of the run that will replace it).
 # Environment overrides:
 #   KIMG64=... KIMG256=... FADE_KIMG=... BATCH=8 IMAGES=4000 DATA_SEED=1 SEED=0 THREADS= (torch default)
+#   COVERAGE=0 (train-gan --coverage weight, both stages; the run in progress uses 10 from 31.8 kimg on)
 #   DEVICE=cpu (cuda on a GPU machine: mixed precision is then on) SGVIS="python -m sgvis"
 set -euo pipefail
 
@@ -24,11 +25,12 @@ DATA_SEED="${DATA_SEED:-1}"
 SEED="${SEED:-0}"
 SGVIS="${SGVIS:-python -m sgvis}"
 DEVICE="${DEVICE:-cpu}"
+COVERAGE="${COVERAGE:-0}"
 THREAD_ARGS=()
 if [[ -n "${THREADS:-}" ]]; then THREAD_ARGS=(--threads "$THREADS"); fi
 ARCH=(--channel-base 4096 --channel-max 128 --z-dim 256 --w-dim 256 --map-layers 4 --noise off)
 COMMON=(--batch "$BATCH" --tick 1 --snap 2 --seed "$SEED" --pl-weight 2 --style-mixing 0.9 --augment ada
-        --grid 4x4 --device "$DEVICE" "${THREAD_ARGS[@]}")
+        --grid 4x4 --device "$DEVICE" --coverage "$COVERAGE" "${THREAD_ARGS[@]}")
 
 mkdir -p "$OUT"
 DATA256="$OUT/procedural-256.zip"
