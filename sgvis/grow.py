@@ -98,6 +98,15 @@ def _load_subset(module: nn.Module, state: dict, new_prefixes: tuple[str, ...], 
                         f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
 
 
+def plain_discriminator_state(d_state: dict) -> dict:
+    """A discriminator state dict as a plain Discriminator stores it. The D of a run that was itself grown is a
+    FadeInDiscriminator: its plain D is under "D.", beside the old input layer, which is dropped (by the end of
+    the fade its weight is 0)."""
+    if not any(k.startswith("D.") for k in d_state):
+        return dict(d_state)
+    return {k[len("D."):]: v for k, v in d_state.items() if k.startswith("D.")}
+
+
 def init_from_lower(G: nn.Module, D: FadeInDiscriminator, G_ema: nn.Module, low_state: dict) -> None:
     """Copy a lower-resolution training state's networks into freshly built grown ones (in place)."""
     low = D.low_resolution
@@ -111,7 +120,7 @@ def init_from_lower(G: nn.Module, D: FadeInDiscriminator, G_ema: nn.Module, low_
                     torgb = getattr(net.synthesis, f"b{r}").torgb
                     torgb.weight.zero_()
                     torgb.bias.zero_()
-        d_state = dict(low_state["D"])
+        d_state = plain_discriminator_state(low_state["D"])
         fromrgb = {k[len(f"b{low}.fromrgb."):]: d_state.pop(k) for k in list(d_state)
                    if k.startswith(f"b{low}.fromrgb.")}
         D.fromrgb_low.load_state_dict(fromrgb)
@@ -122,4 +131,5 @@ def init_from_lower(G: nn.Module, D: FadeInDiscriminator, G_ema: nn.Module, low_
                         f"{lines[-1].strip() if lines else e}") from None
 
 
-__all__ = ["grown_arch", "FadeInDiscriminator", "set_fade", "init_from_lower", "SHARED_ARCH_KEYS"]
+__all__ = ["grown_arch", "FadeInDiscriminator", "set_fade", "init_from_lower", "plain_discriminator_state",
+           "SHARED_ARCH_KEYS"]

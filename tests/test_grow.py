@@ -120,6 +120,34 @@ def test_grow_run_trains_resumes_and_exports(runs, tmp_path):
     assert round(last["kimg"], 3) == 0.016 and last["fade_alpha"] == 1.0
 
 
+def test_a_grown_run_grows_again(runs, tmp_path):
+    """8 -> 16 -> 32: the second growth starts from the grown run's plain D and its G, upsampled exactly."""
+    data, low = runs
+    data16 = tmp_path / "proc16.zip"
+    ds.build_dataset(data16, resolution=16, procedural=8, seed=1, workers=1, progress=False)
+    mid = tmp_path / "mid"
+    assert sgvis_main(["train-gan", "--data", str(data16), "--outdir", str(mid), "--grow-from", str(low),
+                       "--fade-kimg", "0.004", *RUN, "--kimg", "0.008"]) == 0
+    state = train_gan.load_state(os.path.join(mid, train_gan.STATE_FILE))
+    assert any(k.startswith("D.") for k in state["D"])                      # a FadeInDiscriminator's state
+    trainer, _ = grown_trainer(data, mid)
+    G_mid, D_mid = train_gan.build_networks(json.loads(state["arch"]))
+    G_mid.load_state_dict(state["G_ema"])
+    D_mid.load_state_dict(state["D"])
+    assert json.loads(state["arch"])["resolution"] == 16 and trainer.arch["grow"]["from_resolution"] == 16
+    torch.testing.assert_close(g_images(trainer.G_ema.eval()),
+                               upsampled_like(g_images(G_mid.eval()), trainer.G_ema, 32), rtol=0, atol=1e-5)
+    D_plain = D_mid.D                                                       # the mid run's D at alpha 1
+    img = torch.rand([4, 3, 32, 32], generator=torch.Generator().manual_seed(0)) * 2 - 1
+    grow.set_fade(trainer.D, 0, 0.004)
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.D.eval()(img), D_plain.eval()(trainer.D.downsample(img)))
+    out = tmp_path / "top"
+    assert sgvis_main(["train-gan", "--data", str(data[32]), "--outdir", str(out), "--grow-from", str(mid),
+                       "--fade-kimg", "0.004", *RUN, "--kimg", "0.008"]) == 0
+    assert stylegan.load(str(out / "network-final.safetensors"), "cpu").img_resolution == 32
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--resolution", "8"], "must be higher"),
     (["--channel-base", "256"], "conflicts with the run being grown"),
