@@ -41,6 +41,28 @@ def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum((a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T, 0))
 
 
+def generate(G, ws: torch.Tensor, chunk: int = 8) -> np.ndarray:
+    """uint8 images [N, H, W, 3] for ws, with constant noise, `chunk` at a time."""
+    with torch.no_grad():
+        return np.concatenate([to_uint8(G.synthesis(ws[i:i + chunk], noise_mode="const"))
+                               for i in range(0, len(ws), chunk)])
+
+
+def training_images(data_seed: int, n: int, resolution: int) -> np.ndarray:
+    """The first n images [n, H, W, 3] of the procedural dataset with that seed, as `sgvis dataset` makes them."""
+    return np.stack([procedural((data_seed, i), resolution=resolution) for i in range(n)])
+
+
+def diversity(fs: np.ndarray, fr: np.ndarray) -> dict:
+    """Generated features fs against training features fr (the same count): mean pairwise distances, their ratio,
+    and the mean distance from each sample to its nearest training image."""
+    iu = np.triu_indices(len(fs), 1)
+    d_gen, d_real = pairwise(fs, fs)[iu].mean(), pairwise(fr, fr)[iu].mean()
+    return {"mean_pairwise_generated": float(d_gen), "mean_pairwise_training": float(d_real),
+            "diversity_ratio": float(d_gen / d_real),
+            "nearest_training_from_generated": float(pairwise(fs, fr).min(1).mean())}
+
+
 def save(img: Image.Image, path: str, longest: int = 1024) -> None:
     """PNG at most `longest` pixels wide or high (the figures live in git)."""
     img.thumbnail((longest, longest), Image.LANCZOS)
@@ -70,8 +92,7 @@ def main() -> None:
     with torch.no_grad():
         z = torch.randn([args.n, G.z_dim], generator=g)
         ws = G.mapping(z, None, truncation_psi=args.psi)
-        samples = np.concatenate([to_uint8(G.synthesis(ws[i:i + 8], noise_mode="const"))
-                                  for i in range(0, args.n, 8)])
+        samples = generate(G, ws)
         # Interpolation strip: 4 rows, each 8 steps from one sample's w to another's.
         strip = []
         for r in range(4):
@@ -80,21 +101,18 @@ def main() -> None:
             strip.append(to_uint8(G.synthesis(a[None] + t * (b - a)[None],
                                               noise_mode="const")))
     # The training imagery: the procedural dataset's images (seed (data seed, index), as `sgvis dataset` makes them).
-    real = np.stack([procedural((args.data_seed, i), resolution=G.img_resolution) for i in range(args.n)])
+    real = training_images(args.data_seed, args.n, G.img_resolution)
     save(grid(samples[:32], 8), os.path.join(args.out, "samples.png"))
     save(grid(np.concatenate(strip), 8), os.path.join(args.out, "interpolation.png"))
     save(grid(real[:16], 8), os.path.join(args.out, "training-imagery.png"))
     fs, fr = features(samples), features(real)
     iu = np.triu_indices(args.n, 1)
-    d_gen, d_real = pairwise(fs, fs)[iu].mean(), pairwise(fr, fr)[iu].mean()
-    nn_gen = pairwise(fs, fr).min(1).mean()
+    div = diversity(fs, fr)
+    d_gen, d_real = div["mean_pairwise_generated"], div["mean_pairwise_training"]
     rr = pairwise(fr, fr)
     np.fill_diagonal(rr, np.inf)
-    nn_real = rr.min(1).mean()
-    report = {"model": args.model, "n": args.n, "truncation_psi": args.psi,
-              "mean_pairwise_generated": float(d_gen), "mean_pairwise_training": float(d_real),
-              "diversity_ratio": float(d_gen / d_real),
-              "nearest_training_from_generated": float(nn_gen), "nearest_training_from_training": float(nn_real)}
+    report = {"model": args.model, "n": args.n, "truncation_psi": args.psi, **div,
+              "nearest_training_from_training": float(rr.min(1).mean())}
     # Diversity figure: histograms of pairwise distances, generated vs training.
     from PIL import ImageDraw
     hg, edges = np.histogram(pairwise(fs, fs)[iu], bins=40, range=(0, float(max(d_gen, d_real) * 2.2)))

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_figures import features, pairwise, to_uint8  # noqa: E402
+from model_figures import diversity, features, generate, training_images  # noqa: E402
 
 import stylegan  # noqa: E402
-from sgvis.procedural import render as procedural  # noqa: E402
 
 
 def main() -> None:
@@ -36,25 +35,20 @@ def main() -> None:
     paths = sorted(glob.glob(os.path.join(args.run, "network-snapshot-*.safetensors")))
     if not paths:
         sys.exit(f"snapshot_diversity: no network-snapshot-*.safetensors in {args.run}")
-    iu = np.triu_indices(args.n, 1)
     real_by_res: dict[int, np.ndarray] = {}
     print("kimg  " + "  ".join(f"ratio@{p:g} nearest@{p:g}" for p in psis))
     for path in paths:
         G = stylegan.load(path, "cpu")
         res = G.img_resolution
         if res not in real_by_res:
-            real_by_res[res] = features(np.stack([procedural((args.data_seed, i), resolution=res)
-                                                  for i in range(args.n)]))
-        fr = real_by_res[res]
-        d_real = pairwise(fr, fr)[iu].mean()
+            real_by_res[res] = features(training_images(args.data_seed, args.n, res))
         z = torch.randn([args.n, G.z_dim], generator=torch.Generator().manual_seed(0))
         cols = []
-        with torch.no_grad():
-            for psi in psis:
+        for psi in psis:
+            with torch.no_grad():
                 ws = G.mapping(z, None, truncation_psi=psi)
-                fs = features(np.concatenate([to_uint8(G.synthesis(ws[i:i + 16], noise_mode="const"))
-                                              for i in range(0, args.n, 16)]))
-                cols.append(f"{pairwise(fs, fs)[iu].mean() / d_real:9.3f} {pairwise(fs, fr).min(1).mean():10.2f}")
+            d = diversity(features(generate(G, ws)), real_by_res[res])
+            cols.append(f"{d['diversity_ratio']:9.3f} {d['nearest_training_from_generated']:10.2f}")
         kimg = int(re.search(r"(\d+)\.safetensors$", path).group(1))
         print(f"{kimg:4d}  " + "  ".join(cols), flush=True)
 
