@@ -134,6 +134,7 @@ class LiveShow:
         self.reconnects = 0
         self._was_connected = True
         self.frames_recorded = 0
+        self.samples_lost = 0
         self.screenshots: list[str] = []
         self._read_pos = 0
         self._resampler = None
@@ -152,8 +153,11 @@ class LiveShow:
     def _pull_audio(self) -> tuple[np.ndarray, float]:
         """New captured samples (mono, device rate) and the capture time of the newest one."""
         ring = self.input.ring
-        data, self._read_pos, _lost = ring.read_since(self._read_pos)
+        data, self._read_pos, lost = ring.read_since(self._read_pos)
         captured = ring.write_time - getattr(self.input, "input_latency", 0.0)
+        if lost:     # overwritten before it was read: keep the timeline with silence in its place
+            self.samples_lost += lost
+            return np.concatenate([np.zeros(lost, np.float32), data[:, 0]]), captured
         return data[:, 0], captured
 
     def _analyse(self, samples: np.ndarray, rate: int) -> None:
@@ -249,15 +253,10 @@ class LiveShow:
         self.renderer = Renderer(self.surface.ctx, self.frame_size, gpu_frames=self.device.type == "cuda")
 
     def _open_recorder(self):
-        if not self.job.record:
-            return
-        from sgvis.sinks import AAC_RATES, Mp4Sink, even
-        rate = self.input.sample_rate if self.input.sample_rate in AAC_RATES else 48000
-        self._record_rate = rate
-        width, height = (even(v) for v in self.frame_size)
-        self.recorder = Mp4Sink(self.job.record, float(self.lcfg["record_fps"]), width, height,
-                                audio_rate=rate, audio_channels=1, push_audio=True)
-        self._record_start = None
+        if self.job.record:
+            from sgvis.sinks import LiveRecorder
+            self.recorder = LiveRecorder(self.job.record, float(self.lcfg["record_fps"]), self.frame_size,
+                                         self.input.sample_rate)
 
     def _hud_lines(self, now: float) -> list[str]:
         recent = self.frame_times[-60:]
@@ -295,8 +294,8 @@ class LiveShow:
             samples = np.zeros(gap, np.float32)
             captured = t0
         self._last_step = t0
-        if self.recorder is not None and len(samples):
-            self.recorder.write_audio(samples[None])
+        if self.recorder is not None:
+            self.recorder.audio(samples)
         self._analyse(samples, rate)
         features = self.extractor.at(self._analysed_samples / self.mel.sample_rate)
         if not self.frozen:
@@ -326,15 +325,7 @@ class LiveShow:
             self.ready_latencies.append(t_ready - captured)
         self.frames_shown += 1
         if self.recorder is not None:
-            if self._record_start is None:
-                self._record_start = t_shown
-            due = int((t_shown - self._record_start) * float(self.lcfg["record_fps"])) + 1
-            frame = np.asarray(frame)
-            if frame.shape[0] % 2 or frame.shape[1] % 2:
-                frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))
-            while self.frames_recorded < due:            # constant frame rate, in step with the captured audio
-                self.recorder.write(frame)
-                self.frames_recorded += 1
+            self.recorder.frame(frame)
         self.surface.poll()
         cap = float(self.job.fps if self.job.fps is not None else self.lcfg["fps"])
         if cap > 0:
@@ -380,11 +371,13 @@ class LiveShow:
                     raise
             if self.recorder is not None:
                 self.recorder.close()
+                self.frames_recorded = self.recorder.frames_written
                 self.recorder = None
         finally:
             if self.recorder is not None:          # an error: keep what was recorded so far, finalised
                 try:
                     self.recorder.close()
+                    self.frames_recorded = self.recorder.frames_written
                 except Exception:
                     self.recorder.abort()
             self.input.close()
@@ -400,7 +393,7 @@ class LiveShow:
             "frame_time_ms": _percentiles(self.frame_times),
             "latency_ms": _percentiles(self.latencies),
             "audio_to_frame_ready_ms": _percentiles(self.ready_latencies),
-            "xruns": int(self.input.xruns), "dropped_frames": self.dropped,
+            "xruns": int(self.input.xruns), "samples_lost": self.samples_lost, "dropped_frames": self.dropped,
             "input_disconnects": self.disconnects, "input_reconnects": self.reconnects,
             "device": self.input.device_name, "model": self.G.source.get("path"),
             "generator": self.generator.description, "headless": self.job.headless,

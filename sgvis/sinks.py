@@ -2,6 +2,7 @@
 `close()`; `abort()` removes everything it wrote, so an interrupted render leaves no half file."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -120,6 +121,64 @@ class Mp4Sink:
             pass
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+class LiveRecorder:
+    """Records a live show (`sgvis live --record`) on the captured audio's clock.
+
+    Each frame is placed at the audio position it was generated from and is held until the next one, as on
+    screen.  Both tracks are timed by the same sample count, so they stay in step when the input drops samples
+    or generation falls behind; the show's display latency is not in the recording.  Audio at a rate AAC does
+    not take is resampled to 48 kHz."""
+
+    def __init__(self, path: str, fps: float, frame_size: tuple[int, int], input_rate: int):
+        width, height = (even(int(v)) for v in frame_size)
+        self.rate = input_rate if input_rate in AAC_RATES and input_rate <= 48000 else 48000
+        self.fps = float(fps)
+        self.sink = Mp4Sink(path, self.fps, width, height, audio_rate=self.rate, audio_channels=1,
+                            push_audio=True)
+        self._resampler = None
+        if self.rate != input_rate:
+            self._resampler = av.AudioResampler(format="fltp", layout="mono", rate=self.rate)
+            self._input_rate = input_rate
+        self.samples = 0                 # audio recorded so far, at self.rate
+        self._held = None                # the frame on screen while the newest audio was captured
+
+    @property
+    def frames_written(self) -> int:
+        return self.sink.frames_written
+
+    def audio(self, samples: np.ndarray) -> None:
+        """Captured mono float32 samples at the input rate (silence for audio the input lost)."""
+        if len(samples) == 0:
+            return
+        blocks = [np.asarray(samples, np.float32)[None]]
+        if self._resampler is not None:
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blocks[0]), format="fltp", layout="mono")
+            frame.sample_rate = self._input_rate
+            blocks = [out.to_ndarray() for out in self._resampler.resample(frame)]
+        for block in blocks:
+            self.sink.write_audio(block)
+            self.samples += block.shape[1]
+
+    def frame(self, frame: np.ndarray) -> None:
+        """The frame generated from all audio recorded so far: it is shown from this audio position on."""
+        frame = np.asarray(frame)
+        if frame.shape[0] % 2 or frame.shape[1] % 2:
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))
+        held = frame if self._held is None else self._held
+        due = math.ceil(self.samples / self.rate * self.fps - 1e-9)
+        while self.sink.frames_written < due:
+            self.sink.write(held)
+        self._held = frame
+
+    def close(self) -> None:
+        if self._held is not None:
+            self.frame(self._held)
+        self.sink.close()
+
+    def abort(self) -> None:
+        self.sink.abort()
 
 
 class PngSink:

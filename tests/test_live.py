@@ -111,6 +111,31 @@ def test_headless_show_reacts_to_onsets_and_records(jack, model, tmp_path):
     assert motion[near].mean() > 1.3 * motion[~near].mean(), (motion[near].mean(), motion[~near].mean())
 
 
+@pytest.mark.parametrize("input_rate", [44100, 192000])
+def test_recording_is_timed_by_the_captured_audio(tmp_path, input_rate):
+    """Steps of uneven length (slow frames, a burst of late audio) still give tracks of equal length, and each
+    frame appears from the audio position it was generated at until the next one, as on screen.  A rate AAC
+    does not take is resampled."""
+    from sgvis.sinks import LiveRecorder
+    fps, path = 30, tmp_path / "rec.mp4"
+    steps = [0.05, 0.3, 0.02, 0.5, 0.1, 0.25, 0.033, 0.4, 0.07, 0.6]      # seconds of audio per step
+    recorder = LiveRecorder(str(path), fps, (31, 20), input_rate)            # odd sizes are padded
+    positions, t = [], 0.0
+    for i, seconds in enumerate(steps):
+        n = round((t + seconds) * input_rate) - round(t * input_rate)
+        t += seconds
+        recorder.audio(0.1 * np.sin(np.arange(n) * 0.05).astype(np.float32))
+        recorder.frame(np.full((20, 31, 3), 20 * (i + 1), np.uint8))
+        positions.append(t)
+    recorder.close()
+    frames, vdur, adur, codec = read_video(path)
+    assert codec == "aac" and frames.shape[1:] == (20, 32, 3)
+    assert abs(adur - sum(steps)) < 0.05 and abs(vdur - adur) < 1.5 / fps
+    for k, f in enumerate(frames):
+        shown = max([i for i, p in enumerate(positions) if p <= k / fps + 1e-9], default=0)
+        assert abs(float(np.median(f[:, :31])) - 20 * (shown + 1)) < 4, (k, np.median(f[:, :31]), shown)
+
+
 def test_window_under_xvfb(jack, model, tmp_path):
     """A real glfw window on an X server, through the CLI in its own process (a process uses either a window
     or EGL; the headless tests in this process already made an EGL context)."""
