@@ -11,7 +11,7 @@ from sgvis.errors import UserError
 
 EXIT_USER_ERROR = 2
 # Modules that add their own subcommands with register_cli(subparsers).
-COMMAND_MODULES = ["sgvis.render", "sgvis.live", "sgvis.doctor", "sgvis.dataset", "sgvis.train_gan", "sgvis.av_align", "sgvis.demo", "sgvis.train_encoder", "sgvis.train_audio_clip"]
+COMMAND_MODULES = ["sgvis.render", "sgvis.live", "sgvis.doctor", "sgvis.dataset", "sgvis.train_gan", "sgvis.train_glo", "sgvis.av_align", "sgvis.demo", "sgvis.train_encoder", "sgvis.train_audio_clip"]
 
 
 def _count_parameters(module) -> int:

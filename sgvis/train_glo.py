@@ -1,0 +1,379 @@
+"""`sgvis train-glo`: non-adversarial training of a StyleGAN2 generator (Generative Latent Optimisation).
+
+Every training image gets its own learnable latent z, and the generator (mapping and synthesis) and the latents
+are fitted together to reconstruct the images: L1 over an image pyramid, so that composition counts as much as
+detail.  There is no discriminator, so nothing can collapse: every training image keeps a latent that draws it.
+The latents start from a whitened PCA of the images and are kept on the sphere of radius sqrt(z_dim), which is
+where the mapping network puts any z it is given (it normalises z's second moment); so a random z lands among the
+learned latents, and the result is an ordinary sgvis generator file (render/live --model, steering, train-gan
+--grow-from is not needed).  Images come out softer than a converged GAN's, but a small generator learns a
+dataset's look in CPU-hours rather than GPU-days; this is how the default model is trained (docs/training.md).
+
+`--grow-from` starts from a lower-resolution train-glo run: its generator and latents are kept, and the new
+blocks' toRGB start at zero, so training starts from the old images upsampled.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sgvis.errors import UserError
+from sgvis.training_state import load_training_state, raise_keyboard_interrupt
+
+STATE_FILE = "training-state.pt"
+STATE_TAG = "sgvis-train-glo"
+STATE_VERSION = 1
+
+
+@dataclass
+class GloOptions:
+    data: str
+    outdir: str
+    epochs: float = 20.0
+    batch: int = 32
+    lr: float = 0.002
+    code_lr: float = 0.05
+    seed: int = 0
+    resume: str | None = None          # None, "auto" (if present) or "latest" (required)
+    grow_from: str | None = None
+    max_images: int | None = None
+    channel_base: int = 4096
+    channel_max: int = 128
+    w_dim: int = 256
+    z_dim: int = 256
+    map_layers: int = 4
+    state_minutes: float = 10.0
+    grid: tuple = (8, 4)
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = True
+
+
+# -- pieces that the tests call directly -------------------------------------------------------------------------
+
+def pyramid_l1(fake: torch.Tensor, real: torch.Tensor, min_size: int = 4) -> torch.Tensor:
+    """Mean absolute difference at every level of an average-pooled pyramid, full size down to `min_size`,
+    averaged over levels (each level counts the same, so a wrong layout costs as much as wrong detail)."""
+    total, levels = fake.new_zeros([]), 0
+    while True:
+        total = total + (fake - real).abs().mean()
+        levels += 1
+        if fake.shape[-1] // 2 < min_size:
+            return total / levels
+        fake, real = F.avg_pool2d(fake, 2), F.avg_pool2d(real, 2)
+
+
+def pca_codes(images: torch.Tensor, dim: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Initial latents [N, dim]: the images' leading principal components at `size`^2, whitened, then random
+    directions for what the PCA cannot fill, projected to the sphere of radius sqrt(dim)."""
+    x = F.interpolate(images.float(), size=(size, size), mode="area").flatten(1)
+    x = x - x.mean(0)
+    k = min(dim, x.shape[0] - 1, x.shape[1])
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randn([x.shape[0], dim], generator=gen) * 0.1
+    if k > 0:
+        u, s, _ = torch.linalg.svd(x, full_matrices=False)
+        codes[:, :k] = u[:, :k] * math.sqrt(x.shape[0] - 1)      # unit variance per component
+    return project_to_sphere(codes)
+
+
+def project_to_sphere(codes: torch.Tensor) -> torch.Tensor:
+    return codes * (math.sqrt(codes.shape[1]) / codes.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+
+def synthesize(G: torch.nn.Module, z: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
+    """Images for latents z through G's mapping and synthesis (no style mixing, constant noise)."""
+    return G.synthesis(G.mapping(z, None, update_emas=update_emas), noise_mode="const")
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+
+def _arch(o: GloOptions, resolution: int) -> dict:
+    return dict(resolution=int(resolution), channel_base=o.channel_base, channel_max=o.channel_max,
+                z_dim=o.z_dim, w_dim=o.w_dim, map_layers=o.map_layers, fp16_res=0, conv_clamp=None,
+                mbstd_group=4, noise=False)
+
+
+def _build_G(arch: dict):
+    from sgvis.train_gan import build_networks
+    G, _ = build_networks({k: v for k, v in arch.items() if k != "grow"})
+    return G
+
+
+def load_state(path: str) -> dict:
+    return load_training_state(path, STATE_TAG, STATE_VERSION, "train-glo")
+
+
+class _Images:
+    """The first `count` dataset images, held in memory as uint8 when they fit in `max_bytes` (decoding a PNG
+    costs about as much as a 64^2 training step on CPU), decoded per batch otherwise; batches come in [-1, 1]."""
+
+    def __init__(self, dataset, count: int, max_bytes: float = 3e9, progress: bool = False):
+        from tqdm import tqdm
+        self.dataset, self.count = dataset, count
+        res = dataset.resolution
+        self.held = None
+        if count * 3 * res * res <= max_bytes:
+            self.held = torch.empty([count, 3, res, res], dtype=torch.uint8)
+            for i in tqdm(range(count), desc="loading images", disable=not progress, leave=False):
+                self.held[i] = dataset[i]
+
+    def uint8(self, indices) -> torch.Tensor:
+        if self.held is not None:
+            return self.held[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
+        return torch.stack([self.dataset[int(i)] for i in indices])
+
+    def batch(self, indices, device) -> torch.Tensor:
+        return self.uint8(indices).to(device).float() / 127.5 - 1
+
+
+def _grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
+    from sgvis.train_gan import _save_image_grid
+    _save_image_grid(images, grid, path)
+
+
+def _grow(G, low_state: dict) -> torch.Tensor:
+    """Load a lower-resolution run's synthesis into the grown G (new toRGB at zero); returns its latents."""
+    from sgvis.grow import _load_subset
+    low_res = json.loads(low_state["arch"])["resolution"]
+    new = [r for r in G.synthesis.block_resolutions if r > low_res]
+    try:
+        _load_subset(G, low_state["G"], tuple(f"synthesis.b{r}." for r in new), "generator")
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        raise UserError(f"--grow-from: the run to grow does not fit: {lines[-1].strip() if lines else e}") from None
+    with torch.no_grad():
+        for r in new:
+            torgb = getattr(G.synthesis, f"b{r}").torgb
+            torgb.weight.zero_()
+            torgb.bias.zero_()
+    return low_state["codes"]
+
+
+def train(o: GloOptions) -> dict:
+    from sgvis.dataset import open_dataset
+    try:
+        device = torch.device(o.device)
+    except RuntimeError:
+        raise UserError(f"--device {o.device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    flushed = device.type == "cpu" and torch.set_flush_denormal(True)
+    threads = torch.get_num_threads()
+    if o.threads:
+        torch.set_num_threads(o.threads)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        return _train(o, device, open_dataset(o.data))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if flushed:
+            torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
+def _train(o: GloOptions, device: torch.device, dataset) -> dict:
+    import stylegan
+    from tqdm import tqdm
+    from sgvis.train_gan import _atomic_torch_save, _check_outdir
+    outdir = os.path.abspath(o.outdir)
+    state_path = os.path.join(outdir, STATE_FILE)
+    state = None
+    if o.resume in ("auto", "latest") and os.path.exists(state_path):
+        state = load_state(state_path)
+    elif o.resume == "latest":
+        raise UserError(f"--resume: no {STATE_FILE} in {o.outdir} to resume from")
+    elif o.resume is None and os.path.exists(state_path):
+        raise UserError(f"{o.outdir} already holds a train-glo run ({STATE_FILE}); pass --resume to continue it "
+                        f"or choose another --outdir")
+    count = min(len(dataset), o.max_images or len(dataset))
+    if count < 2:
+        raise UserError(f"{o.data}: train-glo needs at least 2 images (found {count})")
+    if o.batch < 1 or o.epochs <= 0:
+        raise UserError("--batch must be >= 1 and --epochs > 0")
+    arch = json.loads(state["arch"]) if state is not None else _arch(o, dataset.resolution)
+    if state is not None and state["codes"].shape[0] != count:
+        raise UserError(f"--resume: the run learned {state['codes'].shape[0]} latents but {o.data} gives {count} "
+                        f"images; resume with the same dataset and --max-images")
+    if dataset.resolution != arch["resolution"]:
+        raise UserError(f"resolution mismatch: {o.data} holds {dataset.resolution}x{dataset.resolution} images but "
+                        f"the run is {arch['resolution']}x{arch['resolution']}")
+    low = None
+    if state is None and o.grow_from:
+        low_path = os.path.join(o.grow_from, STATE_FILE) if os.path.isdir(o.grow_from) else o.grow_from
+        low = load_state(low_path)
+        low_arch = json.loads(low["arch"])
+        if any(low_arch[k] != arch[k] for k in ("channel_base", "channel_max", "w_dim", "z_dim", "map_layers")):
+            raise UserError(f"--grow-from {o.grow_from}: its architecture differs from this run's "
+                            f"(channel base/max, w/z dim, mapping layers must match)")
+        if low_arch["resolution"] >= arch["resolution"]:
+            raise UserError(f"--grow-from: that run is {low_arch['resolution']}^2; this one must be larger")
+        if low["codes"].shape[0] < count:
+            raise UserError(f"--grow-from: that run learned {low['codes'].shape[0]} latents; this dataset has "
+                            f"{count} images (build both datasets from the same images, or pass --max-images)")
+    _check_outdir(outdir)
+    torch.manual_seed(o.seed)
+    G = _build_G(arch).to(device)
+    images = _Images(dataset, count, progress=o.progress)
+    if state is not None:
+        G.load_state_dict(state["G"])
+        codes = state["codes"]
+    elif low is not None:
+        codes = _grow(G, low)[:count]
+    else:
+        codes = pca_codes(images.uint8(range(count)) if images.held is None else images.held, arch["z_dim"],
+                          seed=o.seed)
+    codes_param = torch.nn.Embedding(count, arch["z_dim"], sparse=True).to(device)
+    with torch.no_grad():
+        codes_param.weight.copy_(codes.to(device))
+    opt_G = torch.optim.Adam(G.parameters(), lr=o.lr, betas=(0.9, 0.99))
+    opt_codes = torch.optim.SparseAdam(codes_param.parameters(), lr=o.code_lr, betas=(0.9, 0.99))
+    step, start_epoch = 0, 0.0
+    if state is not None:
+        opt_G.load_state_dict(state["opt_G"])
+        opt_codes.load_state_dict(state["opt_codes"])
+        step = int(state["step"])
+    steps_per_epoch = math.ceil(count / o.batch)
+    total_steps = int(math.ceil(o.epochs * steps_per_epoch))
+    grid_n = o.grid[0] * o.grid[1]
+    grid_idx = np.random.default_rng(o.seed).choice(count, size=min(grid_n, count), replace=False)
+    if state is None:
+        _grid(images.batch(grid_idx, "cpu"), o.grid, os.path.join(outdir, "reals.png"))
+
+    def save_state():
+        _atomic_torch_save(dict(format=STATE_TAG, version=STATE_VERSION, arch=json.dumps(arch), G=G.state_dict(),
+                                codes=codes_param.weight.detach().cpu(), opt_G=opt_G.state_dict(),
+                                opt_codes=opt_codes.state_dict(), step=step,
+                                options=json.dumps({k: v for k, v in vars(o).items() if k != "grid"})),
+                           state_path)
+
+    def recon_grid(name):
+        with torch.no_grad():
+            w = codes_param.weight[torch.as_tensor(grid_idx, device=device)]
+            _grid(synthesize(G, w).cpu(), o.grid, os.path.join(outdir, name))
+
+    log = open(os.path.join(outdir, "log.jsonl"), "a")
+    bar = tqdm(total=total_steps, initial=min(step, total_steps), desc="train-glo", unit="step",
+               disable=not o.progress, dynamic_ncols=True)
+    last_save, losses, t_start, interrupted = time.time(), [], time.time(), False
+    G.train()
+    try:
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            order = np.random.default_rng(o.seed * 7919 + epoch).permutation(count)
+            k = step % steps_per_epoch
+            idx = order[k * o.batch:(k + 1) * o.batch]
+            real = images.batch(idx, device)
+            ids = torch.as_tensor(idx, device=device)
+            fake = synthesize(G, codes_param(ids), update_emas=True)
+            loss = pyramid_l1(fake, real)
+            opt_G.zero_grad(set_to_none=True)
+            opt_codes.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_G.step()
+            opt_codes.step()
+            with torch.no_grad():
+                codes_param.weight[ids] = project_to_sphere(codes_param.weight[ids])
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", epoch=f"{step / steps_per_epoch:.2f}")
+            if step % steps_per_epoch == 0 or step == total_steps:
+                e = step / steps_per_epoch
+                log.write(json.dumps(dict(epoch=e, step=step, loss=float(np.mean(losses)),
+                                          images_per_s=len(losses) * o.batch / max(time.time() - t_start, 1e-9)))
+                          + "\n")
+                log.flush()
+                losses, t_start = [], time.time()
+                recon_grid(f"recon-{int(round(e * 100)):06d}.png")
+                save_state()
+                last_save = time.time()
+            elif time.time() - last_save > o.state_minutes * 60:
+                save_state()
+                last_save = time.time()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        log.close()
+    save_state()
+    if interrupted:
+        raise UserError(f"interrupted: saved {state_path} at step {step} (epoch {step / steps_per_epoch:.2f}); "
+                        f"continue with --resume")
+    G.eval().requires_grad_(False)
+    final = os.path.join(outdir, "network-final.safetensors")
+    manifest = dataset.manifest
+    stylegan.save(G.cpu(), final, extra=dict(trained_with="sgvis train-glo", epochs=f"{step / steps_per_epoch:.2f}",
+                                             dataset_source=str(manifest.get("source")),
+                                             dataset_licence=str(manifest.get("licence")), seed=str(o.seed)))
+    with torch.no_grad():
+        z = torch.randn([grid_n, G.z_dim], generator=torch.Generator().manual_seed(o.seed))
+        _grid(G(z), o.grid, os.path.join(outdir, "samples.png"))
+    return dict(final=final, steps=step, epochs=step / steps_per_epoch)
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+
+def cmd_train_glo(args) -> int:
+    from sgvis.train_gan import _parse_grid
+    if args.resume not in (None, "auto", "latest"):
+        raise UserError(f"--resume takes 'auto' or nothing (continue the run in --outdir), got {args.resume!r}")
+    o = GloOptions(data=args.data, outdir=args.outdir, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                   code_lr=args.code_lr, seed=args.seed, resume=args.resume, grow_from=args.grow_from,
+                   max_images=args.max_images, channel_base=args.channel_base, channel_max=args.channel_max,
+                   z_dim=args.z_dim, w_dim=args.w_dim, map_layers=args.map_layers,
+                   state_minutes=args.state_minutes, grid=_parse_grid(args.grid), device=args.device,
+                   threads=args.threads, progress=not args.quiet)
+    s = train(o)
+    print(f"done: {s['epochs']:.2f} epochs ({s['steps']} steps); model {s['final']}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-glo", help="train a StyleGAN2 generator without a discriminator (GLO: a latent per image); "
+                          "fast and collapse-free on CPU",
+        description="Fit a StyleGAN2 generator and one latent per training image together, so that each latent "
+                    "draws its image (L1 over an image pyramid). No discriminator: nothing can mode-collapse, "
+                    "and a small model learns a dataset's look in CPU-hours. Latents start from a whitened PCA "
+                    "of the images and stay on the sphere that the mapping network normalises z to, so random "
+                    "z sample the learned space. Writes recon-*.png (reconstructions of the grid of reals.png) "
+                    "every epoch, a resumable training state, and network-final.safetensors (a normal sgvis "
+                    "model for render/live --model). Images come out softer than a converged GAN's.")
+    a = p.add_argument
+    a("--data", required=True, help="dataset from 'sgvis dataset' (folder or zip)")
+    a("--outdir", required=True, help="run folder (created)")
+    a("--epochs", type=float, default=20, help="passes over the images (default 20)")
+    a("--batch", type=int, default=32, help="batch size (default 32)")
+    a("--lr", type=float, default=0.002, help="generator learning rate (Adam, default 0.002)")
+    a("--code-lr", type=float, default=0.05, help="latent learning rate (sparse Adam, default 0.05)")
+    a("--max-images", type=int, help="use only the first N images (default: all)")
+    a("--grow-from", metavar="RUN", help="start from a lower-resolution train-glo run (folder or its state); "
+                                         "its latents are kept, so build both datasets from the same images")
+    a("--seed", type=int, default=0)
+    a("--resume", nargs="?", const="auto", help="continue the run in --outdir")
+    g = p.add_argument_group("architecture (StyleGAN2, skip generator, no noise inputs)")
+    g.add_argument("--channel-base", type=int, default=4096, help="channels = min(base / res, max) (default 4096)")
+    g.add_argument("--channel-max", type=int, default=128, help="(default 128)")
+    g.add_argument("--z-dim", type=int, default=256, help="(default 256)")
+    g.add_argument("--w-dim", type=int, default=256, help="(default 256)")
+    g.add_argument("--map-layers", type=int, default=4, help="(default 4)")
+    g = p.add_argument_group("running")
+    g.add_argument("--state-minutes", type=float, default=10, help="save the state this often (and every epoch)")
+    g.add_argument("--grid", default="8x4", help="reconstruction / sample grid, WxH (default 8x4)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_glo)
