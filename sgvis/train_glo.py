@@ -40,8 +40,8 @@ class GloOptions:
     outdir: str
     epochs: float = 20.0
     batch: int = 32
-    lr: float = 0.002
-    code_lr: float = 0.05
+    lr: float = 0.01
+    code_lr: float = 0.1
     seed: int = 0
     resume: str | None = None          # None, "auto" (if present) or "latest" (required)
     grow_from: str | None = None
@@ -49,7 +49,7 @@ class GloOptions:
     channel_base: int = 4096
     channel_max: int = 128
     w_dim: int = 256
-    z_dim: int = 256
+    z_dim: int = 32
     map_layers: int = 4
     state_minutes: float = 10.0
     grid: tuple = (8, 4)
@@ -299,6 +299,8 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
                 losses, t_start = [], time.time()
                 recon_grid(f"recon-{int(round(e * 100)):06d}.png")
                 save_state()
+                stylegan.save(G, os.path.join(outdir, "network-snapshot.safetensors"),
+                              extra=dict(trained_with="sgvis train-glo", epochs=f"{e:.2f}", seed=str(o.seed)))
                 last_save = time.time()
             elif time.time() - last_save > o.state_minutes * 60:
                 save_state()
@@ -357,8 +359,8 @@ def register_cli(subparsers) -> None:
     a("--outdir", required=True, help="run folder (created)")
     a("--epochs", type=float, default=20, help="passes over the images (default 20)")
     a("--batch", type=int, default=32, help="batch size (default 32)")
-    a("--lr", type=float, default=0.002, help="generator learning rate (Adam, default 0.002)")
-    a("--code-lr", type=float, default=0.05, help="latent learning rate (sparse Adam, default 0.05)")
+    a("--lr", type=float, default=0.01, help="generator learning rate (Adam, default 0.01)")
+    a("--code-lr", type=float, default=0.1, help="latent learning rate (sparse Adam, default 0.1)")
     a("--max-images", type=int, help="use only the first N images (default: all)")
     a("--grow-from", metavar="RUN", help="start from a lower-resolution train-glo run (folder or its state); "
                                          "its latents are kept, so build both datasets from the same images")
@@ -367,7 +369,9 @@ def register_cli(subparsers) -> None:
     g = p.add_argument_group("architecture (StyleGAN2, skip generator, no noise inputs)")
     g.add_argument("--channel-base", type=int, default=4096, help="channels = min(base / res, max) (default 4096)")
     g.add_argument("--channel-max", type=int, default=128, help="(default 128)")
-    g.add_argument("--z-dim", type=int, default=256, help="(default 256)")
+    g.add_argument("--z-dim", type=int, default=32, help="latent size (default 32: the leading principal components; "
+                                                         "whitened minor components are noise that random z "
+                                                         "would then mostly consist of)")
     g.add_argument("--w-dim", type=int, default=256, help="(default 256)")
     g.add_argument("--map-layers", type=int, default=4, help="(default 4)")
     g = p.add_argument_group("running")
