@@ -24,10 +24,8 @@ import copy
 import json
 import math
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -35,7 +33,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
-from sgvis.training_state import load_training_state, raise_keyboard_interrupt
+from sgvis.training_state import load_training_state, training_process
 from stylegan.atomic import write_atomically
 
 STATE_FILE = "training-state.pt"
@@ -656,23 +654,10 @@ def train(o: TrainOptions) -> dict:
     _validate(o, dist.world)
     device = _resolve_device(o.device, dist)
     dist.init(device.type)
-    # Denormal floats (weights / gradients underflowing towards 0) make CPU kernels up to 10x slower.
-    flushed = device.type == "cpu" and torch.set_flush_denormal(True)
-    threads = torch.get_num_threads()
-    if o.threads:
-        torch.set_num_threads(o.threads)
-    # SIGTERM (kill, timeout, a scheduler ending the job) saves the state like Ctrl-C does.
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        return _train(o, dist, device, tqdm, stylegan, open_dataset)
+        with training_process(device, o.threads):
+            return _train(o, dist, device, tqdm, stylegan, open_dataset)
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-        if flushed:
-            torch.set_flush_denormal(False)
-        torch.set_num_threads(threads)
         dist.close()
 
 

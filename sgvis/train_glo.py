@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass
 
@@ -27,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sgvis.errors import UserError
-from sgvis.training_state import load_training_state, raise_keyboard_interrupt
+from sgvis.training_state import load_training_state, training_process
 
 STATE_FILE = "training-state.pt"
 STATE_TAG = "sgvis-train-glo"
@@ -167,21 +165,8 @@ def train(o: GloOptions) -> dict:
         raise UserError(f"--device {o.device!r} is not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    flushed = device.type == "cpu" and torch.set_flush_denormal(True)
-    threads = torch.get_num_threads()
-    if o.threads:
-        torch.set_num_threads(o.threads)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
-    try:
+    with training_process(device, o.threads):
         return _train(o, device, open_dataset(o.data))
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if flushed:
-            torch.set_flush_denormal(False)
-        torch.set_num_threads(threads)
 
 
 def _train(o: GloOptions, device: torch.device, dataset) -> dict:
@@ -240,7 +225,7 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
         codes_param.weight.copy_(codes.to(device))
     opt_G = torch.optim.Adam(G.parameters(), lr=o.lr, betas=(0.9, 0.99))
     opt_codes = torch.optim.SparseAdam(codes_param.parameters(), lr=o.code_lr, betas=(0.9, 0.99))
-    step, start_epoch = 0, 0.0
+    step = 0
     if state is not None:
         opt_G.load_state_dict(state["opt_G"])
         opt_codes.load_state_dict(state["opt_codes"])
