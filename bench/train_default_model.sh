@@ -9,12 +9,12 @@
 # Resumable: run it again with the same OUTDIR and it continues where it stopped (datasets are only built once;
 # each stage saves its state every epoch, every 10 minutes and on Ctrl-C / SIGTERM; a finished stage is skipped).
 # Environment overrides:
-#   EPOCHS64=25 EPOCHS256=3 IMAGES=1500 STYLES=metaballs,plasma,gradient BATCH64=16 BATCH256=16
+#   EPOCHS64=60 EPOCHS256=3 IMAGES=1500 STYLES=metaballs,plasma,gradient BATCH64=16 BATCH256=16
 #   DATA_SEED=1 SEED=0 THREADS= (torch default) DEVICE=cpu SGVIS="python -m sgvis"
 set -euo pipefail
 
 OUT="${1:-./runs/default}"
-EPOCHS64="${EPOCHS64:-25}"
+EPOCHS64="${EPOCHS64:-60}"
 EPOCHS256="${EPOCHS256:-3}"
 BATCH64="${BATCH64:-16}"
 BATCH256="${BATCH256:-16}"
