@@ -107,29 +107,43 @@ def plain_discriminator_state(d_state: dict) -> dict:
     return {k[len("D."):]: v for k, v in d_state.items() if k.startswith("D.")}
 
 
+def _shape_error(e: RuntimeError) -> UserError:
+    """Shape mismatches while loading: torch names the tensor on the last line of its message."""
+    lines = str(e).strip().splitlines()
+    return UserError(f"--grow-from: the run to grow does not fit the grown network: "
+                     f"{lines[-1].strip() if lines else e}")
+
+
+def init_generator_from_lower(G: nn.Module, g_state: dict, low_resolution: int) -> None:
+    """Load a lower-resolution generator state into a freshly built grown generator (in place). The new blocks'
+    toRGB start at zero, so the image is the old one, upsampled with the generator's own filter."""
+    new_res = [r for r in G.synthesis.block_resolutions if r > low_resolution]
+    try:
+        _load_subset(G, g_state, tuple(f"synthesis.b{r}." for r in new_res), "generator")
+    except RuntimeError as e:
+        raise _shape_error(e) from None
+    with torch.no_grad():
+        for r in new_res:
+            torgb = getattr(G.synthesis, f"b{r}").torgb
+            torgb.weight.zero_()
+            torgb.bias.zero_()
+
+
 def init_from_lower(G: nn.Module, D: FadeInDiscriminator, G_ema: nn.Module, low_state: dict) -> None:
     """Copy a lower-resolution training state's networks into freshly built grown ones (in place)."""
     low = D.low_resolution
-    new_res = [r for r in G.synthesis.block_resolutions if r > low]
-    g_new = tuple(f"synthesis.b{r}." for r in new_res)
+    for net, key in ((G, "G"), (G_ema, "G_ema")):
+        init_generator_from_lower(net, low_state[key], low)
     try:
-        for net, key in ((G, "G"), (G_ema, "G_ema")):
-            _load_subset(net, low_state[key], g_new, "generator")
-            with torch.no_grad():
-                for r in new_res:                        # new toRGB at zero: the image is the old one, upsampled
-                    torgb = getattr(net.synthesis, f"b{r}").torgb
-                    torgb.weight.zero_()
-                    torgb.bias.zero_()
         d_state = plain_discriminator_state(low_state["D"])
         fromrgb = {k[len(f"b{low}.fromrgb."):]: d_state.pop(k) for k in list(d_state)
                    if k.startswith(f"b{low}.fromrgb.")}
         D.fromrgb_low.load_state_dict(fromrgb)
         _load_subset(D.D, d_state, tuple(f"b{r}." for r in D.D.block_resolutions if r > low), "discriminator")
-    except RuntimeError as e:                            # shape mismatches: torch names the tensor on the last line
-        lines = str(e).strip().splitlines()
-        raise UserError(f"--grow-from: the run to grow does not fit the grown network: "
-                        f"{lines[-1].strip() if lines else e}") from None
+    except RuntimeError as e:
+        raise _shape_error(e) from None
 
 
-__all__ = ["grown_arch", "FadeInDiscriminator", "set_fade", "init_from_lower", "plain_discriminator_state",
+__all__ = ["grown_arch", "FadeInDiscriminator", "set_fade", "init_from_lower", "init_generator_from_lower",
+           "plain_discriminator_state",
            "SHARED_ARCH_KEYS"]

@@ -225,16 +225,21 @@ def _arch_from_options(o: TrainOptions, resolution: int, device: torch.device) -
                 conv_clamp=conv_clamp, mbstd_group=o.mbstd_group, noise=get("noise"))
 
 
+def build_generator(arch: dict):
+    """The StyleGAN2 generator (skip architecture) for an architecture dict as stored in a training state."""
+    from stylegan.generator import Generator
+    return Generator("stylegan2", z_dim=arch["z_dim"], c_dim=0, w_dim=arch["w_dim"],
+                     img_resolution=arch["resolution"], img_channels=3,
+                     mapping_kwargs=dict(num_layers=arch["map_layers"]),
+                     synthesis_kwargs=dict(channel_base=arch["channel_base"], channel_max=arch["channel_max"],
+                                           num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
+                                           architecture="skip", use_noise=bool(arch.get("noise", True))))
+
+
 def build_networks(arch: dict):
     """(G, D) for an architecture dict as stored in the training state."""
-    from stylegan.generator import Generator
     from stylegan.stylegan2 import Discriminator
-    G = Generator("stylegan2", z_dim=arch["z_dim"], c_dim=0, w_dim=arch["w_dim"],
-                  img_resolution=arch["resolution"], img_channels=3,
-                  mapping_kwargs=dict(num_layers=arch["map_layers"]),
-                  synthesis_kwargs=dict(channel_base=arch["channel_base"], channel_max=arch["channel_max"],
-                                        num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
-                                        architecture="skip", use_noise=bool(arch.get("noise", True))))
+    G = build_generator(arch)
     D = Discriminator(c_dim=0, img_resolution=arch["resolution"], img_channels=3, architecture="resnet",
                       channel_base=arch["channel_base"], channel_max=arch["channel_max"],
                       num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
@@ -567,7 +572,7 @@ def _jsonable_options(o: TrainOptions) -> dict:
     return d
 
 
-def _resolve_device(name: str, dist: _Dist) -> torch.device:
+def _resolve_device(name: str, dist: _Dist | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -577,7 +582,7 @@ def _resolve_device(name: str, dist: _Dist) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: CUDA is not available in this torch build / machine")
-        if dist.enabled:
+        if dist is not None and dist.enabled:
             device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     return device

@@ -5,8 +5,7 @@ are fitted together to reconstruct the images: L1 over an image pyramid, so that
 detail.  There is no discriminator, so nothing can collapse: every training image keeps a latent that draws it.
 The latents start from a whitened PCA of the images and are kept on the sphere of radius sqrt(z_dim), which is
 where the mapping network puts any z it is given (it normalises z's second moment); so a random z lands among the
-learned latents, and the result is an ordinary sgvis generator file (render/live --model, steering, train-gan
---grow-from is not needed).  Images come out softer than a converged GAN's, but a small generator learns a
+learned latents, and the result is an ordinary sgvis generator file (render/live --model, steering, info).  Images come out softer than a converged GAN's, but a small generator learns a
 dataset's look in CPU-hours rather than GPU-days; this is how the default model is trained (docs/training.md).
 
 `--grow-from` starts from a lower-resolution train-glo run: its generator and latents are kept, and the new
@@ -102,9 +101,8 @@ def _arch(o: GloOptions, resolution: int) -> dict:
 
 
 def _build_G(arch: dict):
-    from sgvis.train_gan import build_networks
-    G, _ = build_networks({k: v for k, v in arch.items() if k != "grow"})
-    return G
+    from sgvis.train_gan import build_generator
+    return build_generator(arch)
 
 
 def load_state(path: str) -> dict:
@@ -140,31 +138,16 @@ def _grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
 
 
 def _grow(G, low_state: dict) -> torch.Tensor:
-    """Load a lower-resolution run's synthesis into the grown G (new toRGB at zero); returns its latents."""
-    from sgvis.grow import _load_subset
-    low_res = json.loads(low_state["arch"])["resolution"]
-    new = [r for r in G.synthesis.block_resolutions if r > low_res]
-    try:
-        _load_subset(G, low_state["G"], tuple(f"synthesis.b{r}." for r in new), "generator")
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise UserError(f"--grow-from: the run to grow does not fit: {lines[-1].strip() if lines else e}") from None
-    with torch.no_grad():
-        for r in new:
-            torgb = getattr(G.synthesis, f"b{r}").torgb
-            torgb.weight.zero_()
-            torgb.bias.zero_()
+    """Load a lower-resolution run's generator into the grown G (new toRGB at zero); returns its latents."""
+    from sgvis.grow import init_generator_from_lower
+    init_generator_from_lower(G, low_state["G"], json.loads(low_state["arch"])["resolution"])
     return low_state["codes"]
 
 
 def train(o: GloOptions) -> dict:
     from sgvis.dataset import open_dataset
-    try:
-        device = torch.device(o.device)
-    except RuntimeError:
-        raise UserError(f"--device {o.device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    from sgvis.train_gan import _resolve_device
+    device = _resolve_device(o.device)
     with training_process(device, o.threads):
         return _train(o, device, open_dataset(o.data))
 
@@ -246,8 +229,8 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
 
     def recon_grid(name):
         with torch.no_grad():
-            w = codes_param.weight[torch.as_tensor(grid_idx, device=device)]
-            _grid(synthesize(G, w).cpu(), o.grid, os.path.join(outdir, name))
+            z = codes_param.weight[torch.as_tensor(grid_idx, device=device)]
+            _grid(synthesize(G, z).cpu(), o.grid, os.path.join(outdir, name))
 
     log = open(os.path.join(outdir, "log.jsonl"), "a")
     bar = tqdm(total=total_steps, initial=min(step, total_steps), desc="train-glo", unit="step",
@@ -362,7 +345,7 @@ def register_cli(subparsers) -> None:
     g = p.add_argument_group("running")
     g.add_argument("--state-minutes", type=float, default=10, help="save the state this often (and every epoch)")
     g.add_argument("--grid", default="8x4", help="reconstruction / sample grid, WxH (default 8x4)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    g.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N (default cpu)")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_glo)
