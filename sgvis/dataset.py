@@ -359,7 +359,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
             sources.append(dict(kind="video", path=os.path.abspath(v), files=len(files), fps=fps,
                                 used=writer.count - before))
         if procedural:
-            from sgvis.procedural import STYLES
+            from sgvis.procedural import RANDOM_STYLES
             before = writer.count
             n = int(min(procedural, limit - writer.count)) if limit != float("inf") else procedural
             jobs = [(seed, i, resolution, image_format, jpeg_quality, tuple(styles or ())) for i in range(n)]
@@ -367,7 +367,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
                 writer.add(payload)
                 bar.update(1)
             sources.append(dict(kind="procedural", count=writer.count - before, seed=seed,
-                                styles=list(styles) if styles else list(STYLES),
+                                styles=list(styles) if styles else list(RANDOM_STYLES),
                                 image_seed="(seed, index)"))
         bar.close()
         for line in skipped_examples:
@@ -425,7 +425,8 @@ def register_cli(subparsers) -> None:
                    "footage); frames are sampled at --fps; repeatable")
     p.add_argument("--procedural", type=int, metavar="N", help="add N images from sgvis's procedural source")
     p.add_argument("--styles", metavar="LIST", help="procedural styles to cycle through, comma-separated "
-                   "(default: random mixture of all)")
+                   "(default: a random mixture of warp, flow, metaballs, plasma, gradient, kaleido, mix; the soft "
+                   "styles glow, aurora, sweep, lava only when named)")
     p.add_argument("--resolution", type=int, default=256, help="output size, a power of two (default 256)")
     p.add_argument("--seed", type=int, default=0, help="procedural seed (default 0)")
     p.add_argument("--min-size", type=int, metavar="PX", help="skip images/frames whose shorter side is smaller "

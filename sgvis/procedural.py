@@ -15,6 +15,16 @@ combines a random scalar field with a random palette:
 * ``kaleido``   one of the above seen through a kaleidoscope (polar wedge folding with mirror);
 * ``mix``       two of the above, each with its own palette, blended by a noise mask or a blend mode.
 
+and the soft styles, whose colour changes over tens of pixels, never in bands or streaks (what a small
+generator trained on a CPU can learn; sgvis's default model is trained on them, docs/training.md):
+
+* ``glow``      soft coloured lights (Gaussian blobs, added and tone-mapped) over a dark gradient;
+* ``aurora``    slow domain-warped noise through less than one cycle of a palette, with soft shading;
+* ``sweep``     a linear or radial gradient through part of a palette, bent by low-frequency noise;
+* ``lava``      metaballs: soft-edged blobs in one palette over a background in another.
+
+``render(style=None)`` picks among the first seven only, so the images of existing seeds never change.
+
 Content does not depend on the output resolution: fields are defined on [-1, 1]^2 and noise comes from
 fixed-size periodic textures; resolutions below 256 are rendered at 256 and area-averaged down
 (anti-aliased), so a 32^2 image is a small version of the 256^2 one.
@@ -26,13 +36,15 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["STYLES", "BASE_STYLES", "render", "render_float"]
+__all__ = ["STYLES", "BASE_STYLES", "SOFT_STYLES", "RANDOM_STYLES", "render", "render_float"]
 
 BASE_STYLES = ("warp", "flow", "metaballs", "plasma", "gradient")
-STYLES = BASE_STYLES + ("kaleido", "mix")
+SOFT_STYLES = ("glow", "aurora", "sweep", "lava")
+STYLES = BASE_STYLES + ("kaleido", "mix") + SOFT_STYLES
 # How often render() picks each style when none is asked for.
 _STYLE_WEIGHTS = {"warp": 0.2, "flow": 0.14, "metaballs": 0.1, "plasma": 0.1, "gradient": 0.06,
                   "kaleido": 0.2, "mix": 0.2}
+RANDOM_STYLES = tuple(_STYLE_WEIGHTS)      # what render(style=None) picks from
 
 _TEX = 256                  # noise texture size (periodic); content is defined relative to it
 _MIN_RENDER = 256           # smaller outputs are rendered at this size and area-averaged down
@@ -271,6 +283,82 @@ def _field_gradient(rng, x, y):
     return t, shade
 
 
+# ---------------------------------------------------------------------------------------------
+# Soft styles: (rng, x, y) -> rgb, smooth at the scale of a few percent of the image
+
+
+def _dark_background(rng, x, y):
+    """A gradient between two dark colours along a random direction."""
+    a = rng.uniform(0, 2 * math.pi)
+    g = _smoothstep(-1.2, 1.2, x * math.cos(a) + y * math.sin(a))[..., None]
+    h = rng.random()
+    c0 = _hsv_to_rgb(h, rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.12))[0].astype(np.float32)
+    c1 = _hsv_to_rgb(h + rng.uniform(-0.3, 0.3), rng.uniform(0.5, 1.0), rng.uniform(0.05, 0.3))[0]
+    return c0 + (c1.astype(np.float32) - c0) * g
+
+
+def _style_glow(rng, x, y):
+    rgb = _dark_background(rng, x, y)
+    k = int(rng.integers(2, 7))
+    hue = rng.random()
+    spread = rng.choice([0.15, 0.35, 1.0])
+    light = np.zeros_like(rgb)
+    for _ in range(k):
+        cx, cy = rng.uniform(-0.85, 0.85, 2)
+        sigma = rng.uniform(0.12, 0.45)
+        stretch = rng.uniform(0.6, 1.6)
+        colour = _hsv_to_rgb(hue + rng.uniform(0, spread), rng.uniform(0.55, 1.0), 1.0)[0].astype(np.float32)
+        d2 = ((x - cx) * stretch) ** 2 + ((y - cy) / stretch) ** 2
+        light += np.exp(-d2 / np.float32(2 * sigma * sigma))[..., None] * colour * np.float32(rng.uniform(0.5, 1.3))
+    exposure = np.float32(rng.uniform(1.0, 2.2))
+    return rgb + (1 - np.exp(-light * exposure))               # tone-mapped: bright cores turn white-ish
+
+
+def _style_aurora(rng, x, y):
+    s = rng.uniform(0.12, 0.3)
+    t1, t2 = _texture(rng, rng.uniform(2.6, 3.2)), _texture(rng, rng.uniform(2.6, 3.2))
+    o = rng.uniform(0, 1, 6)
+    u, v = x * s + o[0], y * s + o[1]
+    a = rng.uniform(0.05, 0.15)
+    q1, q2 = _sample(t1, u, v), _sample(t1, u + o[2], v + o[3])
+    f = _sample(t2, u + a * q1, v + a * q2)
+    t = f * rng.uniform(0.12, 0.3) + rng.random()
+    shade = np.clip(0.55 + 0.35 * _sample(t2, u + o[4], v + o[5]), 0.1, 1)
+    return _Palette(rng)(t) * shade[..., None]
+
+
+def _style_sweep(rng, x, y):
+    if rng.random() < 0.5:                                  # linear
+        a = rng.uniform(0, 2 * math.pi)
+        g = (x * math.cos(a) + y * math.sin(a)) * 0.5
+    else:                                                   # radial
+        cx, cy = rng.uniform(-0.8, 0.8, 2)
+        g = np.sqrt((x - cx) ** 2 + (y - cy) ** 2) * 0.5
+    tex = _texture(rng, 3.0)
+    g = g + rng.uniform(0.05, 0.2) * _sample(tex, x * 0.2 + rng.random(), y * 0.2 + rng.random())
+    t = g * rng.uniform(0.7, 1.2) + rng.random()
+    shade = np.clip(1.0 - 0.3 * (x * x + y * y) * rng.uniform(0, 1), 0, 1)
+    return _Palette(rng)(t) * shade[..., None]
+
+
+def _style_lava(rng, x, y):
+    back = _dark_background(rng, x, y) if rng.random() < 0.6 else _style_sweep(rng, x, y) * np.float32(0.5)
+    k = int(rng.integers(2, 7))
+    f = np.zeros_like(x)
+    for _ in range(k):
+        cx, cy = rng.uniform(-0.8, 0.8, 2)
+        r = rng.uniform(0.12, 0.3)
+        stretch = rng.uniform(0.7, 1.4)
+        f += np.float32(r * r) / (((x - cx) * stretch) ** 2 + ((y - cy) / stretch) ** 2 + np.float32(0.02))
+    inside = _smoothstep(0.6, 1.4, f)[..., None]            # soft edge, ~5% of the image wide
+    t = np.log1p(f) * rng.uniform(0.1, 0.25) + rng.random()
+    blobs = _Palette(rng)(t) * (0.75 + 0.25 * _smoothstep(1.0, 4.0, f))[..., None]
+    return back * (1 - inside) + blobs * inside
+
+
+_SOFT = {"glow": _style_glow, "aurora": _style_aurora, "sweep": _style_sweep, "lava": _style_lava}
+
+
 _FIELDS = {"warp": _field_warp, "flow": _field_flow, "metaballs": _field_metaballs,
            "plasma": _field_plasma, "gradient": _field_gradient}
 
@@ -326,6 +414,8 @@ def _coordinates(rng, n: int):
 
 
 def _render_style(rng, style, x, y):
+    if style in _SOFT:
+        return _SOFT[style](rng, x, y)
     if style in _FIELDS:
         return _colour(rng, style, x, y)
     if style == "kaleido":
