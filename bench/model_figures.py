@@ -48,9 +48,11 @@ def generate(G, ws: torch.Tensor, chunk: int = 8) -> np.ndarray:
                                for i in range(0, len(ws), chunk)])
 
 
-def training_images(data_seed: int, n: int, resolution: int) -> np.ndarray:
-    """The first n images [n, H, W, 3] of the procedural dataset with that seed, as `sgvis dataset` makes them."""
-    return np.stack([procedural((data_seed, i), resolution=resolution) for i in range(n)])
+def training_images(data_seed: int, n: int, resolution: int, styles=None) -> np.ndarray:
+    """The first n images [n, H, W, 3] of the procedural dataset with that seed and styles (None: the random
+    mixture), as `sgvis dataset --procedural N --seed S --styles ...` makes them (it cycles through the styles)."""
+    return np.stack([procedural((data_seed, i), resolution=resolution,
+                                style=styles[i % len(styles)] if styles else None) for i in range(n)])
 
 
 def diversity(fs: np.ndarray, fr: np.ndarray) -> dict:
@@ -85,6 +87,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--psi", type=float, default=0.7)
     ap.add_argument("--data-seed", type=int, default=1, help="the procedural dataset's seed (recipe: 1)")
+    ap.add_argument("--styles", default="glow,aurora,sweep,lava",
+                    help="the procedural dataset's --styles (recipe: glow,aurora,sweep,lava; '' for the random mix)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     G = stylegan.load(args.model, "cpu")
@@ -101,7 +105,8 @@ def main() -> None:
             strip.append(to_uint8(G.synthesis(a[None] + t * (b - a)[None],
                                               noise_mode="const")))
     # The training imagery: the procedural dataset's images (seed (data seed, index), as `sgvis dataset` makes them).
-    real = training_images(args.data_seed, args.n, G.img_resolution)
+    styles = [s for s in args.styles.split(",") if s]
+    real = training_images(args.data_seed, args.n, G.img_resolution, styles)
     save(grid(samples[:32], 8), os.path.join(args.out, "samples.png"))
     save(grid(np.concatenate(strip), 8), os.path.join(args.out, "interpolation.png"))
     save(grid(real[:16], 8), os.path.join(args.out, "training-imagery.png"))
@@ -111,7 +116,8 @@ def main() -> None:
     d_gen, d_real = div["mean_pairwise_generated"], div["mean_pairwise_training"]
     rr = pairwise(fr, fr)
     np.fill_diagonal(rr, np.inf)
-    report = {"model": args.model, "n": args.n, "truncation_psi": args.psi, **div,
+    report = {"model": args.model, "n": args.n, "truncation_psi": args.psi, "data_seed": args.data_seed,
+              "styles": styles or "random mix", **div,
               "nearest_training_from_training": float(rr.min(1).mean())}
     # Diversity figure: histograms of pairwise distances, generated vs training.
     from PIL import ImageDraw

@@ -39,6 +39,7 @@ class GloOptions:
     batch: int = 32
     lr: float = 0.01
     code_lr: float = 0.1
+    lr_rampdown: float = 0.0           # the run's final fraction over which both learning rates fall to 0
     seed: int = 0
     resume: str | None = None          # None, "auto" (if present) or "latest" (required)
     grow_from: str | None = None
@@ -50,6 +51,8 @@ class GloOptions:
     map_layers: int = 4
     state_minutes: float = 10.0
     grid: tuple = (8, 4)
+    latent_bank: bool = True
+    bank_focus: float = 0.85
     device: str = "cpu"
     threads: int | None = None
     progress: bool = True
@@ -90,6 +93,40 @@ def project_to_sphere(codes: torch.Tensor) -> torch.Tensor:
 def synthesize(G: torch.nn.Module, z: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
     """Images for latents z through G's mapping and synthesis (no style mixing, constant noise)."""
     return G.synthesis(G.mapping(z, None, update_emas=update_emas), noise_mode="const")
+
+
+def rampdown_factor(step: int, total_steps: int, fraction: float) -> float:
+    """Learning-rate factor: 1 until the last `fraction` of the steps, then a half cosine down to 0."""
+    start = total_steps * (1 - fraction)
+    if fraction <= 0 or step < start:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min((step - start) / max(total_steps - start, 1), 1.0)))
+
+
+def bank_sharpness(latents: torch.Tensor, focus: float, samples: int = 2048, seed: int = 0) -> float:
+    """The latent-bank sharpness at which a random z gives, on average, weight `focus` to its nearest latent
+    (bisection in log space; the mean top weight grows with the sharpness)."""
+    if not 0 < focus < 1:
+        raise ValueError(f"focus must be in (0, 1), got {focus}")
+    z = torch.randn([samples, latents.shape[1]], generator=torch.Generator().manual_seed(seed))
+    cos = F.normalize(z, dim=1) @ F.normalize(latents.float(), dim=1).T
+    lo, hi = 1e-3, 1e5
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        top = torch.softmax(cos * mid, dim=1).max(dim=1).values.mean().item()
+        lo, hi = (mid, hi) if top < focus else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def attach_latent_bank(G: torch.nn.Module, latents: torch.Tensor, focus: float, seed: int = 0) -> float:
+    """Make random z draw from the learned latents (MappingNetwork's latent bank) and re-centre w_avg (the
+    truncation target) on what the mapping now gives; returns the sharpness used."""
+    sharpness = bank_sharpness(latents, focus, seed=seed)
+    G.set_latent_bank(latents, sharpness)
+    with torch.no_grad():
+        z = torch.randn([4096, G.z_dim], generator=torch.Generator().manual_seed(seed)).to(G.device)
+        G.mapping.w_avg.copy_(G.mapping(z, None)[:, 0].mean(dim=0))
+    return sharpness
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -171,6 +208,10 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
         raise UserError(f"{o.data}: train-glo needs at least 2 images (found {count})")
     if o.batch < 1 or o.epochs <= 0:
         raise UserError("--batch must be >= 1 and --epochs > 0")
+    if not 0 <= o.lr_rampdown <= 1:
+        raise UserError(f"--lr-rampdown must be between 0 and 1, got {o.lr_rampdown}")
+    if o.latent_bank and not 0 < o.bank_focus < 1:
+        raise UserError(f"--bank-focus must be between 0 and 1 (exclusive), got {o.bank_focus}")
     arch = json.loads(state["arch"]) if state is not None else _arch(o, dataset.resolution)
     if state is not None and state["codes"].shape[0] != count:
         raise UserError(f"--resume: the run learned {state['codes'].shape[0]} latents but {o.data} gives {count} "
@@ -247,6 +288,10 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
             ids = torch.as_tensor(idx, device=device)
             fake = synthesize(G, codes_param(ids), update_emas=True)
             loss = pyramid_l1(fake, real)
+            factor = rampdown_factor(step, total_steps, o.lr_rampdown)
+            for opt, lr in ((opt_G, o.lr), (opt_codes, o.code_lr)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * factor
             opt_G.zero_grad(set_to_none=True)
             opt_codes.zero_grad(set_to_none=True)
             loss.backward()
@@ -282,12 +327,16 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
     if interrupted:
         raise UserError(f"interrupted: saved {state_path} at step {step} (epoch {step / steps_per_epoch:.2f}); "
                         f"continue with --resume")
-    G.eval().requires_grad_(False)
+    G.eval().requires_grad_(False).cpu()
+    extra = {}
+    if o.latent_bank:
+        sharpness = attach_latent_bank(G, codes_param.weight.detach().cpu(), o.bank_focus, seed=o.seed)
+        extra = dict(latent_bank=f"{count} learned latents, focus {o.bank_focus}, sharpness {sharpness:.1f}")
     final = os.path.join(outdir, "network-final.safetensors")
     manifest = dataset.manifest
-    stylegan.save(G.cpu(), final, extra=dict(trained_with="sgvis train-glo", epochs=f"{step / steps_per_epoch:.2f}",
-                                             dataset_source=str(manifest.get("source")),
-                                             dataset_licence=str(manifest.get("licence")), seed=str(o.seed)))
+    stylegan.save(G, final, extra=dict(trained_with="sgvis train-glo", epochs=f"{step / steps_per_epoch:.2f}",
+                                       dataset_source=str(manifest.get("source")),
+                                       dataset_licence=str(manifest.get("licence")), seed=str(o.seed), **extra))
     with torch.no_grad():
         z = torch.randn([grid_n, G.z_dim], generator=torch.Generator().manual_seed(o.seed))
         _grid(G(z), o.grid, os.path.join(outdir, "samples.png"))
@@ -301,10 +350,12 @@ def cmd_train_glo(args) -> int:
     if args.resume not in (None, "auto", "latest"):
         raise UserError(f"--resume takes 'auto' or nothing (continue the run in --outdir), got {args.resume!r}")
     o = GloOptions(data=args.data, outdir=args.outdir, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                   code_lr=args.code_lr, seed=args.seed, resume=args.resume, grow_from=args.grow_from,
+                   code_lr=args.code_lr, lr_rampdown=args.lr_rampdown, seed=args.seed, resume=args.resume,
+                   grow_from=args.grow_from,
                    max_images=args.max_images, channel_base=args.channel_base, channel_max=args.channel_max,
                    z_dim=args.z_dim, w_dim=args.w_dim, map_layers=args.map_layers,
-                   state_minutes=args.state_minutes, grid=_parse_grid(args.grid), device=args.device,
+                   state_minutes=args.state_minutes, grid=_parse_grid(args.grid),
+                   latent_bank=not args.no_latent_bank, bank_focus=args.bank_focus, device=args.device,
                    threads=args.threads, progress=not args.quiet)
     s = train(o)
     print(f"done: {s['epochs']:.2f} epochs ({s['steps']} steps); model {s['final']}")
@@ -329,11 +380,22 @@ def register_cli(subparsers) -> None:
     a("--batch", type=int, default=32, help="batch size (default 32)")
     a("--lr", type=float, default=0.01, help="generator learning rate (Adam, default 0.01)")
     a("--code-lr", type=float, default=0.1, help="latent learning rate (sparse Adam, default 0.1)")
+    a("--lr-rampdown", type=float, default=0.0, metavar="F",
+      help="let both learning rates fall to 0 (half cosine) over the last F of the run (0-1, default 0: constant); "
+           "sharper reconstructions at the end. Set from this command line, also on --resume")
     a("--max-images", type=int, help="use only the first N images (default: all)")
     a("--grow-from", metavar="RUN", help="start from a lower-resolution train-glo run (folder or its state); "
                                          "its latents are kept, so build both datasets from the same images")
     a("--seed", type=int, default=0)
-    a("--resume", nargs="?", const="auto", help="continue the run in --outdir")
+    a("--resume", nargs="?", const="auto", help="continue the run in --outdir (a finished run: writes the final "
+                                                "model again, e.g. with another --bank-focus)")
+    a("--no-latent-bank", action="store_true",
+      help="do not store the learned latents in the model. With them (the default), random z are drawn towards "
+           "the latents the generator learned to draw, so samples look like training images rather than blends "
+           "of them")
+    a("--bank-focus", type=float, default=0.85,
+      help="with the latent bank: the weight a random z gives its nearest learned latent, on average (0-1; "
+           "higher: samples closer to single training images, quicker changes as z moves; default 0.85)")
     g = p.add_argument_group("architecture (StyleGAN2, skip generator, no noise inputs)")
     g.add_argument("--channel-base", type=int, default=4096, help="channels = min(base / res, max) (default 4096)")
     g.add_argument("--channel-max", type=int, default=128, help="(default 128)")

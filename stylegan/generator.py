@@ -42,6 +42,16 @@ class Generator(nn.Module):
     def device(self) -> torch.device:
         return self.mapping.fc0.weight.device
 
+    def set_latent_bank(self, latents: torch.Tensor, sharpness: float) -> None:
+        """Give the mapping network a latent bank (MappingNetwork's docstring): random z then draw from these
+        latents [K, z_dim]; saved with the model."""
+        if latents.ndim != 2 or latents.shape[1] != self.z_dim or latents.shape[0] < 1:
+            raise ValueError(f"latent bank must have shape [K, {self.z_dim}], got {tuple(latents.shape)}")
+        m = self.mapping
+        m.latent_bank, m.latent_bank_sharpness = int(latents.shape[0]), float(sharpness)
+        m.register_buffer("z_bank", latents.detach().to(self.device, torch.float32).clone())
+        self.config["mapping_kwargs"].update(latent_bank=m.latent_bank, latent_bank_sharpness=m.latent_bank_sharpness)
+
     def make_c(self, n: int, class_idx: int | None = None) -> torch.Tensor:
         """Label tensor for n samples: empty for unconditional models, else one-hot of class_idx."""
         c = torch.zeros([n, self.c_dim], device=self.device)

@@ -56,14 +56,25 @@ class FullyConnectedLayer(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    """z (and optional class label c) -> w, broadcast to num_ws rows, with truncation toward w_avg."""
+    """z (and optional class label c) -> w, broadcast to num_ws rows, with truncation toward w_avg.
+
+    Optional latent bank (sgvis's own models from train-glo): `latent_bank` learned latents [K, z_dim] that z is
+    drawn towards before the layers: z is replaced by the softmax-weighted mean of the bank entries, weighted by
+    `latent_bank_sharpness` times the cosine between z and each entry.  A random z then lands on (a blend of a few
+    of) the latents the generator was trained to draw, and moving z moves smoothly from one to the next.
+    """
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
                  embed_features: int | None = None, layer_features: int | None = None,
                  activation: str = "lrelu", lr_multiplier: float = 0.01,
-                 w_avg_beta: float | None = 0.995):
+                 w_avg_beta: float | None = 0.995, latent_bank: int = 0, latent_bank_sharpness: float = 0.0):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.latent_bank, self.latent_bank_sharpness = int(latent_bank), float(latent_bank_sharpness)
+        if self.latent_bank:
+            if z_dim == 0:
+                raise ValueError("a latent bank needs z (z_dim > 0)")
+            self.register_buffer("z_bank", torch.zeros([self.latent_bank, z_dim]))
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
         if embed_features is None:
@@ -81,6 +92,11 @@ class MappingNetwork(nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
+    def draw_from_bank(self, z: torch.Tensor) -> torch.Tensor:
+        """z [N, z_dim] -> the bank entries' mean, weighted by softmax(sharpness * cosine(z, entry))."""
+        cos = F.normalize(z, dim=1) @ F.normalize(self.z_bank, dim=1).T
+        return torch.softmax(cos * self.latent_bank_sharpness, dim=1) @ self.z_bank
+
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1,
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
         x = None
@@ -88,7 +104,10 @@ class MappingNetwork(nn.Module):
             if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
                 raise ValueError(f"z must have shape [N, {self.z_dim}], got "
                                  f"{None if z is None else tuple(z.shape)}")
-            x = normalize_2nd_moment(z.to(torch.float32))
+            z = z.to(torch.float32)
+            if self.latent_bank:
+                z = self.draw_from_bank(z)
+            x = normalize_2nd_moment(z)
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
                 raise ValueError(f"this model is conditional: c must have shape [N, {self.c_dim}] "

@@ -92,6 +92,29 @@ def test_train_reconstructs_samples_and_renders(data, tmp_path):
         own = train_glo.synthesize(G, state["codes"])
         other = train_glo.synthesize(G, state["codes"].roll(1, dims=0))
     assert float((own - reals).abs().mean()) < float((other - reals).abs().mean())
+    # The model carries the learned latents, and random z land near the images they draw: closer than the same
+    # network's samples without the bank.
+    assert G.mapping.latent_bank == 12 and torch.equal(G.mapping.z_bank, state["codes"])
+    z = torch.randn([32, G.z_dim], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with_bank = G(z)
+        G.mapping.latent_bank = 0
+        without = G(z)
+    nearest = lambda x: float(torch.cdist(x.flatten(1), own.flatten(1)).min(dim=1).values.mean())
+    assert nearest(with_bank) < 0.8 * nearest(without)
+
+
+def test_lr_rampdown_ends_the_run_at_a_small_learning_rate(data, tmp_path):
+    assert train_glo.rampdown_factor(0, 100, 0.25) == 1.0 and train_glo.rampdown_factor(74, 100, 0.25) == 1.0
+    assert train_glo.rampdown_factor(100, 100, 0.25) == pytest.approx(0.0, abs=1e-9)
+    assert 0.4 < train_glo.rampdown_factor(88, 100, 0.25) < 0.6
+    out = tmp_path / "run"
+    args = ["--data", data / "p16.zip", "--outdir", out, "--lr", "0.01", *TINY]
+    assert run_cli("train-glo", *args, "--epochs", "2", "--lr-rampdown", "0.5").returncode == 0
+    state = train_glo.load_state(str(out / "training-state.pt"))
+    # 6 steps, the last 3 ramped: the last step ran at 0.01 * 0.5 * (1 + cos(pi * 2/3)) = 0.0025.
+    assert state["opt_G"]["param_groups"][0]["lr"] == pytest.approx(0.0025)
+    assert state["opt_codes"]["param_groups"][0]["lr"] == pytest.approx(0.1 * 0.25)
 
 
 def test_resume_continues_and_a_second_start_is_refused(data, tmp_path, capsys):
@@ -135,6 +158,8 @@ def test_grow_starts_from_the_old_images_upsampled(data, tmp_path):
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),
     (["--grow-from", "MISSING"], "does not exist"),
     (["--resume", "sideways"], "--resume"),
+    (["--bank-focus", "1.5"], "--bank-focus"),
+    (["--lr-rampdown", "2"], "--lr-rampdown"),
 ])
 def test_bad_input_is_one_line(data, tmp_path, extra, message):
     out = tmp_path / "run"
@@ -147,3 +172,35 @@ def test_grow_from_a_higher_resolution_is_refused(data, tmp_path):
     assert run_cli("train-glo", "--data", data / "p16.zip", "--outdir", high, "--epochs", "1", *TINY).returncode == 0
     _one_clear_line(run_cli("train-glo", "--data", data / "p8.zip", "--outdir", tmp_path / "low",
                             "--grow-from", high, "--epochs", "1", *TINY), "larger")
+
+
+def test_latent_bank_draws_random_z_to_the_learned_latents(tmp_path):
+    from sgvis.train_gan import build_generator
+    torch.manual_seed(0)
+    G = build_generator(train_glo._arch(train_glo.GloOptions(data="", outdir="", channel_base=128, channel_max=16,
+                                                             z_dim=16, w_dim=16, map_layers=2), 8)).eval()
+    latents = train_glo.project_to_sphere(torch.randn(40, 16))
+    z = torch.randn([256, 16], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        w_free = G.mapping(z)[:, 0]
+        w_latents = G.mapping(latents)[:, 0]
+        sharpness = train_glo.attach_latent_bank(G, latents, focus=0.9)
+        w_bank = G.mapping(z)[:, 0]
+    # The calibration hits the asked-for focus.
+    cos = F.normalize(z, dim=1) @ F.normalize(latents, dim=1).T
+    assert float(torch.softmax(cos * sharpness, dim=1).max(dim=1).values.mean()) == pytest.approx(0.9, abs=0.03)
+    # Random z now give (nearly) the latents' w; without the bank they were far from all of them.
+    near_bank = torch.cdist(w_bank, w_latents).min(dim=1).values.mean()
+    near_free = torch.cdist(w_free, w_latents).min(dim=1).values.mean()
+    assert float(near_bank) < 0.3 * float(near_free)
+    # w_avg is re-centred on what the mapping gives now.
+    torch.testing.assert_close(G.mapping.w_avg, w_bank.mean(dim=0), atol=0.1 * float(w_bank.std()), rtol=0)
+    # Moving z a little moves w a little (no jumps), and the bank survives a save and a load.
+    with torch.no_grad():
+        step = (G.mapping(z[:8] + 1e-3 * torch.randn(8, 16))[:, 0] - w_bank[:8]).norm(dim=1)
+    assert float(step.max()) < 0.05 * float(torch.pdist(w_latents).mean())
+    stylegan.save(G, str(tmp_path / "g.safetensors"))
+    H = stylegan.load(str(tmp_path / "g.safetensors"))
+    assert H.mapping.latent_bank == 40 and H.mapping.latent_bank_sharpness == pytest.approx(sharpness)
+    with torch.no_grad():
+        torch.testing.assert_close(H.mapping(z), G.mapping(z))
