@@ -37,6 +37,11 @@ def cmd_info(args) -> int:
         ("num_ws", str(G.num_ws)),
         ("c_dim", f"{G.c_dim} ({'conditional' if G.c_dim else 'unconditional'})"),
         ("parameters", f"{_count_parameters(G):,}"),
+    ]
+    if G.mapping.latent_bank:
+        rows.append(("latent bank", f"{G.mapping.latent_bank} learned latents (random z draw from them; "
+                                    f"sharpness {G.mapping.latent_bank_sharpness:.1f})"))
+    rows += [
         ("load time", f"{seconds * 1000:.0f} ms"),
     ]
     width = max(len(k) for k, _ in rows)

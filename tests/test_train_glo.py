@@ -204,3 +204,5 @@ def test_latent_bank_draws_random_z_to_the_learned_latents(tmp_path):
     assert H.mapping.latent_bank == 40 and H.mapping.latent_bank_sharpness == pytest.approx(sharpness)
     with torch.no_grad():
         torch.testing.assert_close(H.mapping(z), G.mapping(z))
+    r = run_cli("info", tmp_path / "g.safetensors")
+    assert r.returncode == 0 and "40 learned latents" in r.stdout, r.stdout + r.stderr
