@@ -43,6 +43,8 @@ def model_hash(G) -> str:
     """Hex SHA-256 of the mapping network's state (what W's distribution depends on)."""
     h = hashlib.sha256()
     h.update(f"c_dim={G.c_dim};z_dim={G.z_dim};w_dim={G.w_dim}".encode())
+    if getattr(G.mapping, "latent_bank", 0):      # the bank's entries are in the state; its sharpness is not
+        h.update(f";latent_bank_sharpness={G.mapping.latent_bank_sharpness!r}".encode())
     for name, t in sorted(G.mapping.state_dict().items()):
         if t is None:
             continue
