@@ -7,6 +7,7 @@ Diversity: each image is described by a feature vector (16x16 RGB thumbnail, mea
 histogram); the figure is the mean pairwise L2 distance of those features over N generator samples divided by the
 same over N training images. 1.0: as varied as the data; near 0: one repeated image. Also the mean distance from each
 sample to its nearest training image, against training images to their nearest other one (small: copies).
+For a model with a latent bank (sgvis train-glo), samples-without-latent-bank.png shows the same z without it.
 """
 from __future__ import annotations
 
@@ -104,12 +105,20 @@ def main() -> None:
             t = torch.linspace(0, 1, 8)[:, None, None]
             strip.append(to_uint8(G.synthesis(a[None] + t * (b - a)[None],
                                               noise_mode="const")))
+        # A model with a latent bank (train-glo): the same z without it, which draws blends of training images.
+        bank = G.mapping.latent_bank
+        if bank:
+            G.mapping.latent_bank = 0
+            unbanked = generate(G, G.mapping(z[:32], None, truncation_psi=args.psi))
+            G.mapping.latent_bank = bank
     # The training imagery: the procedural dataset's images (seed (data seed, index), as `sgvis dataset` makes them).
     styles = [s for s in args.styles.split(",") if s]
     real = training_images(args.data_seed, args.n, G.img_resolution, styles)
     save(grid(samples[:32], 8), os.path.join(args.out, "samples.png"))
     save(grid(np.concatenate(strip), 8), os.path.join(args.out, "interpolation.png"))
     save(grid(real[:16], 8), os.path.join(args.out, "training-imagery.png"))
+    if bank:
+        save(grid(unbanked, 8), os.path.join(args.out, "samples-without-latent-bank.png"))
     fs, fr = features(samples), features(real)
     iu = np.triu_indices(args.n, 1)
     div = diversity(fs, fr)

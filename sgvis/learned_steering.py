@@ -38,7 +38,7 @@ from torch import nn
 
 from sgvis.errors import UserError, first_line
 from sgvis.features import MelConfig
-from sgvis.steering import DEFAULTS, GROUPS, Steering, _base_latent, resolve_config, resolve_groups
+from sgvis.steering import DEFAULTS, GROUPS, Steering, _base_latent, resolve_config, resolve_groups, resolve_psi
 
 __all__ = ["SoundInversionEncoder", "LearnedSteeringModel", "LearnedSteering", "save_steering", "load_steering",
            "SteeringMismatch", "SteeringFileError", "FORMAT_TAG", "FORMAT_VERSION", "DEFAULT_STEERING",
@@ -309,7 +309,8 @@ class LearnedSteering(Steering):
 
     def reset(self, seed: int) -> None:
         self.seed = int(seed)
-        self.w = _base_latent(self.G, self.seed, self.cfg["class_idx"], float(self.cfg["truncation_psi"]))
+        psi = resolve_psi(self.G, self.cfg["truncation_psi"])
+        self.w = _base_latent(self.G, self.seed, self.cfg["class_idx"], psi)
         self.state = None
 
     def step(self, features) -> torch.Tensor:

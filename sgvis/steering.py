@@ -61,7 +61,7 @@ BANDS = ("bass", "mid", "high")           # sources with a level (Features.low /
 DEFAULTS: dict[str, Any] = {
     "mode": "auto",
     "intensity": 1.0,
-    "truncation_psi": 0.7,
+    "truncation_psi": "auto",
     "class_idx": None,
     "max_step": 0.25,
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
@@ -128,7 +128,8 @@ def resolve_config(cfg: dict | None) -> dict:
         return float(v)
 
     number("steer.intensity", c["intensity"], 0)
-    number("steer.truncation_psi", c["truncation_psi"], -2, 2)
+    if c["truncation_psi"] != "auto":
+        number("steer.truncation_psi", c["truncation_psi"], -2, 2)
     number("steer.max_step", c["max_step"], positive=True)
     if c["class_idx"] is not None and (not isinstance(c["class_idx"], int) or c["class_idx"] < 0):
         raise UserError(f"steer.class_idx must be null or a class index >= 0, got {c['class_idx']!r}")
@@ -255,6 +256,19 @@ def _base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tenso
     return ws.float()
 
 
+AUTO_PSI = 0.7      # truncation_psi "auto" for models without a latent bank
+
+
+def resolve_psi(G, psi) -> float:
+    """A truncation_psi setting as a number: "auto" is 1 for a model with a latent bank (sgvis train-glo; its
+    random z already draw learned images, and w_avg is a blend of all of them), else AUTO_PSI."""
+    if psi == "auto":
+        return 1.0 if getattr(G.mapping, "latent_bank", 0) else AUTO_PSI
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi):
+        raise UserError(f"truncation_psi must be a number or auto, got {psi!r}")
+    return float(psi)
+
+
 def truncate(G, ws: torch.Tensor, psi: float) -> torch.Tensor:
     """W+ [n, num_ws, w_dim] moved toward the generator's w_avg by psi (the batch mean where G has none)."""
     if psi == 1:
@@ -366,7 +380,7 @@ class ReactiveSteering(Steering):
         self.w_mean = self.dirs.mean.detach().cpu().numpy().astype(np.float64)
         self.sigma = float(self.dirs.sigma)
         self.w_avg = _w_avg(G, self.dirs.mean[None].to(self.device)).cpu().numpy().astype(np.float64)
-        self.psi = float(c["truncation_psi"])
+        self.psi = resolve_psi(G, c["truncation_psi"])
         if G.c_dim > 0:
             self.class_idx = 0 if c["class_idx"] is None else int(c["class_idx"])
             if self.class_idx >= G.c_dim:

@@ -59,7 +59,7 @@ TRAIN_DEFAULTS = {
     "loss_resolution": 64,          # generated frames are area-downsampled to this for motion and discriminators
     "lr": 1e-4,
     "d_lr": 2e-4,
-    "truncation_psi": 0.7,          # base latents w, as steer.truncation_psi at render time
+    "truncation_psi": "auto",       # base latents w, as steer.truncation_psi at render time
     "hidden": 256,                  # GRU size
     "encoder_channels": [32, 64, 128, 256],    # sound inversion encoder conv widths
     "seed": 0,
@@ -99,9 +99,11 @@ def resolve_weights(cfg: dict) -> dict:
     return weights
 
 
-def base_latents(G, n: int, psi: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """W+ [n, num_ws, w_dim] of random z, truncated toward w_avg by psi (as render's base latent)."""
-    from sgvis.steering import truncate
+def base_latents(G, n: int, psi, generator: torch.Generator | None = None) -> torch.Tensor:
+    """W+ [n, num_ws, w_dim] of random z, truncated toward w_avg by psi (a number or "auto"; as render's base
+    latent)."""
+    from sgvis.steering import resolve_psi, truncate
+    psi = resolve_psi(G, psi)
     z = torch.randn([n, G.z_dim], generator=generator).to(G.device)
     c = G.make_c(n, 0) if G.c_dim else G.make_c(n)
     with torch.no_grad():
@@ -185,7 +187,7 @@ class EncoderTrainer:
     def _samples(self, n: int) -> torch.Tensor:
         from sgvis.steering_objectives import downsample
         with torch.no_grad():
-            return downsample(self._synthesize(base_latents(self.G, n, float(self.cfg["truncation_psi"]),
+            return downsample(self._synthesize(base_latents(self.G, n, self.cfg["truncation_psi"],
                                                             self.rng)), self.res)
 
     # -- one step --------------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class EncoderTrainer:
         mels = batch["mels"].to(self.device).float()
         onset = batch["onset"].to(self.device).float()
         B, T = mels.shape[:2]
-        w = base_latents(self.G, B, float(cfg["truncation_psi"]), self.rng)
+        w = base_latents(self.G, B, cfg["truncation_psi"], self.rng)
         self.model.train()
         e = self.model.encode(mels)
         ws_hat = self.model(mels, w, offsets=e)                                  # [B, T, num_ws, w_dim]

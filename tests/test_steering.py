@@ -383,3 +383,20 @@ def test_every_group_has_rows(G):
     m = small_model(G)
     rows = sorted(r for g in GROUPS for r in range(*m.groups[g]))
     assert rows == list(range(G.num_ws))
+
+
+def test_truncation_psi_auto_leaves_latent_bank_models_untruncated(cache):
+    from sgvis.steering import AUTO_PSI, resolve_psi
+    plain = tiny_generator(resolution=16)
+    banked = tiny_generator(resolution=16)
+    banked.set_latent_bank(torch.randn(10, banked.z_dim), sharpness=50.0)
+    assert resolve_psi(plain, "auto") == AUTO_PSI == 0.7 and resolve_psi(banked, "auto") == 1.0
+    assert resolve_psi(banked, 0.5) == 0.5                    # a number is a number, bank or not
+    with pytest.raises(UserError, match="truncation_psi"):
+        resolve_psi(plain, "wide")
+    # The default config says auto; reactive steering of the banked model then starts from the seed's w itself,
+    # and of the plain one from that w pulled toward w_avg.
+    assert DEFAULTS["truncation_psi"] == "auto"
+    for G_, psi in ((plain, 0.7), (banked, 1.0)):
+        s = make_steering(G_, {}, seed=3, cache_dir=cache)
+        assert s.psi == psi
