@@ -22,6 +22,7 @@ from PIL import Image
 import stylegan
 from sgvis.procedural import render as procedural
 from sgvis.render import default_model_path
+from sgvis.steering import resolve_psi
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -86,13 +87,15 @@ def main() -> None:
     ap.add_argument("--model", default=default_model_path())
     ap.add_argument("--out", default="docs/figures")
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--psi", type=float, default=0.7)
+    ap.add_argument("--psi", default="auto", help="truncation psi, or auto (as steer.truncation_psi: 0.7, or 1 "
+                                                   "for a model with a latent bank)")
     ap.add_argument("--data-seed", type=int, default=1, help="the procedural dataset's seed (recipe: 1)")
     ap.add_argument("--styles", default="glow,aurora,sweep,lava",
                     help="the procedural dataset's --styles (recipe: glow,aurora,sweep,lava; '' for the random mix)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     G = stylegan.load(args.model, "cpu")
+    args.psi = resolve_psi(G, args.psi if args.psi == "auto" else float(args.psi))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         z = torch.randn([args.n, G.z_dim], generator=g)

@@ -251,8 +251,15 @@ def test_shipped_steering_fits_the_default_model_and_drives_render(tmp_path):
     result = run_cli("render", str(wav), "-o", str(out), "--fps", "15", "--steer", "learned", "--stats", str(stats))
     assert result.returncode == 0, result.stderr
     assert json.load(open(stats))["steering"] == "learned"
+    # It moves the image, against the same render with the learned offset scaled to 0 (a still image), and the
+    # video's motion peaks land on most of the 5 clicks.
+    still = tmp_path / "still.mp4"
+    assert run_cli("render", str(wav), "-o", str(still), "--fps", "15", "--steer", "learned",
+                   "--set", "steer.learned.intensity=0").returncode == 0
     from sgvis.av_align import av_align
-    assert av_align(str(out))["smoothness"]["flow_mean"] > 0.01
+    moving, held = av_align(str(out)), av_align(str(still))
+    assert moving["smoothness"]["flow_mean"] > 4 * held["smoothness"]["flow_mean"]
+    assert moving["hits"] >= 3 and moving["audio_peaks"] == 5
 
 
 def test_steer_learned_without_checkpoint_for_another_model_is_one_line(workspace, tmp_path):
