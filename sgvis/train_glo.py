@@ -5,8 +5,10 @@ are fitted together to reconstruct the images: L1 over an image pyramid, so that
 detail.  There is no discriminator, so nothing can collapse: every training image keeps a latent that draws it.
 The latents start from a whitened PCA of the images and are kept on the sphere of radius sqrt(z_dim), which is
 where the mapping network puts any z it is given (it normalises z's second moment); so a random z lands among the
-learned latents, and the result is an ordinary sgvis generator file (render/live --model, steering, info).  Images come out softer than a converged GAN's, but a small generator learns a
-dataset's look in CPU-hours rather than GPU-days; this is how the default model is trained (docs/training.md).
+learned latents, and the result is an ordinary sgvis generator file (render/live --model, steering, info).
+Images come out softer than a converged GAN's, but a small generator learns a dataset's look in CPU-hours rather
+than GPU-days; this is how the default model is trained (docs/training.md).  The final model keeps the learned
+latents (a latent bank, MappingNetwork), so that random z draw learned images rather than blends of them.
 
 `--grow-from` starts from a lower-resolution train-glo run: its generator and latents are kept, and the new
 blocks' toRGB start at zero, so training starts from the old images upsampled.
@@ -109,7 +111,8 @@ def bank_sharpness(latents: torch.Tensor, focus: float, samples: int = 2048, see
     if not 0 < focus < 1:
         raise ValueError(f"focus must be in (0, 1), got {focus}")
     z = torch.randn([samples, latents.shape[1]], generator=torch.Generator().manual_seed(seed))
-    cos = F.normalize(z, dim=1) @ F.normalize(latents.float(), dim=1).T
+    from stylegan.layers import bank_cosine
+    cos = bank_cosine(z, latents.float())
     lo, hi = 1e-3, 1e5
     for _ in range(60):
         mid = math.sqrt(lo * hi)

@@ -50,7 +50,8 @@ class Generator(nn.Module):
         m = self.mapping
         m.latent_bank, m.latent_bank_sharpness = int(latents.shape[0]), float(sharpness)
         m.register_buffer("z_bank", latents.detach().to(self.device, torch.float32).clone())
-        self.config["mapping_kwargs"].update(latent_bank=m.latent_bank, latent_bank_sharpness=m.latent_bank_sharpness)
+        self.config["mapping_kwargs"].update(latent_bank=m.latent_bank,
+                                             latent_bank_sharpness=m.latent_bank_sharpness)
 
     def make_c(self, n: int, class_idx: int | None = None) -> torch.Tensor:
         """Label tensor for n samples: empty for unconditional models, else one-hot of class_idx."""

@@ -55,6 +55,12 @@ class FullyConnectedLayer(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, act={self.activation}"
 
 
+def bank_cosine(z: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """[N, K] cosine between each z [N, z_dim] and each latent-bank entry [K, z_dim] (MappingNetwork's bank
+    weights are softmax(sharpness * this))."""
+    return F.normalize(z, dim=1) @ F.normalize(bank, dim=1).T
+
+
 class MappingNetwork(nn.Module):
     """z (and optional class label c) -> w, broadcast to num_ws rows, with truncation toward w_avg.
 
@@ -94,8 +100,7 @@ class MappingNetwork(nn.Module):
 
     def draw_from_bank(self, z: torch.Tensor) -> torch.Tensor:
         """z [N, z_dim] -> the bank entries' mean, weighted by softmax(sharpness * cosine(z, entry))."""
-        cos = F.normalize(z, dim=1) @ F.normalize(self.z_bank, dim=1).T
-        return torch.softmax(cos * self.latent_bank_sharpness, dim=1) @ self.z_bank
+        return torch.softmax(bank_cosine(z, self.z_bank) * self.latent_bank_sharpness, dim=1) @ self.z_bank
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1,
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
