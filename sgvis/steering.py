@@ -34,6 +34,11 @@ Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
   per seed), applied to the middle rows: the same chord returns to the same place.
 * Output: truncation toward w_avg (`truncation_psi`), then a soft limit on the per-frame change of the whole
   W+ (`max_step`, in units of W's spread, per 1/30 s) so nothing can strobe.
+* Space (`space`): the drift moves through W (`w`), or, for models with a latent bank (sgvis train-glo, the
+  built-in model), through z (`z`; `auto` picks it for them).  A bank model's learned images sit at scattered
+  points of W, and a spline through W keyframes runs between them, through blends of several images, murky and
+  grey.  In z the keyframes are raw z and the spline point is mapped every frame, so the base is always a learned
+  image or a blend of two near ones.  Hits, swells and chroma move along W's principal directions in both.
 
 Offline renderers should compute each frame's Features a little ahead of the frame time (see
 OFFLINE_LOOKAHEAD_S): the causal analysis window registers an onset a hop or two after it happens, and a
@@ -62,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "mode": "auto",
     "intensity": 1.0,
     "truncation_psi": "auto",
+    "space": "auto",
     "class_idx": None,
     "max_step": 0.25,
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
@@ -90,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
 OFFLINE_LOOKAHEAD_S = 0.046
 
 MODES = ("auto", "reactive", "learned")
+SPACES = ("auto", "w", "z")
 REF_FPS = 30.0
 
 
@@ -127,6 +134,8 @@ def resolve_config(cfg: dict | None) -> dict:
             raise UserError(f"{path} must be {rng}, got {v!r}")
         return float(v)
 
+    if c["space"] not in SPACES:
+        raise UserError(f"steer.space must be one of {', '.join(SPACES)}; got {c['space']!r}")
     number("steer.intensity", c["intensity"], 0)
     if c["truncation_psi"] != "auto":
         number("steer.truncation_psi", c["truncation_psi"], -2, 2)
@@ -269,6 +278,16 @@ def resolve_psi(G, psi) -> float:
     return float(psi)
 
 
+def resolve_space(G, space: str) -> str:
+    """steer.space as "w" or "z": auto is z for a model with a latent bank, else w; z needs a model with z."""
+    has_bank = bool(getattr(G.mapping, "latent_bank", 0))
+    if space == "auto":
+        return "z" if has_bank and G.z_dim > 0 else "w"
+    if space == "z" and G.z_dim == 0:
+        raise UserError("steer.space is z but this model has no z input; use steer.space=w")
+    return space
+
+
 def truncate(G, ws: torch.Tensor, psi: float) -> torch.Tensor:
     """W+ [n, num_ws, w_dim] moved toward the generator's w_avg by psi (the batch mean where G has none)."""
     if psi == 1:
@@ -372,13 +391,15 @@ class ReactiveSteering(Steering):
             directions = load_or_compute_directions(G, cache_dir=cache_dir, n_samples=d["num_samples"],
                                                     seed=d["seed"])
         # The per-frame arithmetic is tiny, so it runs in numpy (no device round trips, no thread-pool
-        # overhead); the finished W+ goes to G's device once per frame.
+        # overhead); the finished W+ goes to G's device once per frame (in z space the drift's z is mapped on
+        # G's device once per frame as well).
         self.dirs = directions
+        self.sigma = float(self.dirs.sigma)          # W's spread: the unit of max_step, in either space
+        self.space = resolve_space(G, c["space"])
         self.K = min(int(d["num_components"]), self.dirs.num_components)
         self.U = self.dirs.components[: self.K].detach().cpu().numpy().astype(np.float64)   # [K, w_dim]
         self.S = self.dirs.std[: self.K].detach().cpu().numpy().astype(np.float64)          # [K]
         self.w_mean = self.dirs.mean.detach().cpu().numpy().astype(np.float64)
-        self.sigma = float(self.dirs.sigma)
         self.w_avg = _w_avg(G, self.dirs.mean[None].to(self.device)).cpu().numpy().astype(np.float64)
         self.psi = resolve_psi(G, c["truncation_psi"])
         if G.c_dim > 0:
@@ -434,16 +455,22 @@ class ReactiveSteering(Steering):
     def _rng(self, kind: int, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed & 0xFFFFFFFF, kind, i])
 
+    def _map(self, z: np.ndarray) -> np.ndarray:
+        """z [n, z_dim] -> w [n, w_dim] (untruncated), in float64."""
+        G = self.G
+        c = G.make_c(len(z), self.class_idx) if G.c_dim else G.make_c(len(z))
+        zt = torch.from_numpy(z).to(self.device, torch.float32) if G.z_dim > 0 else None
+        with torch.no_grad():
+            w = G.mapping(zt, c, truncation_psi=1.0)
+        return (w[:, 0] if w.ndim == 3 else w).detach().cpu().numpy().astype(np.float64)
+
     def _keyframe(self, i: int) -> np.ndarray:
-        """The i-th drift keyframe: a mapped z, as a deviation from the mean of W ([w_dim])."""
+        """The i-th drift keyframe: a mapped z, as a deviation from the mean of W ([w_dim]); in z space the z
+        itself ([z_dim])."""
         kf = self._keyframes.get(i)
         if kf is None:
-            G = self.G
-            z = torch.from_numpy(self._rng(1, i).standard_normal(G.z_dim)).to(self.device, torch.float32)[None]
-            c = G.make_c(1, self.class_idx) if G.c_dim else G.make_c(1)
-            with torch.no_grad():
-                w = G.mapping(z if G.z_dim > 0 else None, c, truncation_psi=1.0)
-            kf = (w[0, 0] if w.ndim == 3 else w[0]).detach().cpu().numpy().astype(np.float64) - self.w_mean
+            z = self._rng(1, i).standard_normal(self.G.z_dim)
+            kf = z if self.space == "z" else self._map(z[None])[0] - self.w_mean
             self._keyframes[i] = kf
             for old in [k for k in self._keyframes if k < i - 8]:
                 del self._keyframes[old]
@@ -536,7 +563,7 @@ class ReactiveSteering(Steering):
         i0 = int(math.floor(self.phase))
         b = _bspline_weights(self.phase - i0)
         base = sum(float(b[j]) * self._keyframe(i0 - 1 + j) for j in range(4)) / float(np.sqrt((b * b).sum()))
-        base = base + self.w_mean
+        base = self._map(base[None])[0] if self.space == "z" else base + self.w_mean
 
         # Orbits: hits set the angular speed of each group; planes turn slowly with the drift.
         omega = pulse @ self.speed_gain                                                      # [3] rad/s
