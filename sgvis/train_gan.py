@@ -95,6 +95,7 @@ class TrainOptions:
     # running
     resume: str | None = None            # None | "latest" | "auto" | path to a training-state.pt
     grow_from: str | None = None         # a lower-resolution run (folder or training-state.pt) to grow from
+    init_from: str | None = None         # a generator file (sgvis format) that G and G_ema start from; D is new
     fade_kimg: float = 4.0               # grown runs: kimg over which D fades from the old input to the new
     device: str = "auto"
     workers: int | None = None
@@ -228,9 +229,12 @@ def _arch_from_options(o: TrainOptions, resolution: int, device: torch.device) -
 def build_generator(arch: dict):
     """The StyleGAN2 generator (skip architecture) for an architecture dict as stored in a training state."""
     from stylegan.generator import Generator
+    mapping_kwargs = dict(num_layers=arch["map_layers"])
+    if arch.get("latent_bank"):
+        mapping_kwargs.update(latent_bank=arch["latent_bank"], latent_bank_sharpness=arch["latent_bank_sharpness"])
     return Generator("stylegan2", z_dim=arch["z_dim"], c_dim=0, w_dim=arch["w_dim"],
                      img_resolution=arch["resolution"], img_channels=3,
-                     mapping_kwargs=dict(num_layers=arch["map_layers"]),
+                     mapping_kwargs=mapping_kwargs,
                      synthesis_kwargs=dict(channel_base=arch["channel_base"], channel_max=arch["channel_max"],
                                            num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
                                            architecture="skip", use_noise=bool(arch.get("noise", True))))
@@ -332,11 +336,13 @@ class Trainer:
     """Holds networks, optimisers and counters; `step()` runs one iteration (all phases)."""
 
     def __init__(self, o: TrainOptions, dataset, device: torch.device, dist: _Dist, state: dict | None,
-                 grow_state: dict | None = None):
+                 grow_state: dict | None = None, init: tuple[dict, dict] | None = None):
         from sgvis.augment import AdaptiveP, AugmentPipe
         self.o, self.device, self.dist = o, device, dist
         if state is not None:
             self.arch = json.loads(state["arch"])
+        elif init is not None:
+            self.arch = init[0]
         else:
             self.arch = _arch_from_options(o, o.resolution or dataset.resolution, device)
             if grow_state is not None:
@@ -352,6 +358,9 @@ class Trainer:
         elif grow_state is not None:
             from sgvis.grow import init_from_lower
             init_from_lower(self.G, self.D, self.G_ema, grow_state)
+        elif init is not None:
+            self.G.load_state_dict(init[1])
+            self.G_ema.load_state_dict(init[1])
         for m in (self.G, self.D, self.G_ema):
             m.to(device)
         self.G.train()
@@ -631,6 +640,43 @@ def _check_resume_conflicts(o: TrainOptions, arch: dict, what: str = "resumed",
                             f"leave it out to keep the run's architecture")
 
 
+def _load_init_source(o: TrainOptions, device: torch.device) -> tuple[dict, dict]:
+    """(architecture, G's state dict) of the generator file named by --init-from, checked against the options:
+    a StyleGAN2 generator of the kind train-gan and train-glo build (skip architecture, unconditional, RGB)."""
+    import stylegan
+    if not os.path.isfile(o.init_from):
+        raise UserError(f"--init-from {o.init_from}: no such file; give a generator written by sgvis train-gan, "
+                        f"train-glo or export-gan")
+    try:
+        G = stylegan.load(o.init_from)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets one line
+        raise UserError(f"--init-from {o.init_from}: cannot read it as a generator ({str(e).splitlines()[0]})") \
+            from None
+    cfg, syn, mp = G.config, G.config.get("synthesis_kwargs", {}), G.config.get("mapping_kwargs", {})
+    if cfg.get("kind") != "stylegan2" or G.c_dim != 0 or G.img_channels != 3 or syn.get("architecture", "skip") != "skip":
+        raise UserError(f"--init-from {o.init_from}: train-gan fine-tunes unconditional RGB StyleGAN2 generators "
+                        f"with the skip architecture (sgvis's own models); this one is {cfg.get('kind')}, "
+                        f"{G.c_dim} classes, {G.img_channels} channels, {syn.get('architecture', 'skip')}")
+    fp16_res = o.fp16_res if o.fp16_res is not None else (4 if device.type == "cuda" else 0)
+    arch = dict(resolution=int(G.img_resolution), channel_base=int(syn.get("channel_base", 32768)),
+                channel_max=int(syn.get("channel_max", 512)), z_dim=int(G.z_dim), w_dim=int(G.w_dim),
+                map_layers=int(mp.get("num_layers", 8)), fp16_res=fp16_res,
+                conv_clamp=o.conv_clamp if o.conv_clamp is not None else (256 if fp16_res > 0 else None),
+                mbstd_group=o.mbstd_group, noise=bool(syn.get("use_noise", True)))
+    if getattr(G.mapping, "latent_bank", 0):
+        arch.update(latent_bank=int(G.mapping.latent_bank),
+                    latent_bank_sharpness=float(G.mapping.latent_bank_sharpness))
+    _check_resume_conflicts(o, arch, "initialised from", keys=("resolution", "channel_base", "channel_max", "z_dim",
+                                                               "w_dim", "map_layers", "noise"))
+    probe = build_generator(arch)
+    try:
+        probe.load_state_dict(G.state_dict())
+    except RuntimeError as e:
+        raise UserError(f"--init-from {o.init_from}: its layers differ from what train-gan builds "
+                        f"({str(e).splitlines()[0]})") from None
+    return arch, G.state_dict()
+
+
 def _load_grow_source(o: TrainOptions, resolution: int) -> dict:
     """The training state named by --grow-from (a run folder or its training-state.pt), checked against the
     grown run's options."""
@@ -685,14 +731,20 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
     elif os.path.exists(state_path):
         raise UserError(f"{o.outdir} already holds a training run ({STATE_FILE}); pass --resume to continue it or "
                         f"choose another --outdir")
+    init = None
     if state is not None:
         arch = json.loads(state["arch"])
         _check_resume_conflicts(o, arch)
         res = arch["resolution"]
+    elif o.init_from:
+        if o.grow_from:
+            raise UserError("--init-from and --grow-from both give the starting generator; use one")
+        init = _load_init_source(o, device)
+        res = init[0]["resolution"]
     else:
         res = o.resolution or dataset.resolution
     if dataset.resolution != res:
-        what = "the resumed run" if state is not None else "--resolution"
+        what = "the resumed run" if state is not None else "--init-from's model" if init else "--resolution"
         raise UserError(f"resolution mismatch: {o.data} holds {dataset.resolution}x{dataset.resolution} images but "
                         f"{what} is {res}x{res}; rebuild the dataset with 'sgvis dataset --resolution {res}'")
     grow_state = _load_grow_source(o, res) if state is None and o.grow_from else None
@@ -702,7 +754,7 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
     torch.manual_seed(o.seed * 1000 + dist.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    trainer = Trainer(o, dataset, device, dist, state, grow_state)
+    trainer = Trainer(o, dataset, device, dist, state, grow_state, init)
     total_nimg = int(round(o.kimg * 1000))
     if dist.main:
         with open(os.path.join(outdir, "training_options.json"), "w") as f:
@@ -890,6 +942,9 @@ def register_cli(subparsers) -> None:
     g.add_argument("--grow-from", metavar="RUN", help="start from a trained lower-resolution run (its folder or "
                    "training-state.pt): its layers are kept, the new resolutions are added (progressive growing; "
                    "much faster on CPU than training at full resolution from scratch)")
+    g.add_argument("--init-from", metavar="MODEL", help="start G (and its EMA) from a generator file written by "
+                   "sgvis (train-gan, train-glo, export-gan; the built-in model too): fine-tuning, e.g. on your own "
+                   "images. The architecture and latent bank come from the file; D starts new")
     g.add_argument("--fade-kimg", type=float, default=4.0, help="grown runs: kimg over which the discriminator "
                    "fades from the old resolution's input to the new one (default 4)")
     g = p.add_argument_group("schedule")

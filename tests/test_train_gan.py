@@ -326,3 +326,53 @@ dist.close()
     lines = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
     assert lines[0][:4] == lines[1][:4], lines             # identical networks on both processes
     assert float(lines[0][-1]) > 1e-4                      # and training moved them
+
+
+def test_init_from_fine_tunes_a_saved_generator_with_its_latent_bank(data16, tmp_path):
+    """--init-from MODEL: G and G_ema start as the file's generator (its architecture, weights and latent bank);
+    D starts new; bad sources get one line."""
+    arch = dict(resolution=16, channel_base=128, channel_max=16, z_dim=16, w_dim=16, map_layers=2, fp16_res=0,
+                conv_clamp=None, mbstd_group=4, noise=False)
+    torch.manual_seed(3)
+    src = train_gan.build_generator(arch).eval()
+    with torch.no_grad():
+        for p in src.parameters():                         # not what a fresh network would be
+            p.add_(torch.randn_like(p) * 0.2)
+    src.set_latent_bank(torch.randn(6, 16), sharpness=40.0)
+    src_path = tmp_path / "src.safetensors"
+    stylegan.save(src, str(src_path))
+    common = ["--batch", "4", "--grid", "2x2", "--quiet", "--threads", "1", "--snap", "0"]
+    out = tmp_path / "ft"
+    assert run_command("--data", data16, "--outdir", out, "--init-from", src_path, *common, "--kimg", "0.008",
+                       "--lr", "0.0005") == 0
+    run_arch = json.load(open(out / "training_options.json"))["arch"]
+    assert run_arch["noise"] is False and run_arch["z_dim"] == 16 and run_arch["latent_bank"] == 6
+    G = stylegan.load(str(out / "network-final.safetensors"), "cpu")
+    assert G.mapping.latent_bank == 6 and torch.equal(G.mapping.z_bank, src.mapping.z_bank)
+    torch.manual_seed(3)
+    fresh = train_gan.build_generator(arch).eval()
+    fresh.set_latent_bank(src.mapping.z_bank, sharpness=40.0)
+    tuned, start, new = g_output(G), g_output(src), g_output(fresh)
+    assert torch.isfinite(tuned).all() and not torch.equal(tuned, start)      # it trained ...
+    assert (tuned - start).abs().mean() < 0.2 * (new - start).abs().mean()    # ... from the file's weights
+    # The run resumes as a normal run (its state holds the bank).
+    assert run_command("--data", data16, "--outdir", out, *common, "--resume", "latest", "--kimg", "0.012") == 0
+
+    def fails(message, *argv):
+        with pytest.raises(UserError, match=message):
+            run_command("--data", data16, "--outdir", tmp_path / "o", *common, *argv)
+
+    fails("no such file", "--init-from", tmp_path / "missing.safetensors")
+    fails("use one", "--init-from", src_path, "--grow-from", out)
+    fails("--z-dim 32 conflicts with the run being initialised from \\(16\\)", "--init-from", src_path,
+          "--z-dim", "32")
+    sg3 = tmp_path / "sg3.safetensors"
+    from conftest import tiny_generator
+    stylegan.save(tiny_generator("stylegan3", resolution=16), str(sg3))
+    fails("fine-tunes unconditional RGB StyleGAN2", "--init-from", sg3)
+    big = train_gan.build_generator(dict(arch, resolution=32))
+    big_path = tmp_path / "big.safetensors"
+    stylegan.save(big, str(big_path))
+    fails("resolution mismatch.*16x16.*init-from", "--init-from", big_path)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    fails("cannot read it as a generator", "--init-from", tmp_path / "junk.safetensors")
