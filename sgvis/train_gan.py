@@ -653,10 +653,11 @@ def _load_init_source(o: TrainOptions, device: torch.device) -> tuple[dict, dict
         raise UserError(f"--init-from {o.init_from}: cannot read it as a generator ({str(e).splitlines()[0]})") \
             from None
     cfg, syn, mp = G.config, G.config.get("synthesis_kwargs", {}), G.config.get("mapping_kwargs", {})
-    if cfg.get("kind") != "stylegan2" or G.c_dim != 0 or G.img_channels != 3 or syn.get("architecture", "skip") != "skip":
+    architecture = syn.get("architecture", "skip")
+    if cfg.get("kind") != "stylegan2" or G.c_dim != 0 or G.img_channels != 3 or architecture != "skip":
         raise UserError(f"--init-from {o.init_from}: train-gan fine-tunes unconditional RGB StyleGAN2 generators "
                         f"with the skip architecture (sgvis's own models); this one is {cfg.get('kind')}, "
-                        f"{G.c_dim} classes, {G.img_channels} channels, {syn.get('architecture', 'skip')}")
+                        f"{G.c_dim} classes, {G.img_channels} channels, {architecture}")
     fp16_res = o.fp16_res if o.fp16_res is not None else (4 if device.type == "cuda" else 0)
     arch = dict(resolution=int(G.img_resolution), channel_base=int(syn.get("channel_base", 32768)),
                 channel_max=int(syn.get("channel_max", 512)), z_dim=int(G.z_dim), w_dim=int(G.w_dim),
