@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from sgvis.audio_in import decode_blocks
+from stylegan.atomic import replace_into_place
 
 def even(n: int) -> int:
     """H.264 with yuv420p needs even frame sizes: round up."""
@@ -112,7 +113,7 @@ class Mp4Sink:
             for packet in self.audio.encode():
                 self.container.mux(packet)
         self.container.close()
-        os.replace(self.tmp, self.path)
+        replace_into_place(self.tmp, self.path)
 
     def abort(self) -> None:
         try:
@@ -199,7 +200,7 @@ class PngSink:
     def close(self) -> None:
         if os.path.isdir(self.directory):
             shutil.rmtree(self.directory)
-        os.replace(self.tmp, self.directory)
+        replace_into_place(self.tmp, self.directory, directory=True)
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -6,6 +6,19 @@ import tempfile
 from typing import Callable
 
 
+# The process's umask, read once (reading it means setting it, which is not thread-safe).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def replace_into_place(tmp: str, path: str, directory: bool = False) -> None:
+    """Rename a finished temporary file (or folder) to `path`, with the permissions a newly created one would have:
+    mkstemp / mkdtemp make them private to the user (0600 / 0700), which a published video or frame folder
+    should not be."""
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_UMASK)
+    os.replace(tmp, path)
+
+
 def write_atomically(path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into place; on any failure
     (including Ctrl-C) the temporary file is removed and `path` is left as it was."""
@@ -14,7 +27,7 @@ def write_atomically(path, write: Callable[[str], None], suffix: str = ".tmp") -
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        replace_into_place(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

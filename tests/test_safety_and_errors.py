@@ -181,3 +181,27 @@ def test_convert_bad_input_leaves_no_output(tmp_path):
 
 def test_convert_to_unwritable_place(tmp_path, good_pickle):
     _one_clear_line(run_cli("convert", str(good_pickle), str(tmp_path / "nope" / "x.safetensors")), "cannot write")
+
+
+def test_published_outputs_get_the_permissions_of_a_new_file(tmp_path):
+    """Videos, frame folders and atomically written files are made as private temporaries (mkstemp / mkdtemp:
+    0600 / 0700); once in place they have what the umask gives any new file (0644 / 0755 under umask 022)."""
+    import stat
+
+    import numpy as np
+
+    from sgvis.sinks import Mp4Sink, PngSink
+    from stylegan.atomic import write_atomically
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_atomically(str(tmp_path / "a.bin"), lambda tmp: open(tmp, "wb").write(b"x"))
+    video = Mp4Sink(str(tmp_path / "v.mp4"), 30, 16, 16)
+    for _ in range(3):
+        video.write(np.zeros((16, 16, 3), np.uint8))
+    video.close()
+    frames = PngSink(str(tmp_path / "frames"))
+    frames.write(np.zeros((8, 8, 3), np.uint8))
+    frames.close()
+    mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)  # noqa: E731
+    assert mode("a.bin") == mode("v.mp4") == 0o666 & ~umask
+    assert mode("frames") == 0o777 & ~umask
