@@ -268,11 +268,16 @@ def _base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tenso
 AUTO_PSI = 0.7      # truncation_psi "auto" for models without a latent bank
 
 
+def _has_latent_bank(G) -> bool:
+    """Whether G's mapping draws z from learned latents (sgvis train-glo models; MappingNetwork)."""
+    return bool(getattr(G.mapping, "latent_bank", 0))
+
+
 def resolve_psi(G, psi) -> float:
     """A truncation_psi setting as a number: "auto" is 1 for a model with a latent bank (sgvis train-glo; its
     random z already draw learned images, and w_avg is a blend of all of them), else AUTO_PSI."""
     if psi == "auto":
-        return 1.0 if getattr(G.mapping, "latent_bank", 0) else AUTO_PSI
+        return 1.0 if _has_latent_bank(G) else AUTO_PSI
     if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi):
         raise UserError(f"truncation_psi must be a number or auto, got {psi!r}")
     return float(psi)
@@ -280,9 +285,8 @@ def resolve_psi(G, psi) -> float:
 
 def resolve_space(G, space: str) -> str:
     """steer.space as "w" or "z": auto is z for a model with a latent bank, else w; z needs a model with z."""
-    has_bank = bool(getattr(G.mapping, "latent_bank", 0))
     if space == "auto":
-        return "z" if has_bank and G.z_dim > 0 else "w"
+        return "z" if _has_latent_bank(G) and G.z_dim > 0 else "w"
     if space == "z" and G.z_dim == 0:
         raise UserError("steer.space is z but this model has no z input; use steer.space=w")
     return space

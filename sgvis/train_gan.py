@@ -217,13 +217,18 @@ def _real_batches(dataset, batch_gpu: int, seed: int, dist: _Dist, start: int, w
 # Networks and state
 
 
-def _arch_from_options(o: TrainOptions, resolution: int, device: torch.device) -> dict:
-    get = lambda k: getattr(o, k) if getattr(o, k) is not None else ARCH_DEFAULTS[k]  # noqa: E731
+def _precision_arch(o: TrainOptions, device: torch.device) -> dict:
+    """The architecture entries set by the device and options, not by a model: fp16 blocks, conv clamp, mbstd."""
     fp16_res = o.fp16_res if o.fp16_res is not None else (4 if device.type == "cuda" else 0)
     conv_clamp = o.conv_clamp if o.conv_clamp is not None else (256 if fp16_res > 0 else None)
+    return dict(fp16_res=fp16_res, conv_clamp=conv_clamp, mbstd_group=o.mbstd_group)
+
+
+def _arch_from_options(o: TrainOptions, resolution: int, device: torch.device) -> dict:
+    get = lambda k: getattr(o, k) if getattr(o, k) is not None else ARCH_DEFAULTS[k]  # noqa: E731
     return dict(resolution=resolution, channel_base=get("channel_base"), channel_max=get("channel_max"),
-                z_dim=get("z_dim"), w_dim=get("w_dim"), map_layers=get("map_layers"), fp16_res=fp16_res,
-                conv_clamp=conv_clamp, mbstd_group=o.mbstd_group, noise=get("noise"))
+                z_dim=get("z_dim"), w_dim=get("w_dim"), map_layers=get("map_layers"), noise=get("noise"),
+                **_precision_arch(o, device))
 
 
 def build_generator(arch: dict):
@@ -658,12 +663,10 @@ def _load_init_source(o: TrainOptions, device: torch.device) -> tuple[dict, dict
         raise UserError(f"--init-from {o.init_from}: train-gan fine-tunes unconditional RGB StyleGAN2 generators "
                         f"with the skip architecture (sgvis's own models); this one is {cfg.get('kind')}, "
                         f"{G.c_dim} classes, {G.img_channels} channels, {architecture}")
-    fp16_res = o.fp16_res if o.fp16_res is not None else (4 if device.type == "cuda" else 0)
     arch = dict(resolution=int(G.img_resolution), channel_base=int(syn.get("channel_base", 32768)),
                 channel_max=int(syn.get("channel_max", 512)), z_dim=int(G.z_dim), w_dim=int(G.w_dim),
-                map_layers=int(mp.get("num_layers", 8)), fp16_res=fp16_res,
-                conv_clamp=o.conv_clamp if o.conv_clamp is not None else (256 if fp16_res > 0 else None),
-                mbstd_group=o.mbstd_group, noise=bool(syn.get("use_noise", True)))
+                map_layers=int(mp.get("num_layers", 8)), noise=bool(syn.get("use_noise", True)),
+                **_precision_arch(o, device))
     if getattr(G.mapping, "latent_bank", 0):
         arch.update(latent_bank=int(G.mapping.latent_bank),
                     latent_bank_sharpness=float(G.mapping.latent_bank_sharpness))
