@@ -6,10 +6,10 @@
 
 A deterministic track is synthesised with numpy (120 BPM: kick on every beat, snare on 2 and 4, closed hats on
 eighths, an eighth-note bass line and a chord per bar; an intro without drums, a breakdown of chords only, a bar
-of silence and a drop).  Features come from sgvis.features.FeatureExtractor (causal, as live), latents from
+of silence and a drop).  Features come from sgvis.features.analysis.FeatureExtractor (causal, as live), latents from
 the reactive steering, frames from a StyleGAN2 with random weights (torch's default initialisation, which gives
 smooth colour fields; w_avg set to the mean of mapped z as for a trained model), and the frames plus the track
-go through sgvis.av_align.  A random network cannot show whether the result looks good, but it shows whether
+go through sgvis.eval.av_align.  A random network cannot show whether the result looks good, but it shows whether
 the motion peaks land on the onsets and whether the motion is smooth.
 
 Last run (`python bench/bench_av_align.py --baselines --lookahead 0.03 0.046 0.0`, CPU, default config; 81
@@ -39,9 +39,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sgvis.av_align import av_align, format_report  # noqa: E402
-from sgvis.features import FeatureExtractor, MelConfig  # noqa: E402
-from sgvis.steering import OFFLINE_LOOKAHEAD_S, ReactiveSteering, resolve_config  # noqa: E402
+from sgvis.eval.av_align import av_align, format_report  # noqa: E402
+from sgvis.features.analysis import FeatureExtractor, MelConfig  # noqa: E402
+from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S, ReactiveSteering, resolve_config  # noqa: E402
 from stylegan.generator import Generator  # noqa: E402
 
 from sgvis.demo import BPM, SR, synth_track  # noqa: E402  (the synthesized test music lives in the package)

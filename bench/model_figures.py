@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 import stylegan
-from sgvis.procedural import render as procedural
+from sgvis.data.procedural import render as procedural
 from sgvis.render import default_model_path
-from sgvis.steering import resolve_psi
+from sgvis.steer.reactive import resolve_psi
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

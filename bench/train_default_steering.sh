@@ -20,10 +20,10 @@ INIT="${INIT:-}"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$OUT"
 
-# 1. Synthesized music (sgvis.synth_music; deterministic from the seed): training tracks and held-out tracks.
+# 1. Synthesized music (sgvis.audio.synth; deterministic from the seed): training tracks and held-out tracks.
 python - "$OUT" "$TRACKS" "$HELDOUT" "$SECONDS_PER_TRACK" <<'PY'
 import os, sys
-from sgvis.clip_data import write_synth_music
+from sgvis.data.clip_data import write_synth_music
 out, n, held, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 for name, count, seed in (("train", n, 1), ("heldout", held, 2)):
     folder = os.path.join(out, name)

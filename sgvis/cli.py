@@ -11,7 +11,7 @@ from sgvis.errors import UserError
 
 EXIT_USER_ERROR = 2
 # Modules that add their own subcommands with register_cli(subparsers).
-COMMAND_MODULES = ["sgvis.render", "sgvis.live", "sgvis.doctor", "sgvis.dataset", "sgvis.train_gan", "sgvis.train_glo", "sgvis.av_align", "sgvis.demo", "sgvis.train_encoder", "sgvis.train_audio_clip"]
+COMMAND_MODULES = ["sgvis.render", "sgvis.live", "sgvis.doctor", "sgvis.data.dataset", "sgvis.train.gan", "sgvis.train.glo", "sgvis.eval.av_align", "sgvis.demo", "sgvis.train.encoder", "sgvis.train.audio_clip"]
 
 
 def _count_parameters(module) -> int:
@@ -52,7 +52,7 @@ def cmd_info(args) -> int:
 
 def cmd_convert(args) -> int:
     import stylegan
-    from sgvis.sinks import check_output_path
+    from sgvis.outputs.files import check_output_path
     check_output_path(args.output, args.overwrite)
     G = stylegan.load(args.input, device="cpu")
     stylegan.save(G, args.output, extra={"converted_from": os.path.basename(args.input),

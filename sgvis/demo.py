@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from sgvis.synth_music import DEMO_SECTIONS, Song, render_song, write_wav
+from sgvis.audio.synth import DEMO_SECTIONS, Song, render_song, write_wav
 
 SR = 22050
 DEMO_SONG = Song()              # 120 BPM, Am F C G: intro, verse, breakdown, a bar of silence, drop, outro
@@ -30,7 +30,7 @@ def write_demo_track(path: str, seed: int = 0) -> float:
 
 def cmd_demo(args) -> int:
     from sgvis.render import RENDER_DEFAULTS, RenderJob, render
-    from sgvis.sinks import check_output_path
+    from sgvis.outputs.files import check_output_path
     from sgvis.config import load_config
     check_output_path(args.output, args.overwrite)
     track = os.path.splitext(args.output)[0] + ".wav"
@@ -39,7 +39,7 @@ def cmd_demo(args) -> int:
     print(f"wrote {track}: {seconds:.0f} s of synthesized music ({BPM:.0f} BPM)")
     steering_path = None
     if args.steer == "learned":
-        from sgvis.learned_steering import steering_checkpoint_for
+        from sgvis.steer.learned import steering_checkpoint_for
         steering_path = steering_checkpoint_for(args.model, args.steering)
     job = RenderJob(audio=track, output=args.output, model=args.model, fps=30.0, seed=args.seed,
                     overwrite=args.overwrite, steer=args.steer, steering_path=steering_path,

@@ -141,7 +141,7 @@ def register_cli(subparsers) -> None:
 # Placeholders until the audio and live-window subsystems register their own checks.
 def _audio_check():
     try:
-        from sgvis.live_audio import input_devices
+        from sgvis.audio.live_input import input_devices
         devices = input_devices()
     except Exception as e:  # noqa: BLE001 - a report, not a failure
         return [("status", str(e).splitlines()[0])]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
-from sgvis.features import FeatureExtractor, MelConfig
+from sgvis.features.analysis import FeatureExtractor, MelConfig
 
 LIVE_DEFAULTS = {
     "live": {
@@ -87,10 +87,10 @@ def _percentiles(values, qs=(50, 95)):
 class LiveShow:
     def __init__(self, job: LiveJob):
         from sgvis.config import load_config, presets
-        from sgvis.generation import FrameGenerator, pick_device
+        from sgvis.backends.stylegan import FrameGenerator, pick_device
         from sgvis.render import RENDER_DEFAULTS, _load_model
-        from sgvis.sinks import check_output_path
-        from sgvis.steering import make_steering
+        from sgvis.outputs.files import check_output_path
+        from sgvis.steer import make_steering
         self.job = job
         defaults = {**RENDER_DEFAULTS, **LIVE_DEFAULTS}
         self.config = load_config(job.preset, job.config_path, job.overrides, defaults=defaults)
@@ -144,7 +144,7 @@ class LiveShow:
 
     # -- audio -----------------------------------------------------------------------------------
     def _open_input(self):
-        from sgvis.live_audio import FilePlayback, LiveInput
+        from sgvis.audio.live_input import FilePlayback, LiveInput
         spec = self.job.device
         if spec.startswith("file:"):
             return FilePlayback(spec[5:], blocksize=int(self.lcfg["blocksize"]))
@@ -242,7 +242,7 @@ class LiveShow:
 
     # -- the show --------------------------------------------------------------------------------
     def _open_surface(self):
-        from sgvis.display import HeadlessSurface, Renderer, WindowSurface
+        from sgvis.outputs.display import HeadlessSurface, Renderer, WindowSurface
         if self.job.headless:
             self.surface = HeadlessSurface(self.frame_size)
         else:
@@ -254,7 +254,7 @@ class LiveShow:
 
     def _open_recorder(self):
         if self.job.record:
-            from sgvis.sinks import LiveRecorder
+            from sgvis.outputs.files import LiveRecorder
             self.recorder = LiveRecorder(self.job.record, float(self.lcfg["record_fps"]), self.frame_size,
                                          self.input.sample_rate)
 
@@ -310,7 +310,7 @@ class LiveShow:
         frame = frames[0].cpu().numpy() if (on_gpu and self.recorder is not None) else frames[0]
         self._last_frame_tensor = frames[0]
         if self.hud_on and t0 >= self._next_hud:
-            from sgvis.display import hud_image
+            from sgvis.outputs.display import hud_image
             self.renderer.set_hud(hud_image(self._hud_lines(t0)))
             self._next_hud = t0 + 0.25
         elif not self.hud_on:
@@ -415,7 +415,7 @@ def cmd_live(args) -> int:
         except ValueError:
             raise UserError(f"--channels takes channel numbers like 1 or 1,2; got {args.channels!r}") from None
     if args.steer == "learned":
-        from sgvis.learned_steering import steering_checkpoint_for
+        from sgvis.steer.learned import steering_checkpoint_for
         args.steering = steering_checkpoint_for(args.model, args.steering)
     job = LiveJob(device=args.device, model=args.model, seed=args.seed, fps=args.fps, fullscreen=args.fullscreen,
                   monitor=args.monitor, headless=args.headless, duration=args.duration, record=args.record,
@@ -432,7 +432,7 @@ def cmd_live(args) -> int:
 
 
 def cmd_devices(args) -> int:
-    from sgvis.live_audio import describe_devices
+    from sgvis.audio.live_input import describe_devices
     print(describe_devices())
     return 0
 

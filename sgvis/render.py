@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sgvis import audio_in
+from sgvis.audio import decode as audio_in
 from sgvis.errors import UserError
-from sgvis.features import FeatureExtractor, MelConfig, frame_features, offline_beat_times
-from sgvis.generation import FrameGenerator, pick_device
-from sgvis.sinks import check_output_path, even
+from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features, offline_beat_times
+from sgvis.backends.stylegan import FrameGenerator, pick_device
+from sgvis.outputs.files import check_output_path, even
 
 RENDER_DEFAULTS = {
     "render": {
@@ -118,7 +118,7 @@ def render(job: RenderJob) -> dict:
     elif G.img_resolution % 2:
         size = (even(G.img_resolution),) * 2
     generator = FrameGenerator(G, device, precision=rcfg["precision"], size=size)
-    from sgvis.steering import make_steering
+    from sgvis.steer import make_steering
     try:
         steering = make_steering(generator.G, cfg.get("steer", {}), seed=job.seed,
                                  learned_path=job.steering_path if job.steer == "learned" else None)
@@ -131,7 +131,7 @@ def render(job: RenderJob) -> dict:
         beat_times = _offline_beats(job.audio, mel, start, end)
 
     width, height = generator.output_size
-    from sgvis.sinks import Mp4Sink, PngSink
+    from sgvis.outputs.files import Mp4Sink, PngSink
     sinks = [Mp4Sink(job.output, fps, width, height, crf=rcfg["crf"], preset=rcfg["preset"], audio_path=job.audio,
                      audio_start=start, audio_end=end, audio_rate=info.sample_rate,
                      audio_channels=min(info.channels, 2))]
@@ -142,7 +142,7 @@ def render(job: RenderJob) -> dict:
     ws_queue: queue.Queue = queue.Queue(maxsize=4)
     frame_queue: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
-    from sgvis.steering import OFFLINE_LOOKAHEAD_S
+    from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
     lookahead = OFFLINE_LOOKAHEAD_S if rcfg["lookahead"] is None else float(rcfg["lookahead"])
 
     def analyse(stage: _Stage):
@@ -292,7 +292,7 @@ def _parse_size(text: str | None):
 def cmd_render(args) -> int:
     from sgvis.config import load_config
     if args.steer == "learned":
-        from sgvis.learned_steering import steering_checkpoint_for
+        from sgvis.steer.learned import steering_checkpoint_for
         args.steering = steering_checkpoint_for(args.model, args.steering)
     config = load_config(args.preset, args.config, args.set or [], defaults=RENDER_DEFAULTS)
     output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sgvis.av_align import (av_align, flow_trajectory, intersection_over_union, register_cli, smoothness,
+from sgvis.eval.av_align import (av_align, flow_trajectory, intersection_over_union, register_cli, smoothness,
                             video_peaks)
 from sgvis.errors import UserError
 

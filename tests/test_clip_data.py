@@ -1,4 +1,4 @@
-"""sgvis.clip_data (training clips for the learned steering) and sgvis.synth_music (synthesized training music)."""
+"""sgvis.data.clip_data (training clips for the learned steering) and sgvis.audio.synth (synthesized training music)."""
 import hashlib
 import os
 import shutil
@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from audio_fixtures import click_track, write_audio
-from sgvis import audio_in, clip_data
-from sgvis.clip_data import ClipSet, ClipSetConfig, collate_clips, write_synth_music
+from sgvis.audio import decode as audio_in
+from sgvis.data import clip_data
+from sgvis.data.clip_data import ClipSet, ClipSetConfig, collate_clips, write_synth_music
 from sgvis.errors import UserError
-from sgvis.features import FeatureExtractor, MelConfig, frame_features
-from sgvis.sinks import Mp4Sink
-from sgvis.steering import OFFLINE_LOOKAHEAD_S
-from sgvis.synth_music import random_song, synth_music
+from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
+from sgvis.outputs.files import Mp4Sink
+from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
+from sgvis.audio.synth import random_song, synth_music
 
 SR = 22050
 FPS = 30.0

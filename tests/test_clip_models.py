@@ -1,4 +1,4 @@
-"""CLIP towers (sgvis.clip_models) and `sgvis train-audio-clip`, with tiny randomly initialised CLIP models."""
+"""CLIP towers (sgvis.train.clip_models) and `sgvis train-audio-clip`, with tiny randomly initialised CLIP models."""
 from __future__ import annotations
 
 import csv
@@ -14,9 +14,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from sgvis import clip_models as cm  # noqa: E402
+from sgvis.train import clip_models as cm  # noqa: E402
 from sgvis.errors import UserError  # noqa: E402
-from sgvis.features import MelConfig  # noqa: E402
+from sgvis.features.analysis import MelConfig  # noqa: E402
 
 # A tiny CLIP: hidden 32, 2 layers, 32x32 images in 8x8 patches, 16-d embeddings.  The text vocabulary has
 # 56 ids so that the tiny BPE tokenizer below fits it (ids 54 / 55 are its start / end tokens).
@@ -303,7 +303,7 @@ def _main(args):
 
 
 def _fixed_batch_loss(enc_path, root, towers):
-    from sgvis.clip_data import ClipSet, ClipSetConfig, collate_clips
+    from sgvis.data.clip_data import ClipSet, ClipSetConfig, collate_clips
     ds = ClipSet(str(root / "data"), ClipSetConfig(fps=8, clip_frames=1, frame_size=32), progress=False)
     batch = collate_clips([ds[i] for i in range(0, len(ds), 2)])
     enc = cm.load_audio_encoder(enc_path, embed_dim=towers.embed_dim)
@@ -352,7 +352,7 @@ def test_train_audio_clip_end_to_end(clip_root, tmp_path, monkeypatch, capsys, t
 
 
 def test_train_audio_clip_interrupt_keeps_a_valid_checkpoint(clip_root, tmp_path, monkeypatch, capsys):
-    from sgvis import train_audio_clip as tac
+    from sgvis.train import audio_clip as tac
     monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "cache"))
     real_step = tac.AudioClipTrainer.step
 

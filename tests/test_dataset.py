@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from sgvis import dataset as ds
+from sgvis.data import dataset as ds
 from sgvis.errors import UserError
 
 Image = pytest.importorskip("PIL.Image")

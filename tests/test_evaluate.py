@@ -25,7 +25,7 @@ def model(tmp_path_factory):
 
 def _steering_checkpoint(path, num_ws, w_dim, moving=True):
     """A learned-steering checkpoint; `moving`: a non-zero encoder head (a stand-in for a trained one)."""
-    from sgvis.learned_steering import LearnedSteeringModel, save_steering
+    from sgvis.steer.learned import LearnedSteeringModel, save_steering
     torch.manual_seed(1)
     m = LearnedSteeringModel(num_ws, w_dim, hidden=16, channels=(8, 16), head_hidden=32)
     if moving:
@@ -153,7 +153,7 @@ TINY_CLIP = {"projection_dim": 16,
 
 @pytest.fixture(scope="module")
 def audio_encoder(tmp_path_factory):
-    from sgvis.clip_models import AudioClipEncoder, save_audio_encoder
+    from sgvis.train.clip_models import AudioClipEncoder, save_audio_encoder
     path = tmp_path_factory.mktemp("aclip") / "audio-clip.safetensors"
     torch.manual_seed(2)
     save_audio_encoder(AudioClipEncoder(16, channels=(8,), head_hidden=16), str(path))
@@ -162,7 +162,7 @@ def audio_encoder(tmp_path_factory):
 
 def test_clip_figures_with_a_tiny_random_clip(model, audio_dir, audio_encoder):
     pytest.importorskip("transformers")
-    from sgvis.evaluate import evaluate_steering, format_report
+    from sgvis.eval.steering import evaluate_steering, format_report
     report = evaluate_steering([str(audio_dir / "clicks.wav")], ["reactive", "untrained"], model=model[0], fps=10,
                                seconds=1.0, size=16, clip={"config": TINY_CLIP}, audio_clip=audio_encoder,
                                text="a red square", progress=False)
@@ -183,7 +183,7 @@ def test_clip_figures_with_a_tiny_random_clip(model, audio_dir, audio_encoder):
 
 def test_clip_path_on_the_command_line(tmp_path, model, audio_dir, audio_encoder):
     transformers = pytest.importorskip("transformers")
-    from sgvis.clip_models import _model_from_config
+    from sgvis.train.clip_models import _model_from_config
     clip_dir = tmp_path / "clip"
     _model_from_config(TINY_CLIP, transformers)[0].save_pretrained(str(clip_dir))      # no tokenizer files
     out = tmp_path / "r.json"
@@ -200,7 +200,7 @@ def test_clip_path_on_the_command_line(tmp_path, model, audio_dir, audio_encoder
                             "--clip-path", str(clip_dir), "--text", "a cat"), "tokenizer")
     _one_clear_line(run_cli("eval", "steering", track, "--model", model[0], "--steering", "untrained",
                             "--clip-path", str(tmp_path / "nope"), "--audio-clip", audio_encoder), "nope")
-    from sgvis.clip_models import AudioClipEncoder, save_audio_encoder
+    from sgvis.train.clip_models import AudioClipEncoder, save_audio_encoder
     other = tmp_path / "other.safetensors"
     save_audio_encoder(AudioClipEncoder(8, channels=(8,), head_hidden=8), str(other))
     _one_clear_line(run_cli("eval", "steering", track, "--model", model[0], "--steering", "untrained",

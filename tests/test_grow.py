@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import stylegan
-from sgvis import dataset as ds
-from sgvis import grow, train_gan
+from sgvis.data import dataset as ds
+from sgvis.train import grow
+from sgvis.train import gan as train_gan
 from sgvis.cli import main as sgvis_main
 
 pytest.importorskip("PIL")

@@ -116,7 +116,7 @@ def test_recording_is_timed_by_the_captured_audio(tmp_path, input_rate):
     """Steps of uneven length (slow frames, a burst of late audio) still give tracks of equal length, and each
     frame appears from the audio position it was generated at until the next one, as on screen.  A rate AAC
     does not take is resampled."""
-    from sgvis.sinks import LiveRecorder
+    from sgvis.outputs.files import LiveRecorder
     fps, path = 30, tmp_path / "rec.mp4"
     steps = [0.05, 0.3, 0.02, 0.5, 0.1, 0.25, 0.033, 0.4, 0.07, 0.6]      # seconds of audio per step
     recorder = LiveRecorder(str(path), fps, (31, 20), input_rate)            # odd sizes are padded
@@ -159,7 +159,7 @@ def test_window_under_xvfb(jack, model, tmp_path):
 
 def test_key_actions(jack, model, tmp_path):
     import glfw
-    from sgvis.features import Features
+    from sgvis.features.analysis import Features
     show = make_show(model, tmp_path, duration=0.5)
     show._open_surface()
     try:

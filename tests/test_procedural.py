@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sgvis import procedural
+from sgvis.data import procedural
 
 
 def test_same_seed_same_image_and_different_seeds_differ():

@@ -164,7 +164,7 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path, model, clicks, case, expe
 
 def test_interrupt_removes_partial_output(tmp_path, model, clicks, monkeypatch):
     """Ctrl-C in the middle of a render leaves no file behind."""
-    from sgvis import generation
+    from sgvis.backends import stylegan as generation
     calls = {"n": 0}
     original = generation.FrameGenerator.__call__
 
@@ -213,7 +213,7 @@ def test_demo_writes_track_and_video(tmp_path, model):
     out = tmp_path / "demo.mp4"
     result = run_cli("demo", str(out), "--model", model)
     assert result.returncode == 0, result.stderr
-    from sgvis import audio_in
+    from sgvis.audio import decode as audio_in
     track = audio_in.probe(str(tmp_path / "demo.wav"))
     video = audio_in.probe(str(out))
     assert track.duration > 20 and abs(video.duration - track.duration) < 0.1 and video.has_video

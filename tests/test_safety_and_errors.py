@@ -190,7 +190,7 @@ def test_published_outputs_get_the_permissions_of_a_new_file(tmp_path):
 
     import numpy as np
 
-    from sgvis.sinks import Mp4Sink, PngSink
+    from sgvis.outputs.files import Mp4Sink, PngSink
     from stylegan.atomic import write_atomically
     umask = os.umask(0o022)
     os.umask(umask)

@@ -7,12 +7,13 @@ import torch
 import yaml
 
 from conftest import tiny_generator
-from sgvis import directions as dirs_mod
+from sgvis.steer import directions as dirs_mod
 from sgvis.errors import UserError
-from sgvis.features import Features, MelConfig
-from sgvis.learned_steering import (LearnedSteering, LearnedSteeringModel, SteeringFileError, SteeringMismatch,
+from sgvis.features.analysis import Features, MelConfig
+from sgvis.steer.learned import (LearnedSteering, LearnedSteeringModel, SteeringFileError, SteeringMismatch,
                                     load_steering, save_steering)
-from sgvis.steering import (DEFAULTS, GROUPS, ReactiveSteering, Steering, make_steering, resolve_config,
+from sgvis.steer import Steering, make_steering
+from sgvis.steer.reactive import (DEFAULTS, GROUPS, ReactiveSteering, resolve_config,
                             resolve_groups)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -386,7 +387,7 @@ def test_every_group_has_rows(G):
 
 
 def test_truncation_psi_auto_leaves_latent_bank_models_untruncated(cache):
-    from sgvis.steering import AUTO_PSI, resolve_psi
+    from sgvis.steer.reactive import AUTO_PSI, resolve_psi
     plain = tiny_generator(resolution=16)
     banked = tiny_generator(resolution=16)
     banked.set_latent_bank(torch.randn(10, banked.z_dim), sharpness=50.0)
@@ -406,7 +407,7 @@ def test_space_auto_drifts_bank_models_through_their_learned_images(cache):
     """A latent-bank model's learned images sit at scattered points of W; the W-space drift blends four keyframes'
     w and lands between them, the z-space drift (auto for bank models) maps a z each frame, so it passes through
     the bank's w."""
-    from sgvis.steering import resolve_space
+    from sgvis.steer.reactive import resolve_space
     plain = tiny_generator(resolution=16)
     banked = tiny_generator(resolution=16, seed=1)
     banked.set_latent_bank(torch.randn(10, banked.z_dim), sharpness=200.0)   # about one learned latent per z

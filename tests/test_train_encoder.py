@@ -12,10 +12,10 @@ import torch
 import stylegan
 from audio_fixtures import click_track, write_audio, write_video
 from conftest import tiny_generator
-from sgvis.features import MelConfig
-from sgvis.steering_objectives import (VideoPatchDiscriminator, encoder_contrastive_loss, frame_motion,
+from sgvis.features.analysis import MelConfig
+from sgvis.train.steering_objectives import (VideoPatchDiscriminator, encoder_contrastive_loss, frame_motion,
                                        latent_regulariser, onset_corr_loss, onset_sync_loss)
-from sgvis.train_encoder import TRAIN_DEFAULTS, EncoderTrainer, resolve_weights
+from sgvis.train.encoder import TRAIN_DEFAULTS, EncoderTrainer, resolve_weights
 from test_safety_and_errors import run_cli
 
 SR = 22050
@@ -101,7 +101,7 @@ def test_sync_objective_learns_onset_following_motion_on_a_fixed_batch():
 
 
 def test_clip_objective_lowers_clip_losses_on_a_fixed_batch():
-    from sgvis.clip_models import AudioClipEncoder, load_clip
+    from sgvis.train.clip_models import AudioClipEncoder, load_clip
     torch.manual_seed(0)
     G = tiny_generator(resolution=32)
     clip = load_clip({"config": TINY_CLIP})
@@ -146,7 +146,7 @@ def test_train_encoder_cli_end_to_end_and_resume(workspace, tmp_path, monkeypatc
     result = train(workspace, out, "--steps", "3", "--set", "train_encoder.preview_every=3")
     assert result.returncode == 0, result.stderr
     ckpt = out / "steering.safetensors"
-    from sgvis.learned_steering import load_steering
+    from sgvis.steer.learned import load_steering
     steer = load_steering(str(ckpt), stylegan.load(model, "cpu"))
     assert steer.encoder.in_std.item() != 4.0              # input standardisation was calibrated on the data
     rows = list(csv.DictReader(open(out / "log.csv")))
@@ -204,8 +204,8 @@ def test_train_encoder_init_starts_from_a_checkpoint_for_another_model(workspace
     input standardisation) and the new file is stamped with the new model's hash."""
     from safetensors import safe_open
 
-    from sgvis.directions import model_hash
-    from sgvis.learned_steering import load_steering
+    from sgvis.steer.directions import model_hash
+    from sgvis.steer.learned import load_steering
     monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "cache"))
     d, model, data = workspace
     assert train(workspace, tmp_path / "a", "--steps", "1").returncode == 0
@@ -238,8 +238,8 @@ def test_shipped_steering_fits_the_default_model_and_drives_render(tmp_path):
     no flags, and it moves the image on the clicks."""
     from safetensors import safe_open
 
-    from sgvis.directions import model_hash
-    from sgvis.learned_steering import DEFAULT_STEERING
+    from sgvis.steer.directions import model_hash
+    from sgvis.steer.learned import DEFAULT_STEERING
     from sgvis.render import default_model_path
     with safe_open(DEFAULT_STEERING, "pt") as f:
         meta = f.metadata()
@@ -256,7 +256,7 @@ def test_shipped_steering_fits_the_default_model_and_drives_render(tmp_path):
     still = tmp_path / "still.mp4"
     assert run_cli("render", str(wav), "-o", str(still), "--fps", "15", "--steer", "learned",
                    "--set", "steer.learned.intensity=0").returncode == 0
-    from sgvis.av_align import av_align
+    from sgvis.eval.av_align import av_align
     moving, held = av_align(str(out)), av_align(str(still))
     assert moving["smoothness"]["flow_mean"] > 4 * held["smoothness"]["flow_mean"]
     assert moving["hits"] >= 3 and moving["audio_peaks"] == 5

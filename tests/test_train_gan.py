@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import stylegan
-from sgvis import dataset as ds
-from sgvis import train_gan
-from sgvis.augment import AdaptiveP, AugmentPipe
+from sgvis.data import dataset as ds
+from sgvis.train import gan as train_gan
+from sgvis.train.augment import AdaptiveP, AugmentPipe
 from sgvis.errors import UserError
 
 pytest.importorskip("PIL")
@@ -212,7 +212,7 @@ def test_noise_off_trains_a_generator_steered_by_w_alone(data16, tmp_path, capsy
 def test_coverage_matches_each_real_with_its_nearest_fake_and_pulls_it_closer():
     """The coverage term: nearest_candidates finds the generated image closest to each real one (at thumbnail
     resolution), and descending coverage() on those pairs moves the generator's nearest samples to the data."""
-    from sgvis import losses
+    from sgvis.train import losses
     real = torch.rand([3, 3, 16, 16]) * 2 - 1
     pool = torch.rand([10, 3, 16, 16]) * 2 - 1
     pool[7], pool[2] = real[0], real[2] + 0.01 * torch.randn([3, 16, 16])   # near-copies of reals 0 and 2
@@ -281,7 +281,7 @@ def _torchrun(script, *args, nproc=2):
 def test_two_process_gloo_training(data16, tmp_path):
     """torchrun with two processes (gloo on CPU): the CLI trains, only rank 0 writes."""
     script = tmp_path / "run.py"
-    script.write_text("import argparse, sys\nfrom sgvis import train_gan\n"
+    script.write_text("import argparse, sys\nfrom sgvis.train import gan as train_gan\n"
                       "p = argparse.ArgumentParser(); train_gan.register_cli(p.add_subparsers())\n"
                       "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n")
     out = tmp_path / "run"
@@ -303,7 +303,8 @@ def test_ddp_keeps_processes_in_step(data16, tmp_path):
     script = tmp_path / "steps.py"
     script.write_text(f"""
 import torch
-from sgvis import dataset as ds, train_gan
+from sgvis.data import dataset as ds
+from sgvis.train import gan as train_gan
 dist = train_gan._Dist()
 dist.init("cpu")
 o = train_gan.TrainOptions(data={str(data16)!r}, outdir="unused", resolution=16, channel_base=128, channel_max=16,

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import stylegan
-from sgvis import dataset as ds
-from sgvis import train_glo
+from sgvis.data import dataset as ds
+from sgvis.train import glo as train_glo
 from sgvis.errors import UserError
 from test_grow import upsampled_like
 from test_safety_and_errors import _one_clear_line, run_cli as _run_cli
@@ -175,7 +175,7 @@ def test_grow_from_a_higher_resolution_is_refused(data, tmp_path):
 
 
 def test_latent_bank_draws_random_z_to_the_learned_latents(tmp_path):
-    from sgvis.train_gan import build_generator
+    from sgvis.train.gan import build_generator
     torch.manual_seed(0)
     G = build_generator(train_glo._arch(train_glo.GloOptions(data="", outdir="", channel_base=128, channel_max=16,
                                                              z_dim=16, w_dim=16, map_layers=2), 8)).eval()

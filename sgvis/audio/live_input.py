@@ -204,7 +204,7 @@ class FilePlayback:
     visuals react to exactly what is heard."""
 
     def __init__(self, path: str, blocksize: int = 256, ring_seconds: float = 4.0, output_device=None):
-        from sgvis import audio_in
+        from sgvis.audio import decode as audio_in
         sd = _sd()
         info = audio_in.probe(path)
         try:

@@ -1,6 +1,6 @@
 """AV-Align (audio-video alignment of peaks, from TempoTokens) plus smoothness figures.
 
-    from sgvis.av_align import av_align
+    from sgvis.eval.av_align import av_align
     r = av_align("clip.mp4")                          # audio from the video's own stream
     r = av_align(frames, (samples, sr), fps=30)       # frames: iterable of HxWx3 uint8 RGB (or HxW gray)
     r["av_align"], r["smoothness"]["spike_fraction"]
@@ -154,7 +154,7 @@ def _decode_audio_pyav(path: str) -> np.ndarray | None:
     """Mono float32 at SAMPLE_RATE from the first audio stream, or None when there is none."""
     import av
 
-    from sgvis.audio_in import decode_blocks
+    from sgvis.audio.decode import decode_blocks
     with av.open(path) as container:
         if not container.streams.audio:
             return None
@@ -351,5 +351,5 @@ def register_cli(subparsers) -> None:
     q.add_argument("--json", metavar="PATH", help="also write every figure (and the flow trajectory) as JSON")
     q.add_argument("--fps", type=float, default=None, help="override the video's frame rate")
     q.set_defaults(func=cmd_av_align)
-    from sgvis.evaluate import add_steering_parser
+    from sgvis.eval.steering import add_steering_parser
     add_steering_parser(sub)

@@ -1,4 +1,4 @@
-"""Training clips for the learned steering (sgvis.learned_steering): per-frame audio features, plus video
+"""Training clips for the learned steering (sgvis.steer.learned): per-frame audio features, plus video
 frames where the source has them, cut into clips of `clip_frames` frames.
 
     ds = ClipSet("data/landscape", ClipSetConfig(fps=30, clip_frames=8, frame_size=64))
@@ -34,14 +34,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sgvis import audio_in
+from sgvis.audio import decode as audio_in
 from sgvis.errors import UserError
-from sgvis.features import FeatureExtractor, MelConfig, frame_features
-from sgvis.steering import OFFLINE_LOOKAHEAD_S
+from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
+from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
 
 __all__ = ["ClipSetConfig", "ClipSet", "collate_clips", "write_synth_music", "AUDIO_EXTS", "VIDEO_EXTS"]
 
-from sgvis.audio_in import AUDIO_EXTS, VIDEO_EXTS  # noqa: E402
+from sgvis.audio.decode import AUDIO_EXTS, VIDEO_EXTS  # noqa: E402
 CACHE_FORMAT = 1
 MEMORY_LIMIT = 2 << 30        # cached arrays up to this size (bytes on disk) are held in memory
 
@@ -64,13 +64,13 @@ class ClipSetConfig:
 
 
 def default_cache_dir() -> str:
-    from sgvis.directions import default_cache_dir as base
+    from sgvis.steer.directions import default_cache_dir as base
     return os.path.join(base(), "clips")
 
 
 def write_synth_music(root: str, n_tracks: int, seconds: float = 30.0, seed: int = 0, progress=True) -> list[str]:
-    """Write `n_tracks` different synthesized songs to root/track_000.wav ... (see sgvis.synth_music)."""
-    from sgvis.synth_music import write_synth_music as write
+    """Write `n_tracks` different synthesized songs to root/track_000.wav ... (see sgvis.audio.synth)."""
+    from sgvis.audio.synth import write_synth_music as write
     return write(root, n_tracks, seconds, seed, progress)
 
 

@@ -1,7 +1,7 @@
 """Steering: audio features in, W+ latents out, one video frame at a time.
 
     steer = make_steering(G, cfg["steer"], seed=7)            # reactive (any checkpoint) or learned
-    for f in features:                                        # sgvis.features.Features, one per frame
+    for f in features:                                        # sgvis.features.analysis.Features, one per frame
         ws = steer.step(f)                                    # [G.num_ws, G.w_dim] float32 on G.device
         img = G.synthesis(ws[None], noise_mode="const")
 
@@ -10,7 +10,7 @@ same latents.  `mel_config` is the MelConfig the steering needs the features com
 
 Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
 ---------------------------------------------------------------------
-* Directions: the principal directions of W (sgvis.directions, cached per model).  Distances are in units of
+* Directions: the principal directions of W (sgvis.steer.directions, cached per model).  Distances are in units of
   W's standard deviation along the directions used ("std units"), so the same settings suit any model.
 * Base latent: a slow, seeded walk through W.  Keyframes are mapped z's (so the walk stays in the model's
   distribution); the path is a uniform cubic B-spline through them (C2: no kinks), renormalised so its spread
@@ -54,9 +54,10 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
+from sgvis.steer import STEERINGS, Steering
 
-__all__ = ["Steering", "ReactiveSteering", "make_steering", "resolve_config", "resolve_groups", "DEFAULTS",
-           "SOURCES", "GROUPS", "OFFLINE_LOOKAHEAD_S"]
+__all__ = ["ReactiveSteering", "resolve_config", "resolve_groups", "DEFAULTS", "SOURCES", "GROUPS",
+           "OFFLINE_LOOKAHEAD_S"]
 
 GROUPS = ("coarse", "mid", "fine")
 SOURCES = ("bass", "mid", "high", "onset", "beat")
@@ -95,7 +96,6 @@ DEFAULTS: dict[str, Any] = {
 # bench/bench_av_align.py: AV-Align 0.62 with it, 0.60 with 0.03, 0.2-0.3 without (as live).
 OFFLINE_LOOKAHEAD_S = 0.046
 
-MODES = ("auto", "reactive", "learned")
 SPACES = ("auto", "w", "z")
 REF_FPS = 30.0
 
@@ -123,8 +123,8 @@ def resolve_config(cfg: dict | None) -> dict:
     if isinstance(cfg.get("steer"), dict):
         cfg = cfg["steer"]
     c = _merge(DEFAULTS, cfg, "steer.")
-    if c["mode"] not in MODES:
-        raise UserError(f"steer.mode must be one of {', '.join(MODES)}; got {c['mode']!r}")
+    if c["mode"] != "auto" and c["mode"] not in STEERINGS:
+        raise UserError(f"steer.mode must be auto or one of {', '.join(STEERINGS.names())}; got {c['mode']!r}")
 
     def number(path, v, lo=None, hi=None, positive=False):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -255,7 +255,7 @@ def _finite(x, default: float = 0.0) -> float:
     return x if math.isfinite(x) else default
 
 
-def _base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tensor:
+def base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tensor:
     """W+ [num_ws, w_dim] of the seed's z, truncated toward w_avg."""
     z = torch.from_numpy(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5EED]).standard_normal(G.z_dim))
     z = z.to(G.device, torch.float32)[None] if G.z_dim > 0 else None
@@ -305,7 +305,7 @@ def _w_avg(G, fallback: torch.Tensor) -> torch.Tensor:
 
 
 class BandOnsets:
-    """Onset strength per band (bass < 250 Hz <= mid < 2 kHz <= high, as sgvis.features.BANDS_HZ) from the
+    """Onset strength per band (bass < 250 Hz <= mid < 2 kHz <= high, as sgvis.features.analysis.BANDS_HZ) from the
     log-mel window that comes with each Features: the mean positive dB rise over the mel bins of the band,
     max-pooled over the analysis hops that are new since the previous video frame (found by matching the
     shifted window), normalised by a slowly decaying running peak.  Same timing as Features.onset."""
@@ -319,7 +319,7 @@ class BandOnsets:
 
     def _masks(self, n_mels: int) -> dict:
         import librosa
-        from sgvis.features import BANDS_HZ, MelConfig
+        from sgvis.features.analysis import BANDS_HZ, MelConfig
         cfg = MelConfig()
         f = librosa.mel_frequencies(n_mels + 2, fmin=cfg.fmin, fmax=cfg.fmax)[1:-1]
         keys = {"bass": "low", "mid": "mid", "high": "high"}
@@ -364,27 +364,13 @@ class BandOnsets:
         return out
 
 
-# -- the interface --------------------------------------------------------------------------------------------
-class Steering:
-    """Maps one `Features` per video frame to W+ latents [num_ws, w_dim] (float32, on G's device)."""
-
-    name = "steering"
-    mel_config = None          # the MelConfig features must be computed with (None: any)
-
-    def reset(self, seed: int) -> None:
-        raise NotImplementedError
-
-    def step(self, features) -> torch.Tensor:
-        raise NotImplementedError
-
-
 class ReactiveSteering(Steering):
     """Hand-designed audio reactivity over W's principal directions (see the module docstring)."""
 
     name = "reactive"
 
     def __init__(self, G, cfg: dict | None = None, seed: int = 0, cache_dir: str | None = None, directions=None):
-        from sgvis.directions import load_or_compute_directions
+        from sgvis.steer.directions import load_or_compute_directions
 
         self.G = G
         self.cfg = c = resolve_config(cfg)
@@ -419,8 +405,31 @@ class ReactiveSteering(Steering):
             s, e = self.groups[g]
             self.row_masks[gi, s:e] = 1
         self.radius = float(c["orbit"]["radius"])
+        self.speed = 1.0                                   # live control: pace of the slow motions
+        self.group_gain = np.ones([len(GROUPS), 1, 1])     # live control: motion per layer group
         self.set_intensity(c["intensity"])
         self.reset(seed)
+
+    @classmethod
+    def from_settings(cls, G, cfg: dict, seed: int, checkpoint: str | None = None, cache_dir: str | None = None):
+        """The STEERINGS factory: reactive steering takes no checkpoint."""
+        if checkpoint:
+            raise UserError("reactive steering takes no --steering checkpoint; use --steer learned with it, "
+                            "or leave --steering out")
+        return cls(G, cfg, seed, cache_dir=cache_dir)
+
+    def apply_control(self, name: str, value) -> bool:
+        if name == "intensity":
+            self.set_intensity(value)
+        elif name == "speed":
+            self.speed = max(float(value), 0.0)
+        elif name == "truncation":
+            self.psi = float(value)
+        elif name.startswith("groups.") and name[7:] in GROUPS:
+            self.group_gain[GROUPS.index(name[7:])] = max(float(value), 0.0)
+        else:
+            return False
+        return True
 
     def set_intensity(self, value: float) -> None:
         """Change steer.intensity on the fly (live control) without resetting the motion."""
@@ -555,7 +564,7 @@ class ReactiveSteering(Steering):
 
         hits = self._hits(f)
         pulse = np.array([self.pulses[s](hits[s], dt) for s in SOURCES])                   # [n_src]
-        slow_dt = dt * self._breath(f)                   # slow motions move with the beat (see _breath)
+        slow_dt = dt * self._breath(f) * self.speed      # slow motions move with the beat (see _breath)
         levels = {"bass": f.low, "mid": f.mid, "high": f.high}
         swell = np.array([self.swells[b](min(max(_finite(levels[b]), 0.0), 1.0), slow_dt) for b in BANDS])
         loud = self.loudness(min(max(_finite(f.rms), 0.0), 1.0), dt)
@@ -592,7 +601,7 @@ class ReactiveSteering(Steering):
         disp = (coef * self.S[None]) @ self.U                                                # [3, w_dim]
         cvec = (wchroma * self.chroma_sign * self.S[self.chroma_idx]) @ self.U[self.chroma_idx]  # [w_dim]
         disp = disp + self.chroma_gain[:, None] * cvec[None]
-        ws = base[None] + (self.row_masks * disp[:, None, :]).sum(0)                          # [num_ws, w_dim]
+        ws = base[None] + (self.group_gain * self.row_masks * disp[:, None, :]).sum(0)        # [num_ws, w_dim]
         if self.psi != 1:
             ws = self.w_avg + self.psi * (ws - self.w_avg)
 
@@ -608,20 +617,3 @@ class ReactiveSteering(Steering):
                             **{f"{s}.swell": float(q) for s, q in zip(BANDS, swell)},
                             **{f"{g}.speed": float(o) for g, o in zip(GROUPS, omega)}}
         return torch.from_numpy(ws.astype(np.float32)).to(self.device)
-
-
-# -- factory ----------------------------------------------------------------------------------------------------
-def make_steering(G, cfg: dict | None, seed: int, learned_path: str | None = None,
-                  cache_dir: str | None = None) -> Steering:
-    """Reactive steering, or learned steering when `learned_path` is given (mode auto/learned)."""
-    c = resolve_config(cfg)
-    mode = c["mode"]
-    if mode == "auto":
-        mode = "learned" if learned_path else "reactive"
-    if mode == "learned":
-        if not learned_path:
-            raise UserError("steer.mode is 'learned' but no steering checkpoint was given")
-        from sgvis.learned_steering import LearnedSteering, load_steering
-        model = load_steering(learned_path, G)
-        return LearnedSteering(G, model, c, seed)
-    return ReactiveSteering(G, c, seed, cache_dir=cache_dir)

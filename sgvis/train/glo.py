@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sgvis.errors import UserError
-from sgvis.training_state import load_training_state, training_process
+from sgvis.train.state import load_training_state, training_process
 
 STATE_FILE = "training-state.pt"
 STATE_TAG = "sgvis-train-glo"
@@ -141,7 +141,7 @@ def _arch(o: GloOptions, resolution: int) -> dict:
 
 
 def _build_G(arch: dict):
-    from sgvis.train_gan import build_generator
+    from sgvis.train.gan import build_generator
     return build_generator(arch)
 
 
@@ -173,20 +173,20 @@ class _Images:
 
 
 def _grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
-    from sgvis.train_gan import _save_image_grid
+    from sgvis.train.gan import _save_image_grid
     _save_image_grid(images, grid, path)
 
 
 def _grow(G, low_state: dict) -> torch.Tensor:
     """Load a lower-resolution run's generator into the grown G (new toRGB at zero); returns its latents."""
-    from sgvis.grow import init_generator_from_lower
+    from sgvis.train.grow import init_generator_from_lower
     init_generator_from_lower(G, low_state["G"], json.loads(low_state["arch"])["resolution"])
     return low_state["codes"]
 
 
 def train(o: GloOptions) -> dict:
-    from sgvis.dataset import open_dataset
-    from sgvis.train_gan import _resolve_device
+    from sgvis.data.dataset import open_dataset
+    from sgvis.train.gan import _resolve_device
     device = _resolve_device(o.device)
     with training_process(device, o.threads):
         return _train(o, device, open_dataset(o.data))
@@ -195,7 +195,7 @@ def train(o: GloOptions) -> dict:
 def _train(o: GloOptions, device: torch.device, dataset) -> dict:
     import stylegan
     from tqdm import tqdm
-    from sgvis.train_gan import _atomic_torch_save, _check_outdir
+    from sgvis.train.gan import _atomic_torch_save, _check_outdir
     outdir = os.path.abspath(o.outdir)
     state_path = os.path.join(outdir, STATE_FILE)
     state = None
@@ -349,7 +349,7 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
 # -- command line ----------------------------------------------------------------------------------------------
 
 def cmd_train_glo(args) -> int:
-    from sgvis.train_gan import _parse_grid
+    from sgvis.train.gan import _parse_grid
     if args.resume not in (None, "auto", "latest"):
         raise UserError(f"--resume takes 'auto' or nothing (continue the run in --outdir), got {args.resume!r}")
     o = GloOptions(data=args.data, outdir=args.outdir, epochs=args.epochs, batch=args.batch, lr=args.lr,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
-from sgvis.training_state import load_training_state, training_process
+from sgvis.train.state import load_training_state, training_process
 from stylegan.atomic import write_atomically
 
 STATE_FILE = "training-state.pt"
@@ -78,7 +78,7 @@ class TrainOptions:
     pl_batch_shrink: int = 2
     pl_decay: float = 0.01
     style_mixing: float = 0.9
-    coverage: float = 0.0                # mode-coverage weight (0: off; see sgvis.losses.coverage)
+    coverage: float = 0.0                # mode-coverage weight (0: off; see sgvis.train.losses.coverage)
     coverage_interval: int = 4
     coverage_candidates: int = 64
     coverage_res: int = 16
@@ -254,7 +254,7 @@ def build_networks(arch: dict):
                       num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
                       epilogue_kwargs=dict(mbstd_group_size=arch["mbstd_group"]))
     if arch.get("grow"):
-        from sgvis.grow import FadeInDiscriminator
+        from sgvis.train.grow import FadeInDiscriminator
         D = FadeInDiscriminator(D, arch["grow"]["from_resolution"])
     return G, D
 
@@ -342,7 +342,7 @@ class Trainer:
 
     def __init__(self, o: TrainOptions, dataset, device: torch.device, dist: _Dist, state: dict | None,
                  grow_state: dict | None = None, init: tuple[dict, dict] | None = None):
-        from sgvis.augment import AdaptiveP, AugmentPipe
+        from sgvis.train.augment import AdaptiveP, AugmentPipe
         self.o, self.device, self.dist = o, device, dist
         if state is not None:
             self.arch = json.loads(state["arch"])
@@ -351,7 +351,7 @@ class Trainer:
         else:
             self.arch = _arch_from_options(o, o.resolution or dataset.resolution, device)
             if grow_state is not None:
-                from sgvis.grow import grown_arch
+                from sgvis.train.grow import grown_arch
                 self.arch = grown_arch(json.loads(grow_state["arch"]), self.arch["resolution"], o.fade_kimg,
                                        self.arch["fp16_res"], self.arch["conv_clamp"])
         self.G, self.D = build_networks(self.arch)
@@ -361,7 +361,7 @@ class Trainer:
             self.D.load_state_dict(state["D"])
             self.G_ema.load_state_dict(state["G_ema"])
         elif grow_state is not None:
-            from sgvis.grow import init_from_lower
+            from sgvis.train.grow import init_from_lower
             init_from_lower(self.G, self.D, self.G_ema, grow_state)
         elif init is not None:
             self.G.load_state_dict(init[1])
@@ -459,7 +459,7 @@ class Trainer:
         n = self.batch_gpu
         i = self.iteration
         if self.arch.get("grow"):
-            from sgvis.grow import set_fade
+            from sgvis.train.grow import set_fade
             self._record("fade_alpha", set_fade(self.D, self.cur_nimg, self.arch["grow"]["fade_kimg"]))
 
         # G main.
@@ -575,7 +575,7 @@ class Trainer:
 
 
 def _losses():
-    from sgvis import losses
+    from sgvis.train import losses
     return losses
 
 
@@ -684,7 +684,7 @@ def _load_init_source(o: TrainOptions, device: torch.device) -> tuple[dict, dict
 def _load_grow_source(o: TrainOptions, resolution: int) -> dict:
     """The training state named by --grow-from (a run folder or its training-state.pt), checked against the
     grown run's options."""
-    from sgvis.grow import grown_arch
+    from sgvis.train.grow import grown_arch
     path = o.grow_from
     if os.path.isdir(path):
         path = os.path.join(path, STATE_FILE)
@@ -703,7 +703,7 @@ def train(o: TrainOptions) -> dict:
     """Run training; returns a summary (final kimg, paths, last stats).  Raises UserError for bad input."""
     from tqdm import tqdm
     import stylegan
-    from sgvis.dataset import open_dataset
+    from sgvis.data.dataset import open_dataset
 
     dist = _Dist()
     _validate(o, dist.world)
@@ -891,7 +891,7 @@ def options_from_args(args) -> TrainOptions:
         kw["noise"] = args.noise == "on"
     if args.augment_ops:
         kw["augment_ops"] = tuple(s.strip() for s in args.augment_ops.split(",") if s.strip())
-        from sgvis.augment import DEFAULT_OPS
+        from sgvis.train.augment import DEFAULT_OPS
         bad = [s for s in kw["augment_ops"] if s not in DEFAULT_OPS]
         if bad:
             raise UserError(f"--augment-ops: unknown op {bad[0]!r}; choose from {', '.join(DEFAULT_OPS)}")

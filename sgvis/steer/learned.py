@@ -24,7 +24,7 @@ the latent follows the audio before the frame).
 
 Checkpoint: one .safetensors file (weights) whose metadata holds format 'sgvis-steering', version, num_ws,
 w_dim, the mel config, the group rows, hidden size, encoder channels and (optionally) the hash of the mapping
-network it was trained for (sgvis.directions.model_hash).
+network it was trained for (sgvis.steer.directions.model_hash).
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ import torch
 from torch import nn
 
 from sgvis.errors import UserError, first_line
-from sgvis.features import MelConfig
-from sgvis.steering import DEFAULTS, GROUPS, Steering, _base_latent, resolve_config, resolve_groups, resolve_psi
+from sgvis.features.analysis import MelConfig
+from sgvis.steer import Steering
+from sgvis.steer.reactive import DEFAULTS, GROUPS, base_latent, resolve_config, resolve_groups, resolve_psi
 
 __all__ = ["SoundInversionEncoder", "LearnedSteeringModel", "LearnedSteering", "save_steering", "load_steering",
            "SteeringMismatch", "SteeringFileError", "FORMAT_TAG", "FORMAT_VERSION", "DEFAULT_STEERING",
@@ -199,7 +200,8 @@ class LearnedSteeringModel(nn.Module):
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------
-DEFAULT_STEERING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default-steering.safetensors")
+DEFAULT_STEERING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+                                "default-steering.safetensors")
 
 
 def steering_checkpoint_for(model_path: str | None, steering_path: str | None) -> str:
@@ -277,7 +279,7 @@ def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
         raise SteeringFileError(f"{path}: the weights do not match the stored architecture "
                                 f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
     if G is not None and meta.get("model_hash"):
-        from sgvis.directions import model_hash
+        from sgvis.steer.directions import model_hash
         if meta["model_hash"] != model_hash(G):
             warnings.warn(f"steering checkpoint {name} was trained for another StyleGAN (same num_ws and w_dim); "
                           f"its motion may not suit this one")
@@ -291,6 +293,7 @@ class LearnedSteering(Steering):
     the seed's z mapped with truncation (steer.truncation_psi); steer.learned.intensity scales w^ - w."""
 
     name = "learned"
+    needs_checkpoint = True
 
     def __init__(self, G, model: LearnedSteeringModel, cfg: dict | None = None, seed: int = 0):
         if model.num_ws != G.num_ws or model.w_dim != G.w_dim:
@@ -303,14 +306,31 @@ class LearnedSteering(Steering):
         self.intensity = float(self.cfg["learned"]["intensity"])
         self.reset(seed)
 
+    @classmethod
+    def from_settings(cls, G, cfg: dict, seed: int, checkpoint: str | None = None, cache_dir: str | None = None):
+        """The STEERINGS factory: learned steering is built from its checkpoint."""
+        if not checkpoint:
+            raise UserError("steer.mode is 'learned' but no steering checkpoint was given")
+        return cls(G, load_steering(checkpoint, G), cfg, seed)
+
     def set_intensity(self, value: float) -> None:
         """Change steer.learned.intensity on the fly (live control) without resetting the state."""
         self.intensity = max(float(value), 0.0)
 
+    def apply_control(self, name: str, value) -> bool:
+        if name == "intensity":
+            self.set_intensity(value)
+        elif name == "truncation":
+            self.cfg["truncation_psi"] = float(value)
+            self.w = base_latent(self.G, self.seed, self.cfg["class_idx"], float(value))
+        else:
+            return False
+        return True
+
     def reset(self, seed: int) -> None:
         self.seed = int(seed)
         psi = resolve_psi(self.G, self.cfg["truncation_psi"])
-        self.w = _base_latent(self.G, self.seed, self.cfg["class_idx"], psi)
+        self.w = base_latent(self.G, self.seed, self.cfg["class_idx"], psi)
         self.state = None
 
     def step(self, features) -> torch.Tensor:

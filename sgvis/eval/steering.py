@@ -17,12 +17,12 @@ mp4, which carries the audio, is scored with `av_align()`.  The report lists per
 AV-Align score and the strobe flags, then per steering the mean AV-Align, the mean smoothness figures
 (spike_fraction, jerk, frame_change_p95, flow mean) and how many tracks were flagged as strobe-like.
 
-Optional CLIP metrics (`--clip-path DIR`, a Hugging Face CLIP folder; sgvis.clip_models is imported only
+Optional CLIP metrics (`--clip-path DIR`, a Hugging Face CLIP folder; sgvis.train.clip_models is imported only
 then):
 
 * `--audio-clip PATH`: audio-visual CLIP similarity, the mean over frames of cos(F_v(frame_t), F_a(mel_t)),
   F_a an audio encoder trained into CLIP's embedding space, mel_t the log-mel window the steering saw for
-  frame t (sgvis.features.frame_features at the video's fps);
+  frame t (sgvis.features.analysis.frame_features at the video's fps);
 * `--text PROMPT`: CLIPSIM, the mean over frames of cos(F_v(frame_t), F_t(PROMPT)).
 
 Python:
@@ -45,7 +45,7 @@ from sgvis.errors import UserError
 __all__ = ["AUDIO_EXTS", "SteeringSpec", "find_audio", "resolve_steerings", "evaluate_steering", "summarise",
            "format_report", "add_steering_parser", "cmd_eval_steering"]
 
-from sgvis.audio_in import AUDIO_EXTS  # noqa: E402
+from sgvis.audio.decode import AUDIO_EXTS  # noqa: E402
 BUILTIN_STEERINGS = ("reactive", "untrained")
 # Smoothness figures averaged per steering (summary key -> av_align()["smoothness"] key).
 SUMMARY_FIGURES = {"mean_spike_fraction": "spike_fraction", "mean_jerk": "jerk",
@@ -100,8 +100,8 @@ def _save_untrained(G, seed: int, path: str) -> None:
     """A freshly initialised LearnedSteeringModel for G (default MelConfig), weights seeded by `seed`."""
     import torch
 
-    from sgvis.features import MelConfig
-    from sgvis.learned_steering import LearnedSteeringModel, save_steering
+    from sgvis.features.analysis import MelConfig
+    from sgvis.steer.learned import LearnedSteeringModel, save_steering
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = LearnedSteeringModel(G.num_ws, G.w_dim, MelConfig())
@@ -111,7 +111,7 @@ def _save_untrained(G, seed: int, path: str) -> None:
 def resolve_steerings(values, G, seed: int, workdir: str) -> list[SteeringSpec]:
     """`--steering` values -> SteeringSpecs; checkpoints are read (and checked against G) here, before any
     rendering, so a bad one fails at once.  The untrained checkpoint is written into `workdir`."""
-    from sgvis.learned_steering import load_steering
+    from sgvis.steer.learned import load_steering
     values = list(values or [])
     if not values:
         raise UserError("give at least one --steering (reactive, untrained or a learned-steering checkpoint)")
@@ -162,16 +162,16 @@ def _safe(text: str) -> str:
 
 # -- CLIP metrics (optional) -------------------------------------------------------------------------------------
 class _ClipScorer:
-    """Per-video CLIP figures; sgvis.clip_models is imported only when CLIP metrics are asked for."""
+    """Per-video CLIP figures; sgvis.train.clip_models is imported only when CLIP metrics are asked for."""
 
     batch = 32
 
     def __init__(self, clip, audio_clip: str | None, text: str | None, device):
         import torch
         try:
-            from sgvis import clip_models
+            from sgvis.train import clip_models
         except ImportError as e:
-            raise UserError(f"CLIP figures need sgvis.clip_models, which cannot be imported here ({e})") from None
+            raise UserError(f"CLIP figures need sgvis.train.clip_models, which cannot be imported here ({e})") from None
         cfg = dict(clip) if isinstance(clip, dict) else {"path": os.fspath(clip)}
         self.device = device
         self.towers = clip_models.load_clip(cfg, device)          # ClipLoadError: one line
@@ -195,7 +195,7 @@ class _ClipScorer:
         return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def _mel_config(self):
-        from sgvis.features import MelConfig
+        from sgvis.features.analysis import MelConfig
         cfg = getattr(self.audio_encoder, "mel_config", None)
         if isinstance(cfg, dict):
             cfg = MelConfig(**cfg)
@@ -225,8 +225,8 @@ class _ClipScorer:
         import numpy as np
         import torch
 
-        from sgvis import audio_in
-        from sgvis.features import FeatureExtractor, frame_features
+        from sgvis.audio import decode as audio_in
+        from sgvis.features.analysis import FeatureExtractor, frame_features
         mel = self._mel_config()
         blocks = audio_in.decode_blocks(track, mel.sample_rate, "mono", 0.0, end)
         pending = []
@@ -277,15 +277,15 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
     size: (width, height), N or 'WxH' text, or None for the model's resolution; seconds: only the first
     `seconds` of each track; overrides: `--set` items (KEY=VALUE); keep_videos: a folder for the mp4s (default:
     a temporary one, deleted afterwards).  clip: a Hugging Face CLIP folder or a `clip` config section for
-    sgvis.clip_models.load_clip (e.g. {"config": {...}}: a random CLIP); with it, audio_clip (an audio encoder
+    sgvis.train.clip_models.load_clip (e.g. {"config": {...}}: a random CLIP); with it, audio_clip (an audio encoder
     into CLIP's space) adds the audio-visual CLIP similarity and text adds CLIPSIM."""
     from tqdm import tqdm
 
-    from sgvis import audio_in
-    from sgvis.av_align import av_align
+    from sgvis.audio import decode as audio_in
+    from sgvis.eval.av_align import av_align
     from sgvis.config import load_config
     from sgvis.render import RENDER_DEFAULTS, RenderJob, _load_model, _parse_size, render
-    from sgvis.sinks import check_output_path
+    from sgvis.outputs.files import check_output_path
 
     fps = float(fps)
     if not 1 <= fps <= 240:
@@ -334,10 +334,10 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
                 plan.append((i, spec, out))
         scorer = None
         if clip:
-            from sgvis.generation import pick_device
+            from sgvis.backends.stylegan import pick_device
             scorer = _ClipScorer(clip, audio_clip, text, pick_device(device))
         del G
-        from sgvis.steering import OFFLINE_LOOKAHEAD_S
+        from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
         lookahead = config["render"]["lookahead"]
         lookahead = OFFLINE_LOOKAHEAD_S if lookahead is None else float(lookahead)
 

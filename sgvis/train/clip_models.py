@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgvis.errors import UserError, first_line
-from sgvis.features import MelConfig
+from sgvis.features.analysis import MelConfig
 
 __all__ = ["ClipTowers", "load_clip", "HashTokenizer", "AudioClipEncoder", "save_audio_encoder",
            "load_audio_encoder", "clip_loss_av", "info_nce", "ClipLoadError", "AudioEncoderFileError",

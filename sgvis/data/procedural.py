@@ -1,6 +1,6 @@
 """Procedural VJ-style images: a training source that needs no download and raises no licence question.
 
-    from sgvis import procedural
+    from sgvis.data import procedural
     img = procedural.render(seed=7, resolution=256)          # uint8 [256, 256, 3]
     img = procedural.render((1234, 5), 256, style="flow")    # a tuple seed: (dataset seed, index)
 

@@ -5,7 +5,7 @@ StyleGAN, as in "Sound-guided Semantic Video Generation" (Lee et al., ECCV 2022)
     sgvis train-encoder --data music/ --out runs/steer --objective sync          # no external model needed
     sgvis render track.wav --steer learned --steering runs/steer/steering.safetensors
 
-Objectives (sgvis.steering_objectives has the losses; every weight is a setting, `--set
+Objectives (sgvis.train.steering_objectives has the losses; every weight is a setting, `--set
 train_encoder.weights.NAME=VALUE`):
   clip  the paper's losses: CLIP audio<->frame and label-text<->frame cosine distances, the latent
         regulariser lambda_b, and image and video discriminators.  Needs CLIP towers (train_encoder.clip.path)
@@ -36,7 +36,7 @@ import time
 import torch
 
 from sgvis.errors import UserError
-from sgvis.training_state import load_training_state, raise_keyboard_interrupt
+from sgvis.train.state import load_training_state, raise_keyboard_interrupt
 
 __all__ = ["TRAIN_DEFAULTS", "OBJECTIVE_WEIGHTS", "EncoderTrainer", "train_encoder", "register_cli"]
 
@@ -72,7 +72,7 @@ TRAIN_DEFAULTS = {
     "weights": {k: None for k in WEIGHT_NAMES},   # None: the objective's default (OBJECTIVE_WEIGHTS)
     "clip": {"path": None, "name": None, "cache_dir": None, "config": None, "prompt": "{label}"},
     "audio_clip": None,             # AudioClipEncoder checkpoint (sgvis train-audio-clip)
-    "labels": None,                 # CSV of labels/captions for the data (see sgvis.clip_data)
+    "labels": None,                 # CSV of labels/captions for the data (see sgvis.data.clip_data)
     "max_seconds": None,            # use at most this much of each data file
     "init": None,                   # steering checkpoint to start from (e.g. one trained for an earlier model)
     "checkpoint_every": 100,
@@ -102,7 +102,7 @@ def resolve_weights(cfg: dict) -> dict:
 def base_latents(G, n: int, psi, generator: torch.Generator | None = None) -> torch.Tensor:
     """W+ [n, num_ws, w_dim] of random z, truncated toward w_avg by psi (a number or "auto"; as render's base
     latent)."""
-    from sgvis.steering import resolve_psi, truncate
+    from sgvis.steer.reactive import resolve_psi, truncate
     psi = resolve_psi(G, psi)
     z = torch.randn([n, G.z_dim], generator=generator).to(G.device)
     c = G.make_c(n, 0) if G.c_dim else G.make_c(n)
@@ -116,9 +116,9 @@ class EncoderTrainer:
 
     def __init__(self, G, cfg: dict, device: torch.device, mel=None, clip=None, audio_clip=None,
                  label_texts: list[str] | None = None, dist=None):
-        from sgvis.features import MelConfig
-        from sgvis.learned_steering import LearnedSteeringModel
-        from sgvis.steering_objectives import VideoPatchDiscriminator
+        from sgvis.features.analysis import MelConfig
+        from sgvis.steer.learned import LearnedSteeringModel
+        from sgvis.train.steering_objectives import VideoPatchDiscriminator
         from stylegan.stylegan2 import Discriminator
         self.cfg = cfg
         self.device = device
@@ -156,7 +156,7 @@ class EncoderTrainer:
 
     def calibrate_inputs(self, mels: torch.Tensor) -> None:
         """Set the encoder's input standardisation from data (before training)."""
-        from sgvis.learned_steering import calibrate_input_standardisation
+        from sgvis.steer.learned import calibrate_input_standardisation
         calibrate_input_standardisation(self.model.encoder, mels)
 
     def _synthesize(self, ws: torch.Tensor) -> torch.Tensor:
@@ -168,7 +168,7 @@ class EncoderTrainer:
     def _real_images(self, batch: dict, n: int) -> torch.Tensor:
         """Real images for the image discriminator at the loss resolution: video frames where the data has
         them, else ordinary samples of the generator."""
-        from sgvis.steering_objectives import downsample
+        from sgvis.train.steering_objectives import downsample
         frames, has_video = batch["frames"], batch["has_video"].bool()
         if bool(has_video.any()) and frames.shape[-1] > 0:
             x = frames[has_video].to(self.device).flatten(0, 1).float() / 127.5 - 1
@@ -185,15 +185,15 @@ class EncoderTrainer:
         return self._bank[idx]
 
     def _samples(self, n: int) -> torch.Tensor:
-        from sgvis.steering_objectives import downsample
+        from sgvis.train.steering_objectives import downsample
         with torch.no_grad():
             return downsample(self._synthesize(base_latents(self.G, n, self.cfg["truncation_psi"],
                                                             self.rng)), self.res)
 
     # -- one step --------------------------------------------------------------------------------------
     def step(self, batch: dict) -> dict:
-        from sgvis.losses import d_logistic, g_nonsaturating, r1_penalty
-        from sgvis import steering_objectives as so
+        from sgvis.train.losses import d_logistic, g_nonsaturating, r1_penalty
+        from sgvis.train import steering_objectives as so
         wt = self.weights
         cfg = self.cfg
         mels = batch["mels"].to(self.device).float()
@@ -324,7 +324,7 @@ def _load_guidance(cfg: dict, weights: dict, device, dataset):
     if not clip_cfg:
         raise UserError("the clip objective needs CLIP weights: set train_encoder.clip.path to a local CLIP "
                         "folder (or use --objective sync, which needs no external model)")
-    from sgvis.clip_models import load_audio_encoder, load_clip
+    from sgvis.train.clip_models import load_audio_encoder, load_clip
     clip = load_clip(clip_cfg, device)
     audio_clip = None
     if weights["clip_av"]:
@@ -364,11 +364,11 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     """Train and write steering.safetensors into `outdir`; returns a summary."""
     from tqdm.auto import tqdm
 
-    from sgvis.clip_data import ClipSet, ClipSetConfig, collate_clips
-    from sgvis.directions import model_hash
-    from sgvis.learned_steering import save_steering
+    from sgvis.data.clip_data import ClipSet, ClipSetConfig, collate_clips
+    from sgvis.steer.directions import model_hash
+    from sgvis.steer.learned import save_steering
     from sgvis.render import _load_model
-    from sgvis.train_gan import _Dist, _InfiniteSampler, _check_outdir, _resolve_device
+    from sgvis.train.gan import _Dist, _InfiniteSampler, _check_outdir, _resolve_device
 
     weights = resolve_weights(cfg)
     for key in ("steps", "batch", "clip_frames"):
@@ -392,7 +392,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     _check_outdir(outdir)
     try:
         G = _load_model(model_path)
-        from sgvis.features import MelConfig
+        from sgvis.features.analysis import MelConfig
         mel = MelConfig()
         dataset = ClipSet(data, ClipSetConfig(fps=float(cfg["fps"]), clip_frames=int(cfg["clip_frames"]),
                                               frame_size=int(cfg["loss_resolution"]),
@@ -484,7 +484,7 @@ def _init_steering(model, path: str) -> None:
     earlier version of the model: the sound encoder's features carry over, and the steps needed drop."""
     import warnings
 
-    from sgvis.learned_steering import load_steering
+    from sgvis.steer.learned import load_steering
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")               # trained for another model: that is the point here
         init = load_steering(path)

@@ -1,4 +1,4 @@
-"""`sgvis train-audio-clip`: train an audio encoder into CLIP's embedding space (sgvis.clip_models.AudioClipEncoder)
+"""`sgvis train-audio-clip`: train an audio encoder into CLIP's embedding space (sgvis.train.clip_models.AudioClipEncoder)
 against frozen CLIP towers, for the CLIP objective of learned steering (L_CLIP(a<->v) in "Sound-guided Semantic
 Video Generation") and for CLIP-guided rendering.
 
@@ -6,7 +6,7 @@ Video Generation") and for CLIP-guided rendering.
     sgvis train-audio-clip --data clips/ --labels labels.csv --out audio-clip.safetensors --config my.yaml
     torchrun --nproc_per_node 4 -m sgvis train-audio-clip --data clips/ --out audio-clip.safetensors ...
 
-Each step draws B clips from the data (sgvis.clip_data.ClipSet: videos with sound, audio files), takes one
+Each step draws B clips from the data (sgvis.data.clip_data.ClipSet: videos with sound, audio files), takes one
 random frame t of each clip, and encodes the mel window ending at frame t.  Losses (symmetric InfoNCE, CLIP
 style, with the encoder's learnable temperature):
   frame  audio <-> CLIP image embedding of video frame t of the same clip (clips that have video)
@@ -16,12 +16,12 @@ CLIP embeddings of the label texts are computed once.  Under torchrun each proce
 the batch (negatives are local) and gradients are averaged.
 
 CLIP comes from --clip-path DIR (a local HF-format directory), --clip-name NAME [--clip-cache DIR] (the local HF
-cache) or a `clip:` section of a --config YAML file (see sgvis.clip_models; a `train_encoder: {clip: ...}`
+cache) or a `clip:` section of a --config YAML file (see sgvis.train.clip_models; a `train_encoder: {clip: ...}`
 section is read too, so one file serves both trainers).  A `train_audio_clip:` section may set any of
 TRAIN_DEFAULTS; command-line flags win.
 
 Outputs, for --out PATH.safetensors: PATH.safetensors (the encoder, written periodically and at the end; load
-with sgvis.clip_models.load_audio_encoder), PATH.state.pt (encoder, optimiser, step and random state for
+with sgvis.train.clip_models.load_audio_encoder), PATH.state.pt (encoder, optimiser, step and random state for
 --resume) and PATH.log.csv (one row per step).  Every file is replaced atomically, so an interrupted run
 (Ctrl-C, SIGTERM) leaves the last complete checkpoint, saved again at the interruption.
 """
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from sgvis.errors import UserError, first_line
-from sgvis.training_state import load_training_state as _load_state, raise_keyboard_interrupt
+from sgvis.train.state import load_training_state as _load_state, raise_keyboard_interrupt
 
 __all__ = ["TRAIN_DEFAULTS", "AudioClipTrainer", "train_audio_clip", "output_paths", "register_cli"]
 
@@ -112,7 +112,7 @@ class AudioClipTrainer:
     @torch.no_grad()
     def calibrate_inputs(self, mels: torch.Tensor) -> None:
         """Input standardisation (in_mean / in_std) from mel windows of this data."""
-        from sgvis.learned_steering import calibrate_input_standardisation
+        from sgvis.steer.learned import calibrate_input_standardisation
         calibrate_input_standardisation(self.enc, mels)
 
     @torch.no_grad()
@@ -140,7 +140,7 @@ class AudioClipTrainer:
 
     def losses(self, picked: dict) -> dict:
         """Loss terms for picked samples: {'loss': tensor (differentiable) or None, float metrics...}."""
-        from sgvis.clip_models import info_nce
+        from sgvis.train.clip_models import info_nce
         cfg = self.cfg
         with self._autocast():
             audio = self.enc(picked["mel"])
@@ -278,8 +278,8 @@ def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str
                      progress: bool = True) -> dict:
     """Train and write the encoder to `out`; returns a summary.  `resume`: a state path ('' = the one beside
     `out`).  Raises UserError for bad input, before anything is written."""
-    from sgvis.sinks import check_output_path
-    from sgvis.train_gan import _Dist, _resolve_device
+    from sgvis.outputs.files import check_output_path
+    from sgvis.train.gan import _Dist, _resolve_device
 
     cfg = dict(cfg)
     _validate(cfg)
@@ -314,7 +314,7 @@ def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str
 
 
 def _open_data(data: str, cfg: dict, frame_size: int | None, mel, labels: str | None, progress: bool):
-    from sgvis.clip_data import ClipSet, ClipSetConfig
+    from sgvis.data.clip_data import ClipSet, ClipSetConfig
     try:
         return ClipSet(data, ClipSetConfig(fps=float(cfg["fps"]), clip_frames=int(cfg["clip_frames"]),
                                            frame_size=frame_size, max_seconds=cfg.get("max_seconds")),
@@ -328,10 +328,10 @@ def _open_data(data: str, cfg: dict, frame_size: int | None, mel, labels: str | 
 def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, state, progress) -> dict:
     from tqdm.auto import tqdm
 
-    from sgvis.clip_data import collate_clips
-    from sgvis.clip_models import AudioClipEncoder, load_clip, save_audio_encoder
-    from sgvis.features import MelConfig
-    from sgvis.train_gan import _InfiniteSampler
+    from sgvis.data.clip_data import collate_clips
+    from sgvis.train.clip_models import AudioClipEncoder, load_clip, save_audio_encoder
+    from sgvis.features.analysis import MelConfig
+    from sgvis.train.gan import _InfiniteSampler
     from stylegan.atomic import write_atomically
 
     clip = load_clip(clip_cfg, device)

@@ -11,7 +11,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from sgvis.audio_in import decode_blocks
+from sgvis.audio.decode import decode_blocks
 from stylegan.atomic import replace_into_place
 
 def even(n: int) -> int:

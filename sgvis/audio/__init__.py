@@ -1,0 +1,1 @@
+"""Audio in: file decoding, live input devices, the synthesized demo music."""

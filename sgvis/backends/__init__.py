@@ -1,0 +1,1 @@
+"""Backends: frames from a steering state (StyleGAN first)."""

@@ -1,0 +1,1 @@
+"""Data wing: datasets of images and audio clips, the procedural image source."""

@@ -1,0 +1,1 @@
+"""Evaluation wing: AV-Align and motion metrics, steering comparisons."""

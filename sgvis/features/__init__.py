@@ -1,0 +1,1 @@
+"""Features: causal audio analysis (mel, onsets, band levels, chroma, beats), one Features per frame."""
