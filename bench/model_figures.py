@@ -21,7 +21,7 @@ from PIL import Image
 
 import stylegan
 from sgvis.data.procedural import render as procedural
-from sgvis.render import default_model_path
+from sgvis.backends.stylegan import default_model_path
 from sgvis.steer.reactive import resolve_psi
 
 

@@ -29,35 +29,40 @@ def write_demo_track(path: str, seed: int = 0) -> float:
 
 
 def cmd_demo(args) -> int:
-    from sgvis.render import RENDER_DEFAULTS, RenderJob, render
-    from sgvis.outputs.files import check_output_path
     from sgvis.config import load_config
-    check_output_path(args.output, args.overwrite)
-    track = os.path.splitext(args.output)[0] + ".wav"
+    from sgvis.outputs.files import check_output_path, video_format
+    from sgvis.render import RENDER_DEFAULTS, RenderJob, render
+    from sgvis.steer import choose_steering
+    config = load_config(None, None, [], defaults=RENDER_DEFAULTS)
+    mode, steering_path = choose_steering(args.steer, args.steering, config, args.model)
+    output = args.output or ("sgvis-demo.mp4" if mode == "reactive" else f"sgvis-demo-{mode}.mp4")
+    video_format(output)
+    check_output_path(output, args.overwrite)
+    track = os.path.splitext(output)[0] + ".wav"
     check_output_path(track, args.overwrite)
     seconds = write_demo_track(track, args.seed)
     print(f"wrote {track}: {seconds:.0f} s of synthesized music ({BPM:.0f} BPM)")
-    steering_path = None
-    if args.steer == "learned":
-        from sgvis.steer.learned import steering_checkpoint_for
-        steering_path = steering_checkpoint_for(args.model, args.steering)
-    job = RenderJob(audio=track, output=args.output, model=args.model, fps=30.0, seed=args.seed,
-                    overwrite=args.overwrite, steer=args.steer, steering_path=steering_path,
-                    config=load_config(None, None, [], defaults=RENDER_DEFAULTS))
-    stats = render(job)
-    print(f"wrote {args.output}: {stats['frames']} frames in {stats['wall_seconds']:.1f}s "
+    job = RenderJob(audio=track, output=output, model=args.model, fps=30.0, seed=args.seed,
+                    overwrite=args.overwrite, steer=mode, steering_path=steering_path, config=config)
+    try:
+        stats = render(job)
+    except BaseException:
+        os.unlink(track)          # the track is this run's own output: no half-finished demo stays behind
+        raise
+    print(f"wrote {stats['output']}: {stats['frames']} frames in {stats['wall_seconds']:.1f}s "
           f"({stats['frames_per_second']:.1f} frames/s, {stats['generator']})")
     return 0
 
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("demo", help="synthesize a demo track and render it with the default model",
-                              description="Writes OUTPUT (mp4) and the track next to it (same name, .wav).")
-    p.add_argument("output", nargs="?", default="sgvis-demo.mp4", help="output video (default sgvis-demo.mp4)")
+                              description="Writes OUTPUT (a video) and the track next to it (same name, .wav).")
+    p.add_argument("output", nargs="?", help="output video (default sgvis-demo.mp4, or sgvis-demo-learned.mp4 "
+                                             "with --steer learned)")
     p.add_argument("--model", help="StyleGAN checkpoint (default: the model shipped with sgvis)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steer", choices=["reactive", "learned"], default="reactive",
+    p.add_argument("--steer", choices=["reactive", "learned", "auto"],
                    help="reactive (default) or learned (the built-in steering checkpoint with the built-in model)")
-    p.add_argument("--steering", help="learned-steering checkpoint for --steer learned with another --model")
+    p.add_argument("--steering", help="learned-steering checkpoint (implies --steer learned)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -3,7 +3,8 @@
 Per loop iteration: take the audio captured since the last frame (ring buffer filled by the audio callback),
 analyse it with the same causal features as `render`, step the same steering, generate the newest frame only
 (nothing is queued, so stale work never piles up), draw it letterboxed with the HUD, present, and record what
-was shown.  Keys (window) call the same `LiveShow.act()` actions the tests call.
+was shown.  Every live parameter is a control on a thread-safe ControlBus (sgvis.control): keys and other
+producers (--control NAME) send to it from any thread, and the show applies the changes between two frames.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ LIVE_DEFAULTS = {
         "blocksize": 256,         # audio callback size in frames (smaller: lower latency)
         "latency_offset": 0.0,    # seconds added to measured latency (known output/projector delay)
         "hud": False,             # start with the HUD shown
+        "crossfade_s": 1.0,       # seconds a preset change or reseed blends the pictures
         "record_fps": 30.0,       # frame rate of --record videos
         "window": [1280, 720],    # initial window size
         # CPU threads for generating frames ("auto": half the cores).  One frame at a time is too small a job
@@ -34,12 +36,6 @@ LIVE_DEFAULTS = {
         "threads": "auto",
     },
 }
-KEY_ACTIONS = {"SPACE": "freeze", "R": "reseed", "UP": "intensity_up", "DOWN": "intensity_down",
-               "RIGHT": "intensity_up", "LEFT": "intensity_down", "S": "screenshot", "H": "hud",
-               "F": "fullscreen", "ESCAPE": "quit", "Q": "quit",
-               **{str(i): f"preset_{i}" for i in range(1, 10)}}
-
-
 @dataclass
 class LiveJob:
     device: str = "mic"
@@ -55,8 +51,10 @@ class LiveJob:
     overwrite: bool = False
     channels: list[int] | None = None
     latency_offset: float | None = None
-    steer: str = "reactive"
+    steer: str | None = None              # steering mode; None: the config's steer.mode
     steering_path: str | None = None
+    outputs: list = field(default_factory=list)     # extra sinks, NAME:TARGET (sgvis.outputs.SINKS)
+    controls: list = field(default_factory=list)    # control producers by name (sgvis.control.PRODUCERS)
     gpu: str = "auto"
     preset: str | None = None
     config_path: str | None = None
@@ -87,8 +85,8 @@ def _percentiles(values, qs=(50, 95)):
 class LiveShow:
     def __init__(self, job: LiveJob):
         from sgvis.config import load_config, presets
-        from sgvis.backends.stylegan import FrameGenerator, pick_device
-        from sgvis.render import RENDER_DEFAULTS, _load_model
+        from sgvis.backends.stylegan import StyleGANBackend, load_model, pick_device
+        from sgvis.render import RENDER_DEFAULTS
         from sgvis.outputs.files import check_output_path
         from sgvis.steer import make_steering
         self.job = job
@@ -96,31 +94,45 @@ class LiveShow:
         self.config = load_config(job.preset, job.config_path, job.overrides, defaults=defaults)
         self.lcfg = self.config["live"]
         self.presets = presets()
-        if job.record:
-            check_output_path(job.record, job.overwrite)
-        self.G = _load_model(job.model)
+        from sgvis.outputs import parse_sink_spec
+        for spec in self._sink_specs():
+            name, target = parse_sink_spec(spec)
+            check_output_path(target, job.overwrite, what="png" if name == "png" else "output",
+                              inputs=(job.model,))
+        if job.stats:
+            check_output_path(job.stats, job.overwrite, inputs=(job.model,))
+        self.G = load_model(job.model)
         self.device = pick_device(job.gpu)
         self._threads_before = torch.get_num_threads()      # restored when the show ends
         if self.device.type == "cpu":
             torch.set_num_threads(generation_threads(self.lcfg["threads"]))
-        self.generator = FrameGenerator(self.G, self.device, precision=self.config["render"]["precision"])
+        self.generator = StyleGANBackend(self.G, self.device, precision=self.config["render"]["precision"])
+        if job.steer:
+            self.config.setdefault("steer", {})["mode"] = job.steer
         self._make_steering = lambda cfg, seed: make_steering(
-            self.generator.G, cfg.get("steer", {}), seed=seed,
-            learned_path=job.steering_path if job.steer == "learned" else None)
+            self.generator, cfg.get("steer", {}), seed=seed, learned_path=job.steering_path)
         try:
             self.steering = self._make_steering(self.config, job.seed)
         except (ValueError, FileNotFoundError) as e:
             raise UserError(str(e).splitlines()[0]) from None
         self.seed = job.seed
+        from sgvis.control import PRODUCERS, ControlBus, standard_controls
+        from sgvis.control.keys import KeyControls
+        steer_cfg = self.config.get("steer", {})
+        self.bus = ControlBus(standard_controls(
+            presets=self.presets, intensity=float(steer_cfg.get("intensity", 1.0)),
+            truncation=float(getattr(self.steering, "psi", 1.0) or 1.0),
+            crossfade_s=float(self.lcfg["crossfade_s"]), hud=bool(self.lcfg["hud"])))
+        self.keys = KeyControls()
+        self.keys.start(self.bus)
+        self.producers = [PRODUCERS.create(name) for name in job.controls]
         self.mel = MelConfig()
         self.extractor = FeatureExtractor(self.mel)
         self.input = self._open_input()
         self.frame_size = self.generator.output_size
         self.surface = None
         self.renderer = None
-        self.recorder = None
-        self.frozen = False
-        self.hud_on = bool(self.lcfg["hud"])
+        self.sinks = []                 # --record and --out outputs: FrameSinks (sgvis.outputs)
         self.running = True
         self.message = ""
         self.upload_path = None
@@ -174,56 +186,92 @@ class LiveShow:
             self.extractor.push(block)
             self._analysed_samples += len(block)
 
-    # -- actions (keys call these; tests call them directly) -------------------------------------
-    def act(self, action: str) -> None:
-        if action == "freeze":
-            self.frozen = not self.frozen
-        elif action == "reseed":
-            self.seed += 1
-            self.steering.reset(self.seed)
-        elif action in ("intensity_up", "intensity_down"):
-            factor = 1.25 if action == "intensity_up" else 0.8
-            self.set_intensity(self.intensity * factor)
-        elif action.startswith("preset_"):
-            index = int(action.split("_")[1]) - 1
-            if index < len(self.presets):
-                from sgvis.config import load_config
-                from sgvis.render import RENDER_DEFAULTS
-                self.config = load_config(self.presets[index], None, [], defaults={**RENDER_DEFAULTS,
-                                                                                   **LIVE_DEFAULTS})
-                self.steering = self._make_steering(self.config, self.seed)
-                self.message = f"preset {self.presets[index]}"
-        elif action == "screenshot":
-            self.screenshot()
-        elif action == "hud":
-            self.hud_on = not self.hud_on
-        elif action == "fullscreen":
-            if hasattr(self.surface, "toggle_fullscreen"):
-                self.surface.toggle_fullscreen()
-        elif action == "quit":
-            self.running = False
-        else:
-            raise ValueError(f"unknown action {action!r}")
+    # -- controls (keys and other producers send to self.bus; applied here, between two frames) ----------
+    @property
+    def frozen(self) -> bool:
+        return bool(self.bus.get("freeze"))
+
+    @property
+    def hud_on(self) -> bool:
+        return bool(self.bus.get("hud"))
 
     @property
     def intensity(self) -> float:
-        return float(self.config.get("steer", {}).get("intensity", 1.0))
+        return float(self.bus.get("intensity"))
+
+    def act(self, name: str, value=None) -> bool:
+        """Send one control from the show's own thread and apply it now (bools toggle without a value)."""
+        control = self.bus.controls.get(name)
+        if control is not None and control.kind == "bool" and value is None:
+            sent = self.bus.toggle(name, "api")
+        else:
+            sent = self.bus.send(name, value, "api")
+        self.apply_controls()
+        return sent
 
     def set_intensity(self, value: float) -> None:
-        value = float(min(max(value, 0.0), 8.0))
-        self.config.setdefault("steer", {})["intensity"] = value
-        if hasattr(self.steering, "set_intensity"):
-            self.steering.set_intensity(value)
+        self.act("intensity", value)
+
+    def apply_controls(self) -> None:
+        for event in self.bus.drain():
+            self._apply(event.name, event.value)
+
+    def _apply(self, name: str, value) -> None:
+        if name == "reseed":
+            self.seed += 1
+            self._crossfade_to(self._make_steering(self.config, self.seed))
+            self.message = f"seed {self.seed}"
+        elif name == "preset":
+            from sgvis.config import load_config
+            from sgvis.render import RENDER_DEFAULTS
+            config = load_config(value, None, [], defaults={**RENDER_DEFAULTS, **LIVE_DEFAULTS})
+            config.setdefault("steer", {})["mode"] = self.config.get("steer", {}).get("mode", "auto")
+            self.config = config
+            self._crossfade_to(self._make_steering(self.config, self.seed))
+            intensity = float(self.config.get("steer", {}).get("intensity", 1.0))
+            self.bus.send("intensity", intensity, "preset")
+            self.bus.drain()
+            self.message = f"preset {value}"
+        elif name == "screenshot":
+            self.screenshot()
+        elif name == "fullscreen":
+            if hasattr(self.surface, "toggle_fullscreen"):
+                self.surface.toggle_fullscreen()
+        elif name == "quit":
+            self.running = False
+        elif name in ("freeze", "hud", "crossfade"):
+            pass                       # read from the bus where they are used
         else:
-            self.steering = self._make_steering(self.config, self.seed)
-        self.message = f"intensity {value:.2f}"
+            self.steering.apply_control(name, value)
+            if name == "intensity":
+                self.config.setdefault("steer", {})["intensity"] = float(value)
+                self.message = f"intensity {float(value):.2f}"
+
+    def _crossfade_to(self, steering) -> None:
+        """Switch steering without a jump: live controls carry over and the pictures blend for `crossfade` s."""
+        from sgvis.steer import Crossfade
+        values = self.bus.values()
+        for name in ("speed", "truncation", "groups.coarse", "groups.mid", "groups.fine"):
+            if values.get(name) != self.bus.controls[name].default:
+                steering.apply_control(name, values[name])
+        current = self.steering.target if isinstance(self.steering, Crossfade) else self.steering
+        self.steering = Crossfade(current, steering, float(values["crossfade"]))
 
     def on_key(self, key: int, action: int) -> None:
+        """glfw key callback: the key's name goes to the KeyControls producer."""
         import glfw
-        for name, act in KEY_ACTIONS.items():
-            if key == getattr(glfw, f"KEY_{name}", None):
-                self.act(act)
-                return
+        if action not in (glfw.PRESS, glfw.REPEAT):
+            return
+        name = None
+        for candidate in ("SPACE", "UP", "DOWN", "LEFT", "RIGHT", "ESCAPE"):
+            if key == getattr(glfw, f"KEY_{candidate}"):
+                name = candidate
+        if name is None and glfw.KEY_A <= key <= glfw.KEY_Z:
+            name = chr(ord("A") + key - glfw.KEY_A)
+        if name is None and glfw.KEY_0 <= key <= glfw.KEY_9:
+            name = str(key - glfw.KEY_0)
+        if name is not None and self.keys.press(name):
+            self.apply_controls()
 
     @property
     def last_frame(self):
@@ -252,11 +300,29 @@ class LiveShow:
                                          on_key=self.on_key)
         self.renderer = Renderer(self.surface.ctx, self.frame_size, gpu_frames=self.device.type == "cuda")
 
-    def _open_recorder(self):
-        if self.job.record:
-            from sgvis.outputs.files import LiveRecorder
-            self.recorder = LiveRecorder(self.job.record, float(self.lcfg["record_fps"]), self.frame_size,
-                                         self.input.sample_rate)
+    def _sink_specs(self) -> list[str]:
+        return ([f"video:{self.job.record}"] if self.job.record else []) + list(self.job.outputs)
+
+    def _open_sinks(self):
+        from sgvis.outputs import SinkContext, open_sink
+        context = SinkContext(fps=float(self.lcfg["record_fps"]), size=self.frame_size,
+                              overwrite=self.job.overwrite, live_audio_rate=self.input.sample_rate,
+                              settings=self.config["render"], inputs=tuple(p for p in (self.job.model,) if p))
+        for spec in self._sink_specs():
+            self.sinks.append(open_sink(spec, context))
+
+    def _close_sinks(self, finished: bool) -> None:
+        """Finish every sink (after an error too: what was recorded so far is kept, finalised)."""
+        for i, sink in enumerate(self.sinks):
+            try:
+                sink.close()
+            except Exception:
+                sink.abort()
+                if finished:
+                    raise
+            if i == 0 and self.job.record:
+                self.frames_recorded = sink.frames_written
+        self.sinks = []
 
     def _hud_lines(self, now: float) -> list[str]:
         recent = self.frame_times[-60:]
@@ -294,12 +360,16 @@ class LiveShow:
             samples = np.zeros(gap, np.float32)
             captured = t0
         self._last_step = t0
-        if self.recorder is not None:
-            self.recorder.audio(samples)
+        for sink in self.sinks:
+            if hasattr(sink, "write_audio"):
+                sink.write_audio(samples)
         self._analyse(samples, rate)
         features = self.extractor.at(self._analysed_samples / self.mel.sample_rate)
+        self.apply_controls()
         if not self.frozen:
             self.ws = self.steering.step(features)
+            if getattr(self.steering, "done", False):      # a finished cross-fade: keep its target alone
+                self.steering = self.steering.target
         on_gpu = self.device.type == "cuda"
         frames = self.generator(self.ws[None], keep_on_device=on_gpu)
         if on_gpu:
@@ -307,7 +377,7 @@ class LiveShow:
         t_ready = time.perf_counter()
         self.surface.begin()
         self.upload_path = self.renderer.upload(frames[0])
-        frame = frames[0].cpu().numpy() if (on_gpu and self.recorder is not None) else frames[0]
+        frame = frames[0].cpu().numpy() if self.sinks else None
         self._last_frame_tensor = frames[0]
         if self.hud_on and t0 >= self._next_hud:
             from sgvis.outputs.display import hud_image
@@ -324,8 +394,8 @@ class LiveShow:
             self.latencies.append(t_shown - captured + offset)
             self.ready_latencies.append(t_ready - captured)
         self.frames_shown += 1
-        if self.recorder is not None:
-            self.recorder.frame(frame)
+        for sink in self.sinks:
+            sink.write(frame)
         self.surface.poll()
         cap = float(self.job.fps if self.job.fps is not None else self.lcfg["fps"])
         if cap > 0:
@@ -352,7 +422,9 @@ class LiveShow:
             previous = None
         try:
             self._open_surface()
-            self._open_recorder()
+            self._open_sinks()
+            for producer in self.producers:
+                producer.start(self.bus)
             self.ws = self.steering.step(self.extractor.at(0.0))
             self._read_pos = self.input.ring.written     # start from now: drop audio captured during start-up
             while self.running:
@@ -369,17 +441,11 @@ class LiveShow:
                         raise UserError("the GPU ran out of memory generating frames; use a smaller model, "
                                         "--gpu cpu, or close other GPU programs") from None
                     raise
-            if self.recorder is not None:
-                self.recorder.close()
-                self.frames_recorded = self.recorder.frames_written
-                self.recorder = None
+            self._close_sinks(finished=True)
         finally:
-            if self.recorder is not None:          # an error: keep what was recorded so far, finalised
-                try:
-                    self.recorder.close()
-                    self.frames_recorded = self.recorder.frames_written
-                except Exception:
-                    self.recorder.abort()
+            for producer in self.producers:
+                producer.stop()
+            self._close_sinks(finished=False)
             self.input.close()
             if self.surface is not None:
                 self.surface.close()
@@ -399,11 +465,16 @@ class LiveShow:
             "generator": self.generator.description, "headless": self.job.headless,
             "frame_upload": self.upload_path,
             "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],
-            "screenshots": self.screenshots,
+            "screenshots": self.screenshots, "outputs": list(self.job.outputs),
+            "controls": self.bus.report(),
         }
         if self.job.stats:
-            with open(self.job.stats, "w") as f:
-                json.dump(stats, f, indent=2)
+            from stylegan.atomic import write_atomically
+
+            def write_stats(tmp):
+                with open(tmp, "w") as f:
+                    json.dump(stats, f, indent=2)
+            write_atomically(self.job.stats, write_stats, suffix=".json.tmp")
         return stats
 
 
@@ -414,13 +485,15 @@ def cmd_live(args) -> int:
             channels = [int(c) for c in args.channels.split(",")]
         except ValueError:
             raise UserError(f"--channels takes channel numbers like 1 or 1,2; got {args.channels!r}") from None
-    if args.steer == "learned":
-        from sgvis.steer.learned import steering_checkpoint_for
-        args.steering = steering_checkpoint_for(args.model, args.steering)
+    from sgvis.config import load_config
+    from sgvis.steer import choose_steering
+    from sgvis.render import RENDER_DEFAULTS
+    settings = load_config(args.preset, args.config, args.set or [], defaults={**RENDER_DEFAULTS, **LIVE_DEFAULTS})
+    mode, args.steering = choose_steering(args.steer, args.steering, settings, args.model)
     job = LiveJob(device=args.device, model=args.model, seed=args.seed, fps=args.fps, fullscreen=args.fullscreen,
                   monitor=args.monitor, headless=args.headless, duration=args.duration, record=args.record,
                   stats=args.stats, overwrite=args.overwrite, channels=channels, latency_offset=args.latency_offset,
-                  steer=args.steer, steering_path=args.steering, gpu=args.gpu, preset=args.preset,
+                  steer=mode, steering_path=args.steering, outputs=args.out or [], controls=args.control or [], gpu=args.gpu, preset=args.preset,
                   config_path=args.config, overrides=args.set or [])
     show = LiveShow(job)
     stats = show.run()
@@ -453,9 +526,14 @@ def register_cli(subparsers) -> None:
     p.add_argument("--headless", action="store_true", help="render offscreen (EGL), no window")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--record", help="record what is shown, with the captured audio, to this .mp4")
+    p.add_argument("--out", action="append", metavar="NAME:TARGET",
+                   help="also send what is shown to an output, e.g. png:frames/ or video:take.mkv (repeatable)")
+    p.add_argument("--control", action="append", metavar="NAME",
+                   help="start a control producer (remote control) by name (repeatable); keys always work in a window")
     p.add_argument("--stats", help="write frame/latency statistics as JSON on exit")
     p.add_argument("--latency-offset", type=float, help="seconds to add to measured latency (known output delay)")
-    p.add_argument("--steer", choices=["reactive", "learned"], default="reactive")
+    p.add_argument("--steer", choices=["reactive", "learned", "auto"],
+                   help="reactive, learned or auto (learned when --steering is given); default: steer.mode")
     p.add_argument("--steering", help="learned-steering checkpoint for --steer learned (default with the built-in model: its built-in checkpoint)")
     p.add_argument("--preset", help="settings preset from configs/")
     p.add_argument("--config", help="YAML settings file")

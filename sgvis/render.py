@@ -1,7 +1,8 @@
-"""`sgvis render`: audio file -> audio-driven StyleGAN video with the sound muxed in.
+"""`sgvis render`: audio file -> audio-driven video with the sound muxed in.
 
-Stages (each its own module, reused unchanged by live mode):
-    audio_in (decode) -> features (causal analysis) -> steering (ws per frame) -> generation (frames) -> sinks
+Stages (each its own package, reused unchanged by live mode):
+    sgvis.audio (decode) -> sgvis.features (causal analysis) -> sgvis.steer (a state per frame)
+        -> sgvis.backends (frames) -> sgvis.outputs (sinks: the video, --png-dir, --out SPEC ...)
 Analysis + steering run in one thread, the generator in the main thread, encoding in a third, with bounded
 queues between them, so the generator never waits on the encoder.
 """
@@ -21,7 +22,8 @@ from tqdm import tqdm
 from sgvis.audio import decode as audio_in
 from sgvis.errors import UserError
 from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features, offline_beat_times
-from sgvis.backends.stylegan import FrameGenerator, pick_device
+from sgvis.backends import BACKENDS
+from sgvis.outputs import SinkContext, SourceAudio, open_sink, parse_size
 from sgvis.outputs.files import check_output_path, even
 
 RENDER_DEFAULTS = {
@@ -50,29 +52,14 @@ class RenderJob:
     start: float = 0.0
     end: float | None = None
     png_dir: str | None = None
+    outputs: list[str] = field(default_factory=list)     # extra sinks, NAME:TARGET (sgvis.outputs.SINKS)
     stats: str | None = None
     overwrite: bool = False
     device: str = "auto"
-    steer: str = "reactive"
+    steer: str | None = None            # steering mode; None: the config's steer.mode
     steering_path: str | None = None
+    backend: str = "stylegan"
     config: dict = field(default_factory=lambda: json.loads(json.dumps(RENDER_DEFAULTS)))
-
-
-def default_model_path() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default.safetensors")
-
-
-def _load_model(path: str | None):
-    import stylegan
-    if path is None:
-        path = default_model_path()
-        if not os.path.exists(path):
-            raise UserError("no default model is installed in this copy of sgvis; pass --model PATH "
-                            "(any StyleGAN2/3 checkpoint)")
-    try:
-        return stylegan.load(path, device=None)
-    except stylegan.CheckpointError as e:
-        raise UserError(str(e)) from None
 
 
 class _Stage(threading.Thread):
@@ -94,9 +81,12 @@ class _Stage(threading.Thread):
 def render(job: RenderJob) -> dict:
     cfg = job.config
     rcfg = cfg["render"]
-    check_output_path(job.output, job.overwrite)
+    inputs = (job.audio, job.model, job.steering_path)
+    check_output_path(job.output, job.overwrite, inputs=inputs)
     if job.png_dir:
-        check_output_path(job.png_dir, job.overwrite, what="png")
+        check_output_path(job.png_dir, job.overwrite, what="png", inputs=inputs)
+    if job.stats:
+        check_output_path(job.stats, job.overwrite, inputs=inputs)
     info = audio_in.probe(job.audio)
     start = max(0.0, job.start or 0.0)
     end = info.duration if job.end is None else min(job.end, info.duration)
@@ -110,18 +100,19 @@ def render(job: RenderJob) -> dict:
     duration = end - start
     n_frames = max(1, int(round(duration * fps)))
 
-    G = _load_model(job.model)
-    device = pick_device(job.device)
     size = job.size
     if size is not None:
         size = (even(size[0]), even(size[1]))
-    elif G.img_resolution % 2:
-        size = (even(G.img_resolution),) * 2
-    generator = FrameGenerator(G, device, precision=rcfg["precision"], size=size)
+    backend = BACKENDS.create(job.backend, model=job.model, device=job.device, precision=rcfg["precision"],
+                              size=size)
+    if size is None and any(v % 2 for v in backend.output_size):
+        backend.size = tuple(even(v) for v in backend.output_size)
     from sgvis.steer import make_steering
+    steer_cfg = dict(cfg.get("steer", {}))
+    if job.steer:
+        steer_cfg["mode"] = job.steer
     try:
-        steering = make_steering(generator.G, cfg.get("steer", {}), seed=job.seed,
-                                 learned_path=job.steering_path if job.steer == "learned" else None)
+        steering = make_steering(backend, steer_cfg, seed=job.seed, learned_path=job.steering_path)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e).splitlines()[0]) from None
 
@@ -130,13 +121,19 @@ def render(job: RenderJob) -> dict:
     if rcfg["beats"] == "offline":
         beat_times = _offline_beats(job.audio, mel, start, end)
 
-    width, height = generator.output_size
-    from sgvis.outputs.files import Mp4Sink, PngSink
-    sinks = [Mp4Sink(job.output, fps, width, height, crf=rcfg["crf"], preset=rcfg["preset"], audio_path=job.audio,
-                     audio_start=start, audio_end=end, audio_rate=info.sample_rate,
-                     audio_channels=min(info.channels, 2))]
-    if job.png_dir:
-        sinks.append(PngSink(job.png_dir))
+    width, height = backend.output_size
+    context = SinkContext(fps=fps, size=(width, height), overwrite=job.overwrite, settings=rcfg,
+                          audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
+                          inputs=tuple(p for p in inputs if p))
+    specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
+    sinks = []
+    try:
+        for spec in specs:
+            sinks.append(open_sink(spec, context))
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
 
     batch = max(1, int(rcfg["batch"]))
     ws_queue: queue.Queue = queue.Queue(maxsize=4)
@@ -185,7 +182,7 @@ def render(job: RenderJob) -> dict:
             if item is _DONE:
                 break
             t0 = time.perf_counter()
-            frames = generator(item)
+            frames = backend.frames(item)
             gen_busy += time.perf_counter() - t0
             _put(frame_queue, frames, [encoder])
             generated += len(frames)
@@ -218,16 +215,26 @@ def render(job: RenderJob) -> dict:
             "encoding": generated / encoder.busy if encoder.busy else None,
         },
         "realtime_factor": duration / wall if wall > 0 else None,
-        "device": str(device), "generator": generator.description,
-        "model": G.source.get("path"), "model_format": G.source.get("description"),
+        "device": str(backend.device), "generator": backend.description, "backend": backend.name,
+        "model": _model_source(backend, "path"), "model_format": _model_source(backend, "description"),
         "resolution": [width, height], "steering": steering.name, "seed": job.seed,
         "audio": {"path": job.audio, "start": start, "end": end, "sample_rate": info.sample_rate},
-        "output": job.output, "png_dir": job.png_dir,
+        "output": sinks[0].path, "png_dir": sinks[1].directory if job.png_dir else None,
+        "outputs": list(job.outputs),
     }
     if job.stats:
-        with open(job.stats, "w") as f:
-            json.dump(stats, f, indent=2)
+        from stylegan.atomic import write_atomically
+
+        def write_stats(tmp):
+            with open(tmp, "w") as f:
+                json.dump(stats, f, indent=2)
+        write_atomically(job.stats, write_stats, suffix=".json.tmp")
     return stats
+
+
+def _model_source(backend, key: str):
+    model = backend.latent_model
+    return getattr(model, "source", {}).get(key) if model is not None else None
 
 
 def _get(q: queue.Queue, producers):
@@ -273,38 +280,21 @@ def _offline_beats(path: str, mel: MelConfig, start: float, end: float) -> np.nd
     return offline_beat_times(np.asarray(extractor.onsets), mel)
 
 
-def _parse_size(text: str | None):
-    if text is None:
-        return None
-    try:
-        if "x" in text.lower():
-            w, h = text.lower().split("x")
-            size = (int(w), int(h))
-        else:
-            size = (int(text), int(text))
-    except ValueError:
-        raise UserError(f"--size must be WIDTHxHEIGHT or one number, got {text!r}") from None
-    if min(size) < 16 or max(size) > 8192:
-        raise UserError(f"--size {text} is out of range (16-8192 pixels)")
-    return size
-
-
 def cmd_render(args) -> int:
     from sgvis.config import load_config
-    if args.steer == "learned":
-        from sgvis.steer.learned import steering_checkpoint_for
-        args.steering = steering_checkpoint_for(args.model, args.steering)
+    from sgvis.steer import choose_steering
     config = load_config(args.preset, args.config, args.set or [], defaults=RENDER_DEFAULTS)
+    mode, steering_path = choose_steering(args.steer, args.steering, config, args.model)
     output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"
     job = RenderJob(audio=args.audio, output=output, model=args.model,
                     fps=args.fps if args.fps is not None else config["render"]["fps"],
-                    size=_parse_size(args.size), seed=args.seed, start=args.start, end=args.end,
-                    png_dir=args.png_dir, stats=args.stats, overwrite=args.overwrite, device=args.device,
-                    steer=args.steer, steering_path=args.steering, config=config)
+                    size=parse_size(args.size), seed=args.seed, start=args.start, end=args.end,
+                    png_dir=args.png_dir, outputs=args.out or [], stats=args.stats, overwrite=args.overwrite,
+                    device=args.device, steer=mode, steering_path=steering_path, config=config)
     if args.crf is not None:
         job.config["render"]["crf"] = args.crf
     stats = render(job)
-    print(f"wrote {job.output}: {stats['frames']} frames, {stats['seconds_of_audio']:.1f}s of audio in "
+    print(f"wrote {stats['output']}: {stats['frames']} frames, {stats['seconds_of_audio']:.1f}s of audio in "
           f"{stats['wall_seconds']:.1f}s ({stats['frames_per_second']:.1f} frames/s, {stats['generator']})")
     return 0
 
@@ -317,7 +307,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("audio", help="input audio or video file")
     p.add_argument("-o", "--output", help="output .mp4 (default: AUDIO's name with .mp4, in the current directory)")
     p.add_argument("--model", help="StyleGAN checkpoint (NVIDIA .pkl, TF .pkl, rosinality .pt, sgvis .safetensors); "
-                                   "default: the model shipped with sgvis")
+                                   "'default' (or leaving it out): the model shipped with sgvis")
     p.add_argument("--fps", type=float, help="frames per second (default 30)")
     p.add_argument("--size", help="output size WIDTHxHEIGHT or N (default: the model's resolution); "
                                   "resampled with antialiased bicubic; rounded up to even numbers")
@@ -326,9 +316,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--end", type=float, help="end time in seconds (default: end of the audio)")
     p.add_argument("--crf", type=int, help="H.264 quality, 0-51, lower is better (default 18)")
     p.add_argument("--png-dir", help="also write every frame as PNG into this directory")
+    p.add_argument("--out", action="append", metavar="NAME:TARGET",
+                   help="add an output, e.g. png:frames/ or video:preview.webm (repeatable; outputs: video, png)")
     p.add_argument("--stats", help="write timing and run details as JSON to this file")
-    p.add_argument("--steer", choices=["reactive", "learned"], default="reactive",
-                   help="reactive: no training, any model (default); learned: a trained steering checkpoint")
+    p.add_argument("--steer", choices=["reactive", "learned", "auto"],
+                   help="reactive: no training, any model; learned: a trained steering checkpoint; default: the "
+                        "config's steer.mode (auto: learned when --steering is given, else reactive)")
     p.add_argument("--steering", help="learned-steering checkpoint (.safetensors, from sgvis train-encoder) for --steer learned; default with the built-in model: its built-in checkpoint")
     p.add_argument("--preset", help="settings preset from configs/ (e.g. calm, energetic)")
     p.add_argument("--config", help="YAML file with settings (same sections as configs/default.yaml)")

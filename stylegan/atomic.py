@@ -19,6 +19,14 @@ def replace_into_place(tmp: str, path: str, directory: bool = False) -> None:
     os.replace(tmp, path)
 
 
+def link_into_place(tmp: str, path: str) -> None:
+    """Like replace_into_place, but never replaces anything: FileExistsError if something is at `path` (decided
+    by the file system in one step, so a file created meanwhile is never clobbered)."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.link(tmp, path)
+    os.unlink(tmp)
+
+
 def write_atomically(path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into place; on any failure
     (including Ctrl-C) the temporary file is removed and `path` is left as it was."""

@@ -13,7 +13,7 @@ from sgvis.data import clip_data
 from sgvis.data.clip_data import ClipSet, ClipSetConfig, collate_clips, write_synth_music
 from sgvis.errors import UserError
 from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
-from sgvis.outputs.files import Mp4Sink
+from sgvis.outputs.files import VideoSink
 from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
 from sgvis.audio.synth import random_song, synth_music
 
@@ -28,7 +28,7 @@ def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("media")
     y, clicks = click_track(3.0, SR)
     write_audio(d / "clicks.wav", y, SR)
-    sink = Mp4Sink(str(d / "ramp.mp4"), 25, 48, 32, audio_path=str(d / "clicks.wav"))
+    sink = VideoSink(str(d / "ramp.mp4"), 25, 48, 32, audio_path=str(d / "clicks.wav"))
     for k in range(50):
         img = np.full((32, 48, 3), 5 * k, np.uint8)
         img[:, :8] = img[:, -8:] = (255, 0, 0)

@@ -124,8 +124,8 @@ def test_recording_is_timed_by_the_captured_audio(tmp_path, input_rate):
     for i, seconds in enumerate(steps):
         n = round((t + seconds) * input_rate) - round(t * input_rate)
         t += seconds
-        recorder.audio(0.1 * np.sin(np.arange(n) * 0.05).astype(np.float32))
-        recorder.frame(np.full((20, 31, 3), 20 * (i + 1), np.uint8))
+        recorder.write_audio(0.1 * np.sin(np.arange(n) * 0.05).astype(np.float32))
+        recorder.write(np.full((20, 31, 3), 20 * (i + 1), np.uint8))
         positions.append(t)
     recorder.close()
     frames, vdur, adur, codec = read_video(path)

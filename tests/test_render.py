@@ -166,7 +166,7 @@ def test_interrupt_removes_partial_output(tmp_path, model, clicks, monkeypatch):
     """Ctrl-C in the middle of a render leaves no file behind."""
     from sgvis.backends import stylegan as generation
     calls = {"n": 0}
-    original = generation.FrameGenerator.__call__
+    original = generation.StyleGANBackend.frames
 
     def interrupted(self, ws):
         calls["n"] += 1
@@ -174,7 +174,7 @@ def test_interrupt_removes_partial_output(tmp_path, model, clicks, monkeypatch):
             raise KeyboardInterrupt
         return original(self, ws)
 
-    monkeypatch.setattr(generation.FrameGenerator, "__call__", interrupted)
+    monkeypatch.setattr(generation.StyleGANBackend, "frames", interrupted)
     out = tmp_path / "o.mp4"
     result = render(clicks[0], "-o", out, "--model", model, "--fps", 30, "--png-dir", tmp_path / "png")
     assert result.returncode == 130
@@ -195,7 +195,7 @@ def test_presets_change_the_motion(tmp_path, model, clicks):
 
 def test_default_model_is_used_without_model_flag(tmp_path):
     """A fresh install renders with the model shipped in the package."""
-    from sgvis.render import default_model_path
+    from sgvis.backends.stylegan import default_model_path
     samples, _ = click_track(0.5, SR)
     src = tmp_path / "short.wav"
     write_audio(src, samples, SR)

@@ -190,12 +190,12 @@ def test_published_outputs_get_the_permissions_of_a_new_file(tmp_path):
 
     import numpy as np
 
-    from sgvis.outputs.files import Mp4Sink, PngSink
+    from sgvis.outputs.files import VideoSink, PngSink
     from stylegan.atomic import write_atomically
     umask = os.umask(0o022)
     os.umask(umask)
     write_atomically(str(tmp_path / "a.bin"), lambda tmp: open(tmp, "wb").write(b"x"))
-    video = Mp4Sink(str(tmp_path / "v.mp4"), 30, 16, 16)
+    video = VideoSink(str(tmp_path / "v.mp4"), 30, 16, 16)
     for _ in range(3):
         video.write(np.zeros((16, 16, 3), np.uint8))
     video.close()

@@ -240,7 +240,7 @@ def test_shipped_steering_fits_the_default_model_and_drives_render(tmp_path):
 
     from sgvis.steer.directions import model_hash
     from sgvis.steer.learned import DEFAULT_STEERING
-    from sgvis.render import default_model_path
+    from sgvis.backends.stylegan import default_model_path
     with safe_open(DEFAULT_STEERING, "pt") as f:
         meta = f.metadata()
     assert meta["model_hash"] == model_hash(stylegan.load(default_model_path(), "cpu"))

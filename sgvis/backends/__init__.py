@@ -1,1 +1,37 @@
-"""Backends: frames from a steering state (StyleGAN first)."""
+"""Backends: the generator stage.  A backend turns a batch of steering states into RGB frames.
+
+    backend = BACKENDS.create("stylegan", model="default", device="auto", precision="auto", size=None)
+    frames = backend.frames(states)        # [N, H, W, 3] uint8 on the CPU
+
+A steering mode that moves a W+ latent asks the backend for its `latent_model` (a StyleGAN generator: mapping
+network, w_avg, num_ws); a backend without one (e.g. a diffusion model conditioned another way) sets it to None
+and gets the steering modes made for it.  Adding a backend is one new module plus one line in BACKENDS.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from sgvis.registry import Registry
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str                      # registry name, e.g. "stylegan"
+    description: str               # how frames are made, for stats and the HUD ("fast path, bf16, cpu")
+    device: Any                    # torch.device frames are generated on
+    latent_model: Any              # the W+ model steering moves (StyleGAN generator), or None
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the frames."""
+        ...
+
+    def frames(self, states, keep_on_device: bool = False):
+        """Steering states [N, ...] -> frames [N, H, W, 3] uint8 (on the CPU unless keep_on_device)."""
+        ...
+
+
+# name -> factory(model=None, device="auto", precision="auto", size=None) -> Backend
+BACKENDS = Registry("backend", {
+    "stylegan": "sgvis.backends.stylegan:StyleGANBackend.from_settings",
+})

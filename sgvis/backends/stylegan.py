@@ -1,10 +1,43 @@
-"""Generator stage: ws batches -> RGB uint8 frames, on the best available device."""
+"""The StyleGAN backend: W+ batches -> RGB uint8 frames, on the best available device (fast path where it
+exists, the exact reference path otherwise)."""
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
 
 import stylegan
+
+
+DEFAULT_MODEL_NAME = "default"
+
+
+def default_model_path() -> str:
+    """The small model shipped inside the package (`--model default`)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+                        "default.safetensors")
+
+
+def resolve_model_path(path: str | None) -> str:
+    """A user's --model value as a file path: None or "default" is the built-in model."""
+    if path is None or path == DEFAULT_MODEL_NAME:
+        path = default_model_path()
+        if not os.path.exists(path):
+            from sgvis.errors import UserError
+            raise UserError("no default model is installed in this copy of sgvis; pass --model PATH "
+                            "(any StyleGAN2/3 checkpoint)")
+    return path
+
+
+def load_model(path: str | None) -> stylegan.Generator:
+    """Load a StyleGAN checkpoint (any supported format; None or "default": the built-in model) on the CPU;
+    a bad file is one UserError line."""
+    from sgvis.errors import UserError
+    try:
+        return stylegan.load(resolve_model_path(path), device=None)
+    except stylegan.CheckpointError as e:
+        raise UserError(str(e)) from None
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -24,8 +57,16 @@ def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
     return img[:, :3].round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-class FrameGenerator:
-    """Runs the synthesis network (fast path where available) and resizes to the output size."""
+class StyleGANBackend:
+    """Runs the synthesis network (fast path where available) and resizes to the output size.  Its steering
+    state is W+ ([N, num_ws, w_dim]); `latent_model` is the generator whose W space steering moves."""
+
+    name = "stylegan"
+
+    @classmethod
+    def from_settings(cls, model: str | None = None, device: str = "auto", precision: str = "auto",
+                      size: tuple[int, int] | None = None) -> "StyleGANBackend":
+        return cls(load_model(model), pick_device(device), precision=precision, size=size)
 
     def __init__(self, G: stylegan.Generator, device: torch.device, precision: str = "auto",
                  size: tuple[int, int] | None = None):
@@ -44,11 +85,15 @@ class FrameGenerator:
             self.description = f"exact path, fp32, {device.type}"
 
     @property
+    def latent_model(self) -> stylegan.Generator:
+        return self.G
+
+    @property
     def output_size(self) -> tuple[int, int]:
         return self.size or (self.G.img_resolution, self.G.img_resolution)
 
     @torch.inference_mode()
-    def __call__(self, ws: torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
+    def frames(self, ws: torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
         """ws [N, num_ws, w_dim] -> frames [N, H, W, 3] uint8 on the CPU (or left on the generator's device)."""
         img = self.synthesize(ws.to(self.device, torch.float32))
         w, h = self.output_size
@@ -57,3 +102,7 @@ class FrameGenerator:
             img = F.interpolate(img.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
         frames = images_to_uint8(img)
         return frames if keep_on_device else frames.cpu()
+
+    def __call__(self, ws: torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
+        return self.frames(ws, keep_on_device)
+

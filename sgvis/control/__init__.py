@@ -163,7 +163,7 @@ class ControlBus:
 
 
 def standard_controls(presets: list[str] = (), intensity: float = 1.0, truncation: float = 1.0,
-                      crossfade_s: float = 1.0) -> list[Control]:
+                      crossfade_s: float = 1.0, hud: bool = False) -> list[Control]:
     """The controls every show has (steering modes read the ones they support; see Steering.apply_control)."""
     return [
         Control("intensity", "float", intensity, 0.0, 8.0, help="scales all audio-driven motion"),
@@ -177,7 +177,7 @@ def standard_controls(presets: list[str] = (), intensity: float = 1.0, truncatio
         Control("freeze", "bool", False, help="hold the current picture"),
         Control("reseed", "trigger", help="move to a new seed (cross-faded)"),
         Control("screenshot", "trigger", help="save the current frame as PNG"),
-        Control("hud", "bool", False, help="show the heads-up display"),
+        Control("hud", "bool", bool(hud), help="show the heads-up display"),
         Control("fullscreen", "trigger", help="toggle fullscreen (window only)"),
         Control("quit", "trigger", help="end the show"),
     ]

@@ -284,7 +284,9 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
     from sgvis.audio import decode as audio_in
     from sgvis.eval.av_align import av_align
     from sgvis.config import load_config
-    from sgvis.render import RENDER_DEFAULTS, RenderJob, _load_model, _parse_size, render
+    from sgvis.backends.stylegan import load_model
+    from sgvis.outputs import parse_size
+    from sgvis.render import RENDER_DEFAULTS, RenderJob, render
     from sgvis.outputs.files import check_output_path
 
     fps = float(fps)
@@ -293,7 +295,7 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
     if seconds is not None and not seconds > 0:
         raise UserError(f"--seconds must be positive, got {seconds:g}")
     if isinstance(size, (str, int)):
-        size = _parse_size(str(size))
+        size = parse_size(str(size))
     if (audio_clip is not None or text is not None) and not clip:
         raise UserError("--audio-clip and --text need --clip-path (a Hugging Face CLIP folder)")
     if clip and audio_clip is None and text is None:
@@ -316,7 +318,7 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
         except OSError as e:
             raise UserError(f"--keep-videos {keep_videos}: cannot create the folder ({e.strerror})") from None
 
-    G = _load_model(model)
+    G = load_model(model)
     with tempfile.TemporaryDirectory(prefix="sgvis-eval-") as workdir:
         specs = resolve_steerings(steerings, G, seed, workdir)
         names = _track_names(tracks)

@@ -63,3 +63,63 @@ def make_steering(target, cfg: dict | None, seed: int, learned_path: str | None 
     mode = resolve_mode(c["mode"], learned_path)
     factory = STEERINGS.get(mode)
     return factory(G, c, seed, checkpoint=learned_path, cache_dir=cache_dir)
+
+
+def choose_steering(flag: str | None, checkpoint: str | None, settings: dict, model: str | None) \
+        -> tuple[str, str | None]:
+    """The one steering switch of render, live and demo: `--steer` if given, else the settings' steer.mode;
+    auto means learned with a --steering checkpoint, else reactive.  Returns (mode, checkpoint path or None);
+    a --steering file with a mode that does not use it is one UserError, never silently ignored."""
+    mode = flag or settings.get("steer", {}).get("mode", "auto")
+    mode = resolve_mode(mode, checkpoint)
+    factory = STEERINGS.get(mode)
+    needs_checkpoint = getattr(getattr(factory, "__self__", None), "needs_checkpoint", False)
+    if needs_checkpoint:
+        from sgvis.steer.learned import steering_checkpoint_for
+        checkpoint = steering_checkpoint_for(None if model == "default" else model, checkpoint)
+    elif checkpoint:
+        raise UserError(f"--steering {checkpoint} is a learned-steering checkpoint, but the steering mode is "
+                        f"{mode}; drop --steering, or use --steer learned")
+    settings.setdefault("steer", {})["mode"] = mode
+    return mode, checkpoint
+
+
+class Crossfade(Steering):
+    """Blends from one steering to another over `seconds` of feature time (a live preset change or reseed),
+    stepping both meanwhile, so the motion carries on instead of jumping or restarting.  `done` tells the show
+    when it can keep `target` alone."""
+
+    name = "crossfade"
+
+    def __init__(self, source: Steering, target: Steering, seconds: float):
+        self.source, self.target = source, target
+        self.seconds = max(float(seconds), 0.0)
+        self.mel_config = target.mel_config
+        self._start = None
+        self.mix = 0.0 if self.seconds > 0 else 1.0
+
+    @property
+    def done(self) -> bool:
+        return self.mix >= 1.0
+
+    def reset(self, seed: int) -> None:
+        self.target.reset(seed)
+        self.mix = 1.0
+
+    def step(self, features):
+        if self._start is None:
+            self._start = features.time
+        if self.seconds > 0:
+            t = min(max((features.time - self._start) / self.seconds, 0.0), 1.0)
+            self.mix = t * t * (3 - 2 * t)            # smoothstep: no kink at either end
+        new = self.target.step(features)
+        if self.mix >= 1.0:
+            self.mix = 1.0
+            return new
+        old = self.source.step(features)
+        return old + (new - old) * self.mix
+
+    def apply_control(self, name: str, value) -> bool:
+        applied = self.target.apply_control(name, value)
+        self.source.apply_control(name, value)
+        return applied

@@ -367,7 +367,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     from sgvis.data.clip_data import ClipSet, ClipSetConfig, collate_clips
     from sgvis.steer.directions import model_hash
     from sgvis.steer.learned import save_steering
-    from sgvis.render import _load_model
+    from sgvis.backends.stylegan import load_model
     from sgvis.train.gan import _Dist, _InfiniteSampler, _check_outdir, _resolve_device
 
     weights = resolve_weights(cfg)
@@ -391,7 +391,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     created = not os.path.exists(outdir)
     _check_outdir(outdir)
     try:
-        G = _load_model(model_path)
+        G = load_model(model_path)
         from sgvis.features.analysis import MelConfig
         mel = MelConfig()
         dataset = ClipSet(data, ClipSetConfig(fps=float(cfg["fps"]), clip_frames=int(cfg["clip_frames"]),
