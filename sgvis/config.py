@@ -1,4 +1,7 @@
-"""Settings: configs/default.yaml, then a preset (configs/<name>.yaml) or a YAML file, then `--set a.b=value`."""
+"""Settings: configs/default.yaml, then a preset (configs/<name>.yaml) or a YAML file, then `--set a.b=value`.
+
+configs/ is installed inside the package as `sgvis.configs` (pyproject.toml), so presets work from a wheel;
+run from a source tree without installing, the folder beside the package is used."""
 from __future__ import annotations
 
 import copy
@@ -9,10 +12,20 @@ import yaml
 
 from sgvis.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def _read_yaml(path: Path) -> dict:
+def _config_dir() -> Path:
+    try:
+        import sgvis.configs
+        return Path(sgvis.configs.__file__).resolve().parent
+    except ImportError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
+
+
+def read_yaml(path: Path) -> dict:
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
@@ -50,16 +63,16 @@ def load_config(preset: str | None = None, config_path: str | None = None, overr
     config = copy.deepcopy(defaults or {})
     default_file = CONFIG_DIR / "default.yaml"
     if default_file.exists():
-        config = merge(config, _read_yaml(default_file), strict=False)
+        config = merge(config, read_yaml(default_file), strict=False)
     if preset:
         path = CONFIG_DIR / f"{preset}.yaml"
         if not path.exists():
             raise UserError(f"unknown preset {preset!r}; available: {', '.join(presets()) or 'none'}")
-        config = merge(config, _read_yaml(path))
+        config = merge(config, read_yaml(path))
     if config_path:
         if not os.path.isfile(config_path):
             raise UserError(f"{config_path}: no such config file")
-        config = merge(config, _read_yaml(Path(config_path)))
+        config = merge(config, read_yaml(Path(config_path)))
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set expects KEY=VALUE (e.g. steer.intensity=1.5), got {item!r}")

@@ -14,11 +14,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
 from sgvis.errors import UserError
-from sgvis.features.analysis import FeatureExtractor, MelConfig
+
+# numpy, torch and the stages are imported when a show starts, not when the command line is parsed.
 
 LIVE_DEFAULTS = {
     "live": {
@@ -76,6 +74,7 @@ def generation_threads(setting) -> int:
 
 
 def _percentiles(values, qs=(50, 95)):
+    import numpy as np
     if not values:
         return {f"p{q}": None for q in qs}
     arr = np.asarray(values) * 1000.0
@@ -84,6 +83,8 @@ def _percentiles(values, qs=(50, 95)):
 
 class LiveShow:
     def __init__(self, job: LiveJob):
+        import torch
+        from sgvis.features.analysis import FeatureExtractor, MelConfig
         from sgvis.config import load_config, presets
         from sgvis.backends.stylegan import StyleGANBackend, load_model, pick_device
         from sgvis.render import RENDER_DEFAULTS
@@ -162,8 +163,9 @@ class LiveShow:
             return FilePlayback(spec[5:], blocksize=int(self.lcfg["blocksize"]))
         return LiveInput(spec, channels=self.job.channels, blocksize=int(self.lcfg["blocksize"]))
 
-    def _pull_audio(self) -> tuple[np.ndarray, float]:
+    def _pull_audio(self):
         """New captured samples (mono, device rate) and the capture time of the newest one."""
+        import numpy as np
         ring = self.input.ring
         data, self._read_pos, lost = ring.read_since(self._read_pos)
         captured = ring.write_time - getattr(self.input, "input_latency", 0.0)
@@ -172,7 +174,8 @@ class LiveShow:
             return np.concatenate([np.zeros(lost, np.float32), data[:, 0]]), captured
         return data[:, 0], captured
 
-    def _analyse(self, samples: np.ndarray, rate: int) -> None:
+    def _analyse(self, samples, rate: int) -> None:
+        import numpy as np
         import av
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="fltp", layout="mono", rate=self.mel.sample_rate)
@@ -325,6 +328,7 @@ class LiveShow:
         self.sinks = []
 
     def _hud_lines(self, now: float) -> list[str]:
+        import numpy as np
         recent = self.frame_times[-60:]
         fps = len(recent) / sum(recent) if recent and sum(recent) > 0 else 0.0
         lat = _percentiles(self.latencies[-120:])
@@ -340,6 +344,8 @@ class LiveShow:
         return lines
 
     def step(self) -> None:
+        import numpy as np
+        import torch
         t0 = time.perf_counter()
         connected = self.input.connected
         if not connected and self._was_connected:
@@ -408,6 +414,7 @@ class LiveShow:
         self.frame_times.append(elapsed)
 
     def run(self) -> dict:
+        import torch
         started = time.perf_counter()
         interrupted = {"flag": False}
         previous = signal.getsignal(signal.SIGINT)

@@ -15,16 +15,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from sgvis.audio import decode as audio_in
 from sgvis.errors import UserError
-from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features, offline_beat_times
-from sgvis.backends import BACKENDS
-from sgvis.outputs import SinkContext, SourceAudio, open_sink, parse_size
-from sgvis.outputs.files import check_output_path, even
+
+# The stages (numpy, torch, PyAV, librosa) are imported when a render starts, not when the command line is
+# parsed: `sgvis render --help` and argument errors answer at once.
 
 RENDER_DEFAULTS = {
     "render": {
@@ -79,6 +73,14 @@ class _Stage(threading.Thread):
 
 
 def render(job: RenderJob) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from sgvis.audio import decode as audio_in
+    from sgvis.backends import BACKENDS
+    from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
+    from sgvis.outputs import SinkContext, SourceAudio, open_sink
+    from sgvis.outputs.files import check_output_path, even
     cfg = job.config
     rcfg = cfg["render"]
     inputs = (job.audio, job.model, job.steering_path)
@@ -272,8 +274,12 @@ def _drain(q: queue.Queue):
         pass
 
 
-def _offline_beats(path: str, mel: MelConfig, start: float, end: float) -> np.ndarray:
+def _offline_beats(path: str, mel, start: float, end: float):
     """Whole-track beat times (seconds from `start`) from a first, analysis-only pass."""
+    import numpy as np
+
+    from sgvis.audio import decode as audio_in
+    from sgvis.features.analysis import FeatureExtractor, offline_beat_times
     extractor = FeatureExtractor(mel, record_onsets=True)
     for block in audio_in.decode_blocks(path, mel.sample_rate, "mono", start, end):
         extractor.push(block[0])
@@ -282,6 +288,7 @@ def _offline_beats(path: str, mel: MelConfig, start: float, end: float) -> np.nd
 
 def cmd_render(args) -> int:
     from sgvis.config import load_config
+    from sgvis.outputs import parse_size
     from sgvis.steer import choose_steering
     config = load_config(args.preset, args.config, args.set or [], defaults=RENDER_DEFAULTS)
     mode, steering_path = choose_steering(args.steer, args.steering, config, args.model)

@@ -183,9 +183,9 @@ def test_clip_figures_with_a_tiny_random_clip(model, audio_dir, audio_encoder):
 
 def test_clip_path_on_the_command_line(tmp_path, model, audio_dir, audio_encoder):
     transformers = pytest.importorskip("transformers")
-    from sgvis.train.clip_models import _model_from_config
+    from sgvis.train.clip_models import model_from_config
     clip_dir = tmp_path / "clip"
-    _model_from_config(TINY_CLIP, transformers)[0].save_pretrained(str(clip_dir))      # no tokenizer files
+    model_from_config(TINY_CLIP, transformers)[0].save_pretrained(str(clip_dir))      # no tokenizer files
     out = tmp_path / "r.json"
     track = str(audio_dir / "clicks.wav")
     result = run_cli("eval", "steering", track, "--model", model[0], "--steering", "untrained", "--fps", "10",

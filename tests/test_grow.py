@@ -10,6 +10,7 @@ import stylegan
 from sgvis.data import dataset as ds
 from sgvis.train import grow
 from sgvis.train import gan as train_gan
+from sgvis.train.common import Dist
 from sgvis.cli import main as sgvis_main
 
 pytest.importorskip("PIL")
@@ -56,7 +57,7 @@ def grown_trainer(data, low, fade_kimg=0.008):
     o = train_gan.TrainOptions(data=str(data[32]), outdir="unused", batch=4, grow_from=str(low),
                                fade_kimg=fade_kimg, device="cpu")
     state = train_gan.load_state(os.path.join(low, train_gan.STATE_FILE))
-    return train_gan.Trainer(o, ds.open_dataset(str(data[32])), torch.device("cpu"), train_gan._Dist(), None,
+    return train_gan.Trainer(o, ds.open_dataset(str(data[32])), torch.device("cpu"), Dist(), None,
                              state), state
 
 

@@ -305,7 +305,8 @@ def test_ddp_keeps_processes_in_step(data16, tmp_path):
 import torch
 from sgvis.data import dataset as ds
 from sgvis.train import gan as train_gan
-dist = train_gan._Dist()
+from sgvis.train.common import Dist
+dist = Dist()
 dist.init("cpu")
 o = train_gan.TrainOptions(data={str(data16)!r}, outdir="unused", resolution=16, channel_base=128, channel_max=16,
                            z_dim=16, w_dim=16, map_layers=2, batch=8, r1_interval=2, pl_interval=2, device="cpu")

@@ -279,7 +279,7 @@ def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str
     """Train and write the encoder to `out`; returns a summary.  `resume`: a state path ('' = the one beside
     `out`).  Raises UserError for bad input, before anything is written."""
     from sgvis.outputs.files import check_output_path
-    from sgvis.train.gan import _Dist, _resolve_device
+    from sgvis.train.common import Dist, resolve_device
 
     cfg = dict(cfg)
     _validate(cfg)
@@ -297,10 +297,10 @@ def train_audio_clip(data: str, out: str, clip_cfg: dict, cfg: dict, labels: str
         raise UserError(f"--labels {labels}: no such file")
     state = load_training_state(state_path) if resuming else None
 
-    dist = _Dist()
+    dist = Dist()
     if cfg["batch"] % dist.world:
         raise UserError(f"--batch {cfg['batch']} must be a multiple of the number of processes ({dist.world})")
-    device = _resolve_device(device_name, dist)
+    device = resolve_device(device_name, dist)
     dist.init(device.type)
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
@@ -331,7 +331,7 @@ def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, st
     from sgvis.data.clip_data import collate_clips
     from sgvis.train.clip_models import AudioClipEncoder, load_clip, save_audio_encoder
     from sgvis.features.analysis import MelConfig
-    from sgvis.train.gan import _InfiniteSampler
+    from sgvis.train.common import InfiniteSampler
     from stylegan.atomic import write_atomically
 
     clip = load_clip(clip_cfg, device)
@@ -376,7 +376,7 @@ def _train(data, out, paths, state_path, clip_cfg, cfg, labels, device, dist, st
 
     batch_per_rank = cfg["batch"] // dist.world
     workers = cfg["workers"] if cfg["workers"] is not None else (2 if device.type == "cuda" else 0)
-    sampler = _InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
+    sampler = InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
     loader = iter(torch.utils.data.DataLoader(
         dataset, batch_size=batch_per_rank, sampler=sampler, collate_fn=collate_clips, num_workers=workers,
         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0))
@@ -479,10 +479,10 @@ def _config_sections(path: str | None) -> tuple[dict, dict]:
     """(clip section, train_audio_clip section) of a --config YAML file."""
     if not path:
         return {}, {}
-    from sgvis.config import _read_yaml
+    from sgvis.config import read_yaml
     if not os.path.isfile(path):
         raise UserError(f"--config {path}: no such file")
-    data = _read_yaml(Path(path))
+    data = read_yaml(Path(path))
     clip = data.get("clip")
     if clip is None and isinstance(data.get("train_encoder"), dict):
         clip = data["train_encoder"].get("clip")

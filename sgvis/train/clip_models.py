@@ -249,7 +249,7 @@ def _resolve_dtype(cfg: dict) -> torch.dtype:
     return _DTYPES[str(name).lower()]
 
 
-def _model_from_config(kwargs, transformers, seed=0) -> tuple:
+def model_from_config(kwargs, transformers, seed=0) -> tuple:
     if not isinstance(kwargs, dict):
         raise ClipLoadError(f"clip.config must be a mapping of CLIPConfig settings, got {type(kwargs).__name__}")
     kwargs = dict(kwargs)
@@ -320,7 +320,7 @@ def load_clip(cfg: dict, device="cpu") -> ClipTowers:
             seed = cfg.get("seed") or 0
             if not isinstance(seed, int) or isinstance(seed, bool):
                 raise ClipLoadError(f"clip.seed must be an integer, got {seed!r}")
-            model, tok, tok_err, source = _model_from_config(config, transformers, seed)
+            model, tok, tok_err, source = model_from_config(config, transformers, seed)
             mean, std = OPENAI_MEAN, OPENAI_STD
         else:
             model, tok, tok_err, source, mean, std = _load_pretrained(transformers, path, name, cfg)

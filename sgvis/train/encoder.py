@@ -368,7 +368,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     from sgvis.steer.directions import model_hash
     from sgvis.steer.learned import save_steering
     from sgvis.backends.stylegan import load_model
-    from sgvis.train.gan import _Dist, _InfiniteSampler, _check_outdir, _resolve_device
+    from sgvis.train.common import Dist, InfiniteSampler, check_outdir, resolve_device
 
     weights = resolve_weights(cfg)
     for key in ("steps", "batch", "clip_frames"):
@@ -382,14 +382,14 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
         raise UserError(f"--out {outdir} is not empty; pass --resume to continue that run or --overwrite to "
                         f"start again there")
     state = load_training_state(state_path, STATE_TAG, STATE_VERSION, "train-encoder") if resume else None
-    dist = _Dist()
-    device = _resolve_device(device_name, dist)
+    dist = Dist()
+    device = resolve_device(device_name, dist)
     dist.init(device.type)
     if int(cfg["batch"]) % dist.world:
         raise UserError(f"train_encoder.batch {cfg['batch']} must be a multiple of the number of processes "
                         f"({dist.world})")
     created = not os.path.exists(outdir)
-    _check_outdir(outdir)
+    check_outdir(outdir)
     try:
         G = load_model(model_path)
         from sgvis.features.analysis import MelConfig
@@ -406,7 +406,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
             trainer.load_state_dict(state)
         elif cfg.get("init"):
             _init_steering(trainer.model, str(cfg["init"]))
-        sampler = _InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
+        sampler = InfiniteSampler(len(dataset), int(cfg["seed"]), dist.rank, dist.world, trainer.step_count)
         loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
                                                   collate_fn=collate_clips, num_workers=int(cfg["workers"]),
                                                   drop_last=True))
@@ -527,7 +527,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--objective", choices=sorted(OBJECTIVE_WEIGHTS),
                    help="clip: the paper's CLIP-guided losses; sync: onset-following motion, no external model "
                         "(default: the config's, sync)")
-    p.add_argument("--config", help="YAML file with a train_encoder: section (see configs/train_encoder.yaml)")
+    p.add_argument("--config", help="YAML file with a train_encoder: section (see configs/train/encoder-sync.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a setting, e.g. --set train_encoder.weights.image_adv=0.1 (repeatable)")
     p.add_argument("--labels", help="CSV of labels or captions for the data files (the clip objective's text loss)")

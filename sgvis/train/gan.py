@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -33,8 +32,9 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
+from sgvis.train.common import (Dist, InfiniteSampler, atomic_torch_save, check_outdir, parse_grid,
+                                resolve_device, save_image_grid)
 from sgvis.train.state import load_training_state, training_process
-from stylegan.atomic import write_atomically
 
 STATE_FILE = "training-state.pt"
 STATE_TAG = "sgvis-train-state"
@@ -111,100 +111,12 @@ class TrainOptions:
 # Distributed helpers
 
 
-class _Dist:
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        self.dist = None
-
-    def init(self, device_type: str):
-        if not self.enabled:
-            return
-        import torch.distributed as dist
-        self.dist = dist
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce_mean_(self, t: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            self.dist.all_reduce(t)
-            t /= self.world
-        return t
-
-    def sum_floats(self, values: list[float], device) -> list[float]:
-        if not self.enabled:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        self.dist.all_reduce(t)
-        return t.tolist()
-
-    def average_gradients(self, module: torch.nn.Module) -> None:
-        """Mean of every parameter's gradient over the processes, in one all-reduce.  A missing gradient counts
-        as zeros, so every process takes part in the same collective even when a loss term was absent on one."""
-        if not self.enabled:
-            return
-        params = list(module.parameters())
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-        self.all_reduce_mean_(flat)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset: offset + n].view_as(p).clone()
-            offset += n
-
-    def wrap(self, module: torch.nn.Module, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
-        """The module under DistributedDataParallel (gradients all-reduced in buckets during backward, overlapping
-        the computation); the module itself when there is one process."""
-        if not self.enabled:
-            return module
-        from torch.nn.parallel import DistributedDataParallel
-        return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
-                                       find_unused_parameters=find_unused)
-
-    def broadcast_module(self, module: torch.nn.Module) -> None:
-        if self.enabled:
-            for t in list(module.parameters()) + list(module.buffers()):
-                self.dist.broadcast(t.data, src=0)
-
-    def barrier(self):
-        if self.enabled:
-            self.dist.barrier()
-
-    def close(self):
-        if self.enabled and self.dist.is_initialized():
-            self.dist.destroy_process_group()
-
-
 # ---------------------------------------------------------------------------------------------
 # Data
 
 
-class _InfiniteSampler(torch.utils.data.Sampler):
-    """Endless shuffled indices; each rank takes every world-th index of a shared permutation."""
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, start: int = 0):
-        self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
-
-    def __iter__(self):
-        epoch = 0
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.start * 7919 + epoch)
-            perm = torch.randperm(self.n, generator=g).tolist()
-            if self.n < self.world:
-                perm = perm * self.world
-            yield from perm[self.rank::self.world]
-            epoch += 1
-
-
-def _real_batches(dataset, batch_gpu: int, seed: int, dist: _Dist, start: int, workers: int, device):
-    sampler = _InfiniteSampler(len(dataset), seed, dist.rank, dist.world, start)
+def _real_batches(dataset, batch_gpu: int, seed: int, dist: Dist, start: int, workers: int, device):
+    sampler = InfiniteSampler(len(dataset), seed, dist.rank, dist.world, start)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_gpu, sampler=sampler, num_workers=workers,
                                          pin_memory=device.type == "cuda", drop_last=True,
                                          prefetch_factor=2 if workers > 0 else None,
@@ -281,39 +193,8 @@ def cmd_export_gan(args) -> int:
     return 0
 
 
-def _atomic_torch_save(obj, path: str) -> None:
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
-
-
 def load_state(path: str) -> dict:
     return load_training_state(path, STATE_TAG, STATE_VERSION, "train-gan")
-
-
-def _save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
-    from PIL import Image
-    gw, gh = grid
-    x = images[: gw * gh].detach().to("cpu", torch.float32)
-    n, c, h, w = x.shape
-    if n < gw * gh:
-        x = torch.cat([x, torch.full([gw * gh - n, c, h, w], -1.0)])
-    x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    x = x.reshape(gh, gw, c, h, w).permute(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c).numpy()
-    write_atomically(path, lambda tmp: Image.fromarray(x).save(tmp, format="PNG"), suffix=".png")
-
-
-def _check_outdir(outdir: str) -> None:
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --outdir {outdir}: {e.strerror}") from None
-    if not os.path.isdir(outdir):
-        raise UserError(f"--outdir {outdir} is not a folder")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".sgvis-write-test-", dir=outdir)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise UserError(f"cannot write to --outdir {outdir}: {e.strerror}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +221,7 @@ class _GeneratorPass(torch.nn.Module):
 class Trainer:
     """Holds networks, optimisers and counters; `step()` runs one iteration (all phases)."""
 
-    def __init__(self, o: TrainOptions, dataset, device: torch.device, dist: _Dist, state: dict | None,
+    def __init__(self, o: TrainOptions, dataset, device: torch.device, dist: Dist, state: dict | None,
                  grow_state: dict | None = None, init: tuple[dict, dict] | None = None):
         from sgvis.train.augment import AdaptiveP, AugmentPipe
         self.o, self.device, self.dist = o, device, dist
@@ -586,22 +467,6 @@ def _jsonable_options(o: TrainOptions) -> dict:
     return d
 
 
-def _resolve_device(name: str, dist: _Dist | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available in this torch build / machine")
-        if dist is not None and dist.enabled:
-            device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
 def _validate(o: TrainOptions, world: int) -> None:
     if o.batch < 1 or o.batch % world:
         raise UserError(f"--batch {o.batch} must be a positive multiple of the number of processes ({world})")
@@ -705,9 +570,9 @@ def train(o: TrainOptions) -> dict:
     import stylegan
     from sgvis.data.dataset import open_dataset
 
-    dist = _Dist()
+    dist = Dist()
     _validate(o, dist.world)
-    device = _resolve_device(o.device, dist)
+    device = resolve_device(o.device, dist)
     dist.init(device.type)
     try:
         with training_process(device, o.threads):
@@ -754,7 +619,7 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
     grow_state = _load_grow_source(o, res) if state is None and o.grow_from else None
 
     if dist.main:
-        _check_outdir(outdir)
+        check_outdir(outdir)
     torch.manual_seed(o.seed * 1000 + dist.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -781,13 +646,13 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
         return path
 
     def write_state() -> None:
-        _atomic_torch_save(trainer.state_dict(), state_path)
+        atomic_torch_save(trainer.state_dict(), state_path)
 
     if dist.main and state is None:
         idx = np.random.default_rng(o.seed).choice(len(dataset), size=min(gw * gh, len(dataset)), replace=False)
         real_grid = torch.stack([dataset[int(i)] for i in idx]).float() / 127.5 - 1
-        _save_image_grid(real_grid, (gw, gh), os.path.join(outdir, "reals.png"))
-        _save_image_grid(trainer.samples(grid_z), (gw, gh), os.path.join(outdir, "fakes-init.png"))
+        save_image_grid(real_grid, (gw, gh), os.path.join(outdir, "reals.png"))
+        save_image_grid(trainer.samples(grid_z), (gw, gh), os.path.join(outdir, "fakes-init.png"))
 
     start_nimg = trainer.cur_nimg
     start_time = time.time()
@@ -835,7 +700,7 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
             if snap_due or done:
                 if dist.main:
                     kimg_int = trainer.cur_nimg // 1000
-                    _save_image_grid(trainer.samples(grid_z), (gw, gh),
+                    save_image_grid(trainer.samples(grid_z), (gw, gh),
                                      os.path.join(outdir, f"fakes{kimg_int:06d}.png"))
                     if snap_due:
                         snapshots.append(write_snapshot(f"network-snapshot-{kimg_int:06d}.safetensors"))
@@ -870,23 +735,13 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
 # CLI
 
 
-def _parse_grid(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-        if w < 1 or h < 1:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"--grid must look like 4x4, got {text!r}") from None
-    return w, h
-
-
 def options_from_args(args) -> TrainOptions:
     kw = {}
     names = {f.name for f in fields(TrainOptions)}
     for k, v in vars(args).items():
         if k in names:
             kw[k] = v
-    kw["grid"] = _parse_grid(args.grid)
+    kw["grid"] = parse_grid(args.grid)
     if getattr(args, "noise", None) is not None:
         kw["noise"] = args.noise == "on"
     if args.augment_ops:

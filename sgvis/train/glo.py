@@ -173,8 +173,8 @@ class _Images:
 
 
 def _grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
-    from sgvis.train.gan import _save_image_grid
-    _save_image_grid(images, grid, path)
+    from sgvis.train.common import save_image_grid
+    save_image_grid(images, grid, path)
 
 
 def _grow(G, low_state: dict) -> torch.Tensor:
@@ -186,8 +186,8 @@ def _grow(G, low_state: dict) -> torch.Tensor:
 
 def train(o: GloOptions) -> dict:
     from sgvis.data.dataset import open_dataset
-    from sgvis.train.gan import _resolve_device
-    device = _resolve_device(o.device)
+    from sgvis.train.common import resolve_device
+    device = resolve_device(o.device)
     with training_process(device, o.threads):
         return _train(o, device, open_dataset(o.data))
 
@@ -195,7 +195,7 @@ def train(o: GloOptions) -> dict:
 def _train(o: GloOptions, device: torch.device, dataset) -> dict:
     import stylegan
     from tqdm import tqdm
-    from sgvis.train.gan import _atomic_torch_save, _check_outdir
+    from sgvis.train.common import atomic_torch_save, check_outdir
     outdir = os.path.abspath(o.outdir)
     state_path = os.path.join(outdir, STATE_FILE)
     state = None
@@ -235,7 +235,7 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
         if low["codes"].shape[0] < count:
             raise UserError(f"--grow-from: that run learned {low['codes'].shape[0]} latents; this dataset has "
                             f"{count} images (build both datasets from the same images, or pass --max-images)")
-    _check_outdir(outdir)
+    check_outdir(outdir)
     torch.manual_seed(o.seed)
     G = _build_G(arch).to(device)
     images = _Images(dataset, count, progress=o.progress)
@@ -265,7 +265,7 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
         _grid(images.batch(grid_idx, "cpu"), o.grid, os.path.join(outdir, "reals.png"))
 
     def save_state():
-        _atomic_torch_save(dict(format=STATE_TAG, version=STATE_VERSION, arch=json.dumps(arch), G=G.state_dict(),
+        atomic_torch_save(dict(format=STATE_TAG, version=STATE_VERSION, arch=json.dumps(arch), G=G.state_dict(),
                                 codes=codes_param.weight.detach().cpu(), opt_G=opt_G.state_dict(),
                                 opt_codes=opt_codes.state_dict(), step=step,
                                 options=json.dumps({k: v for k, v in vars(o).items() if k != "grid"})),
@@ -349,7 +349,7 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
 # -- command line ----------------------------------------------------------------------------------------------
 
 def cmd_train_glo(args) -> int:
-    from sgvis.train.gan import _parse_grid
+    from sgvis.train.common import parse_grid
     if args.resume not in (None, "auto", "latest"):
         raise UserError(f"--resume takes 'auto' or nothing (continue the run in --outdir), got {args.resume!r}")
     o = GloOptions(data=args.data, outdir=args.outdir, epochs=args.epochs, batch=args.batch, lr=args.lr,
@@ -357,7 +357,7 @@ def cmd_train_glo(args) -> int:
                    grow_from=args.grow_from,
                    max_images=args.max_images, channel_base=args.channel_base, channel_max=args.channel_max,
                    z_dim=args.z_dim, w_dim=args.w_dim, map_layers=args.map_layers,
-                   state_minutes=args.state_minutes, grid=_parse_grid(args.grid),
+                   state_minutes=args.state_minutes, grid=parse_grid(args.grid),
                    latent_bank=not args.no_latent_bank, bank_focus=args.bank_focus, device=args.device,
                    threads=args.threads, progress=not args.quiet)
     s = train(o)

@@ -1,0 +1,155 @@
+"""What the trainers share: processes (one or torchrun), the device, the run folder, sample grids."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from sgvis.errors import UserError
+from stylegan.atomic import write_atomically
+
+
+class Dist:
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.dist = None
+
+    def init(self, device_type: str):
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+        self.dist = dist
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_mean_(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            self.dist.all_reduce(t)
+            t /= self.world
+        return t
+
+    def sum_floats(self, values: list[float], device) -> list[float]:
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        self.dist.all_reduce(t)
+        return t.tolist()
+
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        """Mean of every parameter's gradient over the processes, in one all-reduce.  A missing gradient counts
+        as zeros, so every process takes part in the same collective even when a loss term was absent on one."""
+        if not self.enabled:
+            return
+        params = list(module.parameters())
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        self.all_reduce_mean_(flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset: offset + n].view_as(p).clone()
+            offset += n
+
+    def wrap(self, module: torch.nn.Module, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
+        """The module under DistributedDataParallel (gradients all-reduced in buckets during backward, overlapping
+        the computation); the module itself when there is one process."""
+        if not self.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
+                                       find_unused_parameters=find_unused)
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        if self.enabled:
+            for t in list(module.parameters()) + list(module.buffers()):
+                self.dist.broadcast(t.data, src=0)
+
+    def barrier(self):
+        if self.enabled:
+            self.dist.barrier()
+
+    def close(self):
+        if self.enabled and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Endless shuffled indices; each rank takes every world-th index of a shared permutation."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, start: int = 0):
+        self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.start * 7919 + epoch)
+            perm = torch.randperm(self.n, generator=g).tolist()
+            if self.n < self.world:
+                perm = perm * self.world
+            yield from perm[self.rank::self.world]
+            epoch += 1
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
+    from PIL import Image
+    gw, gh = grid
+    x = images[: gw * gh].detach().to("cpu", torch.float32)
+    n, c, h, w = x.shape
+    if n < gw * gh:
+        x = torch.cat([x, torch.full([gw * gh - n, c, h, w], -1.0)])
+    x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    x = x.reshape(gh, gw, c, h, w).permute(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c).numpy()
+    write_atomically(path, lambda tmp: Image.fromarray(x).save(tmp, format="PNG"), suffix=".png")
+
+
+def check_outdir(outdir: str) -> None:
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --outdir {outdir}: {e.strerror}") from None
+    if not os.path.isdir(outdir):
+        raise UserError(f"--outdir {outdir} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".sgvis-write-test-", dir=outdir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"cannot write to --outdir {outdir}: {e.strerror}") from None
+
+
+def resolve_device(name: str, dist: Dist | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available in this torch build / machine")
+        if dist is not None and dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--grid must look like 4x4, got {text!r}") from None
+    return w, h
