@@ -236,3 +236,56 @@ def test_generation_threads_setting():
     for bad in (0, -1, "many"):
         with pytest.raises(UserError, match="live.threads"):
             generation_threads(bad)
+
+
+class NudgeProducer:
+    """A throwaway control producer: from its own thread, sets intensity once the show starts it."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def start(self, bus):
+        import threading
+        thread = threading.Thread(target=lambda: bus.send("intensity", 3.0, "nudge"))
+        thread.start()
+        thread.join()
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_producer_and_sink_added_through_the_registries(jack, model, tmp_path):
+    from sgvis.control import PRODUCERS
+    PRODUCERS.register("nudge", NudgeProducer)
+    try:
+        frames_dir = tmp_path / "frames"
+        show = make_show(model, tmp_path, duration=1.5, fps=20, controls=["nudge"],
+                         outputs=[f"png:{frames_dir}"], stats=str(tmp_path / "s.json"))
+        stats = show.run()
+    finally:
+        PRODUCERS.unregister("nudge")
+    (producer,) = show.producers
+    assert producer.stopped
+    assert stats["controls"]["sources"]["nudge"] == {"received": 1, "rejected": 0}
+    assert show.intensity == 3.0 and show.steering.cfg["intensity"] == 3.0       # applied to the steering
+    assert len(list(frames_dir.glob("frame_*.png"))) == stats["frames_shown"] > 5
+
+
+def test_preset_change_cross_fades_instead_of_jumping(jack, model, tmp_path):
+    from sgvis.features.analysis import Features
+    from sgvis.steer import Crossfade
+    show = make_show(model, tmp_path, duration=0.5)
+    try:
+        steps = []
+        for k in range(40):
+            before = show.steering.step(Features(time=k / 30)).clone() if k == 0 else ws
+            if k == 20:
+                show.act("preset", show.presets[-1])
+                assert isinstance(show.steering, Crossfade)
+            ws = show.steering.step(Features(time=(k + 1) / 30)).clone()
+            steps.append(float((ws - before).norm()))
+    finally:
+        show.input.close()
+    calm = np.median(steps[:20])
+    assert steps[20] < 5 * calm + 1e-3                   # the switch itself is a small step, not a jump
+    assert show.message.startswith("preset")

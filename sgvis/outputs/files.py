@@ -25,7 +25,7 @@ VIDEO_FORMATS = {
     ".mov": ("mov", "libx264", "yuv420p", "aac"),
     ".mkv": ("matroska", "libx264", "yuv420p", "aac"),
     ".webm": ("webm", "libvpx-vp9", "yuv420p", "libopus"),
-    ".gif": ("gif", "gif", "pal8", None),
+    ".gif": ("gif", "gif", "rgb8", None),
 }
 PNG_NAME = re.compile(r"frame_\d{6}\.png")
 
