@@ -117,6 +117,10 @@ class LiveShow:
         except (ValueError, FileNotFoundError) as e:
             raise UserError(str(e).splitlines()[0]) from None
         self.seed = job.seed
+        from sgvis.steer.motion import MotionDriver
+        self.motion = MotionDriver(self.config.get("motion"), seed=job.seed)
+        self.generator.bend_resolution = int(self.motion.cfg["bend"]["resolution"])
+        self.move = None
         from sgvis.control import PRODUCERS, ControlBus, standard_controls
         from sgvis.control.keys import KeyControls
         steer_cfg = self.config.get("steer", {})
@@ -244,6 +248,8 @@ class LiveShow:
             self.running = False
         elif name in ("freeze", "hud", "crossfade"):
             pass                       # read from the bus where they are used
+        elif name.startswith("motion."):
+            self.motion.apply_control(name, value)
         else:
             self.steering.apply_control(name, value)
             if name == "intensity":
@@ -376,8 +382,10 @@ class LiveShow:
             self.ws = self.steering.step(features)
             if getattr(self.steering, "done", False):      # a finished cross-fade: keep its target alone
                 self.steering = self.steering.target
+            move = self.motion.step(features)
+            self.move = torch.from_numpy(np.concatenate([move["bend"], move["camera"]])).float()[None]
         on_gpu = self.device.type == "cuda"
-        frames = self.generator(self.ws[None], keep_on_device=on_gpu)
+        frames = self.generator.frames(self.ws[None], keep_on_device=on_gpu, motion=self.move)
         if on_gpu:
             torch.cuda.current_stream().synchronize()
         t_ready = time.perf_counter()

@@ -73,6 +73,7 @@ class _Stage(threading.Thread):
 
 
 def render(job: RenderJob) -> dict:
+    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -117,6 +118,9 @@ def render(job: RenderJob) -> dict:
         steering = make_steering(backend, steer_cfg, seed=job.seed, learned_path=job.steering_path)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e).splitlines()[0]) from None
+    from sgvis.steer.motion import MotionDriver
+    motion = MotionDriver(cfg.get("motion"), seed=job.seed)
+    backend.bend_resolution = int(motion.cfg["bend"]["resolution"])
 
     mel = MelConfig()
     beat_times = None
@@ -148,15 +152,18 @@ def render(job: RenderJob) -> dict:
         extractor = FeatureExtractor(mel, beat_times=beat_times)
         blocks = audio_in.decode_blocks(job.audio, mel.sample_rate, "mono", start, end)
         pending: list[torch.Tensor] = []
+        moves: list[np.ndarray] = []
         t0 = time.perf_counter()
         for k, features in enumerate(frame_features(extractor, blocks, n_frames, fps, lookahead)):
             if stop.is_set():
                 return
             pending.append(steering.step(features))
+            move = motion.step(features)
+            moves.append(np.concatenate([move["bend"], move["camera"]]))
             stage.busy += time.perf_counter() - t0       # analysis of this frame (the generator's step) + steering
             if len(pending) == batch or k == n_frames - 1:
-                ws_queue.put(torch.stack(pending))
-                pending = []
+                ws_queue.put((torch.stack(pending), torch.from_numpy(np.stack(moves)).float()))
+                pending, moves = [], []
             t0 = time.perf_counter()
         ws_queue.put(_DONE)
 
@@ -184,7 +191,7 @@ def render(job: RenderJob) -> dict:
             if item is _DONE:
                 break
             t0 = time.perf_counter()
-            frames = backend.frames(item)
+            frames = backend.frames(item[0], motion=item[1])
             gen_busy += time.perf_counter() - t0
             _put(frame_queue, frames, [encoder])
             generated += len(frames)

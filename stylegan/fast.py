@@ -461,7 +461,7 @@ class _SG2Executor:
         self.blocks = [_SG2Block(b) for b in synthesis.blocks()]
         self.num_ws, self.w_dim = synthesis.num_ws, synthesis.w_dim
 
-    def __call__(self, ws, *, noise_mode, dtype_for, memory_format, fused):
+    def __call__(self, ws, *, noise_mode, dtype_for, memory_format, fused, block_hook=None):
         n = ws.shape[0]
         x = img = None
         w_idx = 0
@@ -498,6 +498,8 @@ class _SG2Executor:
                 y = blk.torgb(x, bws[i]).to(torch.float32)
                 # The image in the activations' layout: its upsampling runs 4x faster channels_last on CPU.
                 img = y.contiguous(memory_format=memory_format) if img is None else img.add_(y)
+            if block_hook is not None:
+                x, img = block_hook(x.shape[-1], x, img)
         return img.contiguous()
 
 
@@ -701,7 +703,12 @@ class FastSynthesis:
 
     # -- running ------------------------------------------------------------------------------------
 
-    def _forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def _forward(self, ws: torch.Tensor, noise_mode: str = "const", block_hook=None) -> torch.Tensor:
+        if block_hook is not None and (self.backend == "native" or self.kind != "stylegan2"):
+            raise ValueError("block_hook needs the fast StyleGAN2 path")
+        if block_hook is not None:
+            return self._executor(ws, noise_mode=noise_mode, dtype_for=self._dtype_for,
+                                  memory_format=self.memory_format, fused=self._fused, block_hook=block_hook)
         if self.backend == "native":
             cd = None if self.precision == "fp16" else _DTYPES[self.precision]
             force_fp32 = self.precision == "fp32"
@@ -712,13 +719,23 @@ class FastSynthesis:
         return self._executor(ws, noise_mode=noise_mode, dtype_for=self._dtype_for,
                               memory_format=self.memory_format, fused=self._fused)
 
-    def __call__(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    @property
+    def supports_block_hook(self) -> bool:
+        """Whether __call__ takes a block_hook (the fast StyleGAN2 path)."""
+        return self.backend == "fast" and self.kind == "stylegan2"
+
+    def __call__(self, ws: torch.Tensor, noise_mode: str = "const", block_hook=None) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> images.  block_hook(resolution, x, img) -> (x, img), called after every
+        synthesis block (fast StyleGAN2 path), may transform the features and the image so far: layer
+        transformations ("network bending")."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
         ws = ws.to(device=self.device, dtype=torch.float32)
         with torch.inference_mode():
+            if block_hook is not None:
+                return self._forward(ws, noise_mode, block_hook)
             if self.compile and self._compiled is None:
                 # One eager call first fills the per-layer weight caches, so that the compiled graph
                 # sees them as constants (otherwise the second call recompiles).

@@ -168,11 +168,11 @@ def test_interrupt_removes_partial_output(tmp_path, model, clicks, monkeypatch):
     calls = {"n": 0}
     original = generation.StyleGANBackend.frames
 
-    def interrupted(self, ws):
+    def interrupted(self, ws, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, ws)
+        return original(self, ws, **kw)
 
     monkeypatch.setattr(generation.StyleGANBackend, "frames", interrupted)
     out = tmp_path / "o.mp4"

@@ -73,6 +73,7 @@ class StyleGANBackend:
         self.G = G.to(device).eval().requires_grad_(False)
         self.device = device
         self.size = size                       # (width, height) or None for the native resolution
+        self.bend_resolution = 16              # the block whose output motion "bends" (sgvis.steer.motion)
         self.synthesize = None
         try:
             from stylegan.fast import FastSynthesis
@@ -93,15 +94,37 @@ class StyleGANBackend:
         return self.size or (self.G.img_resolution, self.G.img_resolution)
 
     @torch.inference_mode()
-    def frames(self, ws: torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] -> frames [N, H, W, 3] uint8 on the CPU (or left on the generator's device)."""
-        img = self.synthesize(ws.to(self.device, torch.float32))
+    def frames(self, ws: torch.Tensor, keep_on_device: bool = False, motion: torch.Tensor | None = None) \
+            -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> frames [N, H, W, 3] uint8 on the CPU (or left on the generator's device).
+        motion [N, 8]: per frame the bend and camera transforms (sgvis.steer.motion, sgvis.backends.warp)."""
+        ws = ws.to(self.device, torch.float32)
+        if motion is None:
+            img = self.synthesize(ws)
+        else:
+            img = self._synthesize_moving(ws, motion.to(self.device, torch.float32))
         w, h = self.output_size
         if (h, w) != tuple(img.shape[2:]):
             # Antialiased bicubic: clean both for down- and (moderate) upscaling.
             img = F.interpolate(img.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
         frames = images_to_uint8(img)
         return frames if keep_on_device else frames.cpu()
+
+    def _synthesize_moving(self, ws: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        from sgvis.backends.warp import warp
+        bend, camera = motion[:, :4], motion[:, 4:]
+        res = self.bend_resolution
+        if getattr(self.synthesize, "supports_block_hook", False) and res and bool(bend.abs().amax() > 0):
+            def hook(resolution, x, img):
+                if resolution == res:
+                    x = warp(x, bend)
+                    img = None if img is None else warp(img, bend)
+                return x, img
+            img = self.synthesize(ws, block_hook=hook)
+        else:
+            img = self.synthesize(ws)
+            camera = camera + bend          # no layers to bend here: the picture moves as a whole instead
+        return warp(img, camera)
 
     def __call__(self, ws: torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
         return self.frames(ws, keep_on_device)

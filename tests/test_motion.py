@@ -1,0 +1,131 @@
+"""Spatial motion: warps that move content where they say, hits that kick it, silence that stays calm, and a
+render whose frames optical flow sees moving."""
+import numpy as np
+import pytest
+import torch
+
+import stylegan
+from audio_fixtures import click_track, write_audio
+from conftest import tiny_generator
+from test_safety_and_errors import run_cli
+
+
+def spot_centre(img: torch.Tensor) -> tuple[float, float]:
+    ys, xs = torch.nonzero(img > 0.5, as_tuple=True)
+    return float(xs.float().mean()), float(ys.float().mean())
+
+
+def test_warp_moves_content_by_its_pan_turn_and_zoom():
+    from sgvis.backends.warp import warp
+    x = torch.zeros(3, 1, 64, 64)
+    x[:, 0, 30:34, 40:44] = 1                                     # a spot right of the centre (31.5, 31.5)
+    params = torch.tensor([[0.0, 0.0, 0.25, 0.0],                 # pan: a quarter of the half-width = 8 px
+                           [0.0, np.pi / 2, 0.0, 0.0],            # a quarter turn about the centre
+                           [np.log(2.0), 0.0, 0.0, 0.0]])         # twice as close
+    y = warp(x, params)
+    assert spot_centre(y[0, 0]) == pytest.approx((49.5, 31.5), abs=0.6)
+    assert spot_centre(y[1, 0]) == pytest.approx((31.5, 41.5), abs=0.6)
+    assert spot_centre(y[2, 0]) == pytest.approx((51.5, 31.5), abs=0.6)
+    assert torch.equal(warp(x, torch.zeros(3, 4)), x)             # identity is exact
+
+
+def features_of(samples, sr, seconds, fps=30.0):
+    from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
+    mel = MelConfig()
+    import av
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=mel.sample_rate)
+    frame = av.AudioFrame.from_ndarray(samples[None].astype(np.float32), format="fltp", layout="mono")
+    frame.sample_rate = sr
+    y = np.concatenate([f.to_ndarray()[0] for f in resampler.resample(frame)] +
+                       [f.to_ndarray()[0] for f in resampler.resample(None)])
+    blocks = (y[None, i:i + 2048] for i in range(0, len(y), 2048))
+    return list(frame_features(FeatureExtractor(mel), blocks, int(seconds * fps), fps, 0.046))
+
+
+def test_hits_kick_the_motion_and_silence_stays_calm():
+    from sgvis.steer.motion import MotionDriver
+    sr = 22050
+    clicks, times = click_track(4.0, sr, bpm=120)
+    silence = np.zeros(4 * sr, np.float32)
+    motion = MotionDriver({}, seed=3)
+    moves = [np.concatenate([m["bend"], m["camera"]]) for m in map(motion.step, features_of(
+        np.concatenate([clicks, silence]), sr, 8.0))]
+    speed = np.abs(np.diff(np.array(moves), axis=0)).sum(1)          # how far the transforms move per frame
+    assert motion.hits == pytest.approx(len(times), abs=1)
+    # The motion peaks on the clicks: most clicks have a speed peak within a frame of them.
+    peaks = {k + 1 for k in range(1, len(speed) - 1) if speed[k] > speed[k - 1] and speed[k] >= speed[k + 1]}
+    on_click = [any(abs(int(round(t * 30)) - p) <= 1 for p in peaks) for t in times]
+    assert sum(on_click) >= 0.75 * len(times)
+    loud, quiet = speed[: 4 * 30], speed[5 * 30:]                  # a second after the music stops
+    assert quiet.max() < 0.1 * loud.max()
+    assert speed[-30:].max() < 1e-3                                 # and in the end it rests
+
+
+def test_motion_controls_scale_and_switch_off_each_source():
+    from sgvis.features.analysis import Features
+    from sgvis.steer.motion import MotionDriver
+    runs = {}
+    for name, value in [(None, None), ("motion.bend", 0.0), ("motion.camera", 0.0), ("motion.amount", 2.0)]:
+        m = MotionDriver({}, seed=1)
+        if name:
+            assert m.apply_control(name, value)
+        out = [m.step(Features(time=k / 30, onset=1.0 if k % 15 == 0 else 0.0, rms=0.6)) for k in range(60)]
+        runs[name] = (np.abs([o["bend"] for o in out]).sum(), np.abs([o["camera"] for o in out]).sum())
+    assert runs[None][0] > 0 and runs[None][1] > 0
+    assert runs["motion.bend"][0] == 0 and runs["motion.bend"][1] == pytest.approx(runs[None][1])
+    assert runs["motion.camera"][1] == 0
+    assert runs["motion.amount"][0] == pytest.approx(2 * runs[None][0])
+    assert not MotionDriver({}).apply_control("warp", 1.0)
+
+
+def test_unknown_motion_setting_names_the_key():
+    from sgvis.errors import UserError
+    from sgvis.steer.motion import resolve_motion
+    with pytest.raises(UserError, match="motion.bend.travle"):
+        resolve_motion({"bend": {"travle": 1}})
+    with pytest.raises(UserError, match="number"):
+        resolve_motion({"amount": "lots"})
+
+
+def test_the_backend_bends_layers_and_moves_the_camera():
+    from sgvis.backends.stylegan import StyleGANBackend
+    G = tiny_generator("stylegan2", resolution=64)
+    backend = StyleGANBackend(G, torch.device("cpu"), precision="fp32")
+    backend.bend_resolution = 16
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)), None).repeat(3, 1, 1)
+    motion = torch.zeros(3, 8)
+    motion[1, 6] = 0.25                                  # camera pan right by 8 px
+    motion[2, 2] = 0.25                                  # bend: the layout at 16x16 moves right
+    still, panned, bent = backend.frames(ws, motion=motion).float()
+    assert torch.allclose(panned[8:56, 16:56], still[8:56, 8:48], atol=3)      # the picture moved 8 px
+    assert (bent - still).abs().mean() > 5 and not torch.allclose(bent[:, 16:56], still[:, 8:48], atol=3)
+    assert torch.equal(backend.frames(ws[:1], motion=torch.zeros(1, 8)), backend.frames(ws[:1]))
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory):
+    """A random-weight generator: rich texture, so optical flow sees the motion."""
+    d = tmp_path_factory.mktemp("motion")
+    model = d / "m.safetensors"
+    stylegan.save(tiny_generator("stylegan2", resolution=64), model)
+    samples, _ = click_track(3.0, 22050, bpm=120)
+    wav = d / "clicks.wav"
+    write_audio(wav, samples, 22050)
+    return str(model), str(wav)
+
+
+def test_render_with_motion_moves_what_optical_flow_measures(tmp_path, textured):
+    from sgvis.eval.av_align import flow_trajectory
+    model, wav = textured
+    flows = {}
+    for amount in ("0", "1"):
+        frames_dir = tmp_path / f"png{amount}"
+        result = run_cli("render", wav, "-o", str(tmp_path / f"o{amount}.mp4"), "--model", model, "--fps", "30",
+                         "--png-dir", str(frames_dir), "--set", f"motion.amount={amount}",
+                         "--set", "steer.intensity=0", "--set", "steer.drift.period_s=0")
+        assert result.returncode == 0, result.stderr
+        from PIL import Image
+        frames = [np.asarray(Image.open(p)) for p in sorted(frames_dir.glob("frame_*.png"))]
+        flows[amount] = flow_trajectory(frames)[0]
+    assert flows["0"].max() < 0.05                          # still latents, no motion: a still picture
+    assert flows["1"].max() > 0.5 and np.mean(flows["1"] >= 0.1) > 0.2
