@@ -8,7 +8,7 @@ docs/cuda_ops.md.
 """
 from cuda_ops.bias_act import ACTIVATIONS, bias_act, bias_act_ref
 from cuda_ops.upfirdn2d import (downsample2d, filter2d, filter_size, setup_filter, upfirdn2d,
-                                upfirdn2d_ref, upsample2d)
+                                upfirdn2d_ref, upsample2d, upsample2d_clamped)
 from cuda_ops.filtered_lrelu import filtered_lrelu, filtered_lrelu_ref
 from cuda_ops._dispatch import CudaOpsUnavailable
 
@@ -19,6 +19,6 @@ def ops_status(build: bool = False) -> dict:
     return _build.ops_status(build=build)
 
 
-__all__ = ["ACTIVATIONS", "bias_act", "upfirdn2d", "upsample2d", "downsample2d", "filter2d",
+__all__ = ["ACTIVATIONS", "bias_act", "upfirdn2d", "upsample2d", "upsample2d_clamped", "downsample2d", "filter2d",
            "setup_filter", "filter_size", "filtered_lrelu", "bias_act_ref", "upfirdn2d_ref",
            "filtered_lrelu_ref", "CudaOpsUnavailable", "ops_status"]

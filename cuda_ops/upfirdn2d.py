@@ -146,6 +146,17 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up=2, padding=0, flip_filter: b
                      gain=gain * upx * upy)
 
 
+def upsample2d_clamped(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """upsample2d with the border clamped instead of zero-padded: the input's edge samples are repeated outward
+    for the filter's taps that fall outside it, so a flat image stays flat up to its edge (as an image resize
+    treats borders).  Zero padding pulls the outer output pixels towards 0 (mid grey in [-1, 1] images)."""
+    fw, fh = filter_size(f)
+    mx = -(-((fw + up - 1) // 2) // up)          # input samples the filter reaches beyond each border
+    my = -(-((fh + up - 1) // 2) // up)
+    y = upsample2d(F.pad(x, [mx, mx, my, my], mode="replicate"), f, up=up)
+    return y[..., up * my:y.shape[-2] - up * my, up * mx:y.shape[-1] - up * mx]
+
+
 def downsample2d(x: torch.Tensor, f: torch.Tensor, down=2, padding=0, flip_filter: bool = False,
                  gain: float = 1.0) -> torch.Tensor:
     """Filter with `f` and downsample by `down`; output is the input size divided by `down`."""

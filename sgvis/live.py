@@ -2,8 +2,9 @@
 
 Per loop iteration: take the audio captured since the last frame (ring buffer filled by the audio callback),
 analyse it with the same causal features as `render`, step the same steering, generate the newest frame only
-(nothing is queued, so stale work never piles up), draw it letterboxed with the HUD, present, and record what
-was shown.  Every live parameter is a control on a thread-safe ControlBus (sgvis.control): keys and other
+(nothing is queued, so stale work never piles up), draw it framed to the window by --fit (crop fills it,
+letterbox keeps bars, stretch distorts) with the HUD, present, and record the frame (at --size, framed the same
+way).  Every live parameter is a control on a thread-safe ControlBus (sgvis.control): keys and other
 producers (--control NAME) send to it from any thread, and the show applies the changes between two frames.
 """
 from __future__ import annotations
@@ -40,6 +41,8 @@ class LiveJob:
     model: str | None = None
     seed: int = 0
     fps: float | None = None
+    size: tuple[int, int] | None = None   # generated/recorded frame size (None: the model's resolution)
+    fit: str | None = None                # crop | letterbox | stretch (window and frames); None: render.fit
     fullscreen: bool = False
     monitor: int = 0
     headless: bool = False
@@ -102,12 +105,18 @@ class LiveShow:
                               inputs=(job.model,))
         if job.stats:
             check_output_path(job.stats, job.overwrite, inputs=(job.model,))
+        from sgvis.outputs.framing import check_fit
+        self.fit = check_fit(job.fit) if job.fit is not None else check_fit(self.config["render"].get("fit"),
+                                                                             "render.fit")
         self.G = load_model(job.model)
         self.device = pick_device(job.gpu)
         self._threads_before = torch.get_num_threads()      # restored when the show ends
         if self.device.type == "cpu":
             torch.set_num_threads(generation_threads(self.lcfg["threads"]))
-        self.generator = StyleGANBackend(self.G, self.device, precision=self.config["render"]["precision"])
+        from sgvis.outputs.files import even
+        size = None if job.size is None else (even(job.size[0]), even(job.size[1]))
+        self.generator = StyleGANBackend(self.G, self.device, precision=self.config["render"]["precision"],
+                                         size=size, fit=self.fit)
         if job.steer:
             self.config.setdefault("steer", {})["mode"] = job.steer
         self._make_steering = lambda cfg, seed: make_steering(
@@ -307,7 +316,8 @@ class LiveShow:
             self.surface = WindowSurface(size, title="sgvis", fullscreen=self.job.fullscreen,
                                          monitor=self.job.monitor, vsync=bool(self.lcfg["vsync"]),
                                          on_key=self.on_key)
-        self.renderer = Renderer(self.surface.ctx, self.frame_size, gpu_frames=self.device.type == "cuda")
+        self.renderer = Renderer(self.surface.ctx, self.frame_size, gpu_frames=self.device.type == "cuda",
+                                 fit=self.fit)
 
     def _sink_specs(self) -> list[str]:
         return ([f"video:{self.job.record}"] if self.job.record else []) + list(self.job.outputs)
@@ -478,6 +488,7 @@ class LiveShow:
             "input_disconnects": self.disconnects, "input_reconnects": self.reconnects,
             "device": self.input.device_name, "model": self.G.source.get("path"),
             "generator": self.generator.description, "headless": self.job.headless,
+            "resolution": list(self.frame_size), "fit": self.fit,
             "frame_upload": self.upload_path,
             "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],
             "screenshots": self.screenshots, "outputs": list(self.job.outputs),
@@ -505,7 +516,9 @@ def cmd_live(args) -> int:
     from sgvis.render import RENDER_DEFAULTS
     settings = load_config(args.preset, args.config, args.set or [], defaults={**RENDER_DEFAULTS, **LIVE_DEFAULTS})
     mode, args.steering = choose_steering(args.steer, args.steering, settings, args.model)
-    job = LiveJob(device=args.device, model=args.model, seed=args.seed, fps=args.fps, fullscreen=args.fullscreen,
+    from sgvis.outputs import parse_size
+    job = LiveJob(device=args.device, model=args.model, seed=args.seed, fps=args.fps, size=parse_size(args.size),
+                  fit=args.fit, fullscreen=args.fullscreen,
                   monitor=args.monitor, headless=args.headless, duration=args.duration, record=args.record,
                   stats=args.stats, overwrite=args.overwrite, channels=channels, latency_offset=args.latency_offset,
                   steer=mode, steering_path=args.steering, outputs=args.out or [], controls=args.control or [], gpu=args.gpu, preset=args.preset,
@@ -536,6 +549,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--model", help="StyleGAN checkpoint (default: the model shipped with sgvis)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, help="frame-rate cap (default 60; 0 = uncapped)")
+    p.add_argument("--size", help="frame size WIDTHxHEIGHT or N: what is generated, recorded (--record, --out) and "
+                                  "drawn headless (default: the model's resolution); rounded up to even numbers")
+    p.add_argument("--fit", metavar="MODE",
+                   help="how a picture fills a window or --size of another aspect: crop (default: fills it, the "
+                        "overflow cut evenly), letterbox (black bars) or stretch (distorts); setting render.fit")
     p.add_argument("--fullscreen", action="store_true", help="fullscreen on --monitor")
     p.add_argument("--monitor", type=int, default=0, help="monitor index for --fullscreen (0 = primary)")
     p.add_argument("--headless", action="store_true", help="render offscreen (EGL), no window")

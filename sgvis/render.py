@@ -27,6 +27,7 @@ RENDER_DEFAULTS = {
         "preset": "medium",       # x264 speed/size trade-off
         "batch": 8,               # frames generated per generator call
         "precision": "auto",      # auto | fp32 | bf16 | fp16
+        "fit": "crop",            # a --size of another aspect than the model's: crop | letterbox | stretch
         "beats": "offline",       # offline: whole-track beat tracking; causal: the live tracker
         "lookahead": None,        # seconds the analysis runs ahead of each frame offline (None: the steering's
                                   #   OFFLINE_LOOKAHEAD_S, which lands onsets on their frame)
@@ -42,6 +43,7 @@ class RenderJob:
     model: str | None = None
     fps: float = 30.0
     size: tuple[int, int] | None = None
+    fit: str | None = None              # crop | letterbox | stretch; None: the config's render.fit
     seed: int = 0
     start: float = 0.0
     end: float | None = None
@@ -106,8 +108,10 @@ def render(job: RenderJob) -> dict:
     size = job.size
     if size is not None:
         size = (even(size[0]), even(size[1]))
+    from sgvis.outputs.framing import check_fit
+    fit = check_fit(job.fit) if job.fit is not None else check_fit(rcfg.get("fit"), "render.fit")
     backend = BACKENDS.create(job.backend, model=job.model, device=job.device, precision=rcfg["precision"],
-                              size=size)
+                              size=size, fit=fit)
     if size is None and any(v % 2 for v in backend.output_size):
         backend.size = tuple(even(v) for v in backend.output_size)
     from sgvis.steer import make_steering
@@ -226,7 +230,7 @@ def render(job: RenderJob) -> dict:
         "realtime_factor": duration / wall if wall > 0 else None,
         "device": str(backend.device), "generator": backend.description, "backend": backend.name,
         "model": _model_source(backend, "path"), "model_format": _model_source(backend, "description"),
-        "resolution": [width, height], "steering": steering.name, "seed": job.seed,
+        "resolution": [width, height], "fit": fit, "steering": steering.name, "seed": job.seed,
         "audio": {"path": job.audio, "start": start, "end": end, "sample_rate": info.sample_rate},
         "output": sinks[0].path, "png_dir": sinks[1].directory if job.png_dir else None,
         "outputs": list(job.outputs),
@@ -302,7 +306,7 @@ def cmd_render(args) -> int:
     output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"
     job = RenderJob(audio=args.audio, output=output, model=args.model,
                     fps=args.fps if args.fps is not None else config["render"]["fps"],
-                    size=parse_size(args.size), seed=args.seed, start=args.start, end=args.end,
+                    size=parse_size(args.size), fit=args.fit, seed=args.seed, start=args.start, end=args.end,
                     png_dir=args.png_dir, outputs=args.out or [], stats=args.stats, overwrite=args.overwrite,
                     device=args.device, steer=mode, steering_path=steering_path, config=config)
     if args.crf is not None:
@@ -325,6 +329,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--fps", type=float, help="frames per second (default 30)")
     p.add_argument("--size", help="output size WIDTHxHEIGHT or N (default: the model's resolution); "
                                   "resampled with antialiased bicubic; rounded up to even numbers")
+    p.add_argument("--fit", metavar="MODE",
+                   help="how the model's square picture fills a --size of another aspect: crop (default: scale "
+                        "to cover, cut the overflow evenly), letterbox (scale to fit, black bars) or stretch "
+                        "(distorts); setting render.fit")
     p.add_argument("--seed", type=int, default=0, help="seed for the starting latent and the drift (default 0)")
     p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
     p.add_argument("--end", type=float, help="end time in seconds (default: end of the audio)")

@@ -454,6 +454,16 @@ class _SG2Block:
         # upsample2d(img, f): padding ((fw+1)//2, (fw-2)//2) per axis, gain 4.
         self.img_up = FIR(f, up=2, padding=[(fw + 1) // 2, (fw - 2) // 2, (fw + 1) // 2, (fw - 2) // 2],
                           gain=4)
+        # cuda_ops.upsample2d_clamped: the border repeated outward by m samples, upsampled, 2m cropped off.
+        self.img_clamp = -(-((fw + 1) // 2) // 2) if block.clamp_image_border else 0
+
+    def upsample_image(self, img):
+        m = self.img_clamp
+        if not m:
+            return self.img_up(img)
+        fmt = _memory_format(img)
+        y = self.img_up(F.pad(img, [m, m, m, m], mode="replicate").contiguous(memory_format=fmt))
+        return y[..., 2 * m:y.shape[-2] - 2 * m, 2 * m:y.shape[-1] - 2 * m].contiguous(memory_format=fmt)
 
 
 class _SG2Executor:
@@ -493,7 +503,7 @@ class _SG2Executor:
                               fp16_norm=fp16_norm)
                 i = 2
             if img is not None:
-                img = blk.img_up(img)
+                img = blk.upsample_image(img)
             if blk.torgb is not None:
                 y = blk.torgb(x, bws[i]).to(torch.float32)
                 # The image in the activations' layout: its upsampling runs 4x faster channels_last on CPU.

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cuda_ops import bias_act, downsample2d, setup_filter, upsample2d
+from cuda_ops import bias_act, downsample2d, setup_filter, upsample2d, upsample2d_clamped
 from cuda_ops.bias_act import activation as activation_spec
 from stylegan.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork, conv2d_resample
 
@@ -127,10 +127,13 @@ class SynthesisBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
                  img_channels: int, is_last: bool, architecture: str = "skip",
                  resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None, use_fp16: bool = False,
-                 fp16_channels_last: bool = False, **layer_kwargs):
+                 fp16_channels_last: bool = False, clamp_image_border: bool = False, **layer_kwargs):
         super().__init__()
         if architecture not in ("orig", "skip", "resnet"):
             raise ValueError(f"unknown synthesis architecture {architecture!r}")
+        # Skip architecture: upsample the incoming image with its border clamped (upsample2d_clamped), not
+        # zero-padded; SynthesisNetwork's grown_from says for which blocks.
+        self.clamp_image_border = bool(clamp_image_border)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.resolution, self.img_channels, self.is_last = resolution, img_channels, is_last
         self.architecture, self.use_fp16 = architecture, use_fp16
@@ -187,7 +190,7 @@ class SynthesisBlock(nn.Module):
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
 
         if img is not None:
-            img = upsample2d(img, self.resample_filter)
+            img = (upsample2d_clamped if self.clamp_image_border else upsample2d)(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -196,11 +199,22 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """ws [N, num_ws, w_dim] -> image [N, img_channels, R, R]."""
+    """ws [N, num_ws, w_dim] -> image [N, img_channels, R, R].
+
+    `grown_from` (sgvis's grown models; None for NVIDIA's): the resolution the network was grown from
+    (train-glo / train-gan --grow-from).  The image that resolution's blocks finish is upsampled by every block
+    above it with its border clamped instead of zero-padded.  With zero padding each 2x upsampling scales the
+    outermost pixel by 0.75 towards 0 (mid grey), so the finished low-resolution image grew a light rim on a dark
+    picture (or a dark one on a light picture) that the new blocks would have to learn to cancel.
+    """
 
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
-                 channel_max: int = 512, num_fp16_res: int = 0, **block_kwargs):
+                 channel_max: int = 512, num_fp16_res: int = 0, grown_from: int | None = None, **block_kwargs):
         super().__init__()
+        if grown_from is not None and not (4 <= int(grown_from) < img_resolution):
+            raise ValueError(f"grown_from must be a resolution below img_resolution {img_resolution}, "
+                             f"got {grown_from}")
+        self.grown_from = None if grown_from is None else int(grown_from)
         log2 = int(np.log2(img_resolution))
         if img_resolution < 4 or 2 ** log2 != img_resolution:
             raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
@@ -213,7 +227,9 @@ class SynthesisNetwork(nn.Module):
             in_channels = channels[res // 2] if res > 4 else 0
             is_last = res == img_resolution
             block = SynthesisBlock(in_channels, channels[res], w_dim, res, img_channels, is_last,
-                                   use_fp16=(res >= fp16_resolution), **block_kwargs)
+                                   use_fp16=(res >= fp16_resolution),
+                                   clamp_image_border=self.grown_from is not None and res > self.grown_from,
+                                   **block_kwargs)
             self.num_ws += block.num_conv
             if is_last:
                 self.num_ws += block.num_torgb

@@ -44,12 +44,14 @@ def g_images(G):
 
 
 def upsampled_like(img_low, G, resolution):
-    """The low-resolution image upsampled the way the grown generator's skip path does it."""
-    from cuda_ops import upsample2d
+    """The low-resolution image upsampled the way the grown generator's skip path does it (border-clamped in
+    the blocks above the resolution it was grown from)."""
+    from cuda_ops import upsample2d, upsample2d_clamped
     img = img_low
     for r in G.synthesis.block_resolutions:
         if img.shape[-1] < r <= resolution:
-            img = upsample2d(img, getattr(G.synthesis, f"b{r}").resample_filter)
+            block = getattr(G.synthesis, f"b{r}")
+            img = (upsample2d_clamped if block.clamp_image_border else upsample2d)(img, block.resample_filter)
     return img
 
 
@@ -73,6 +75,8 @@ def test_grown_generator_starts_as_the_old_one_upsampled(runs):
         expected = upsampled_like(img_low, G, 32)
         torch.testing.assert_close(img, expected, rtol=0, atol=1e-5)
         assert img_low.std() > 0.01                   # a real image, not a blank that would match anything
+        assert G.synthesis.grown_from == 8 and G.synthesis.b16.clamp_image_border
+        assert not G.synthesis.b8.clamp_image_border
 
 
 def test_fade_in_discriminator_blends_old_input_into_new_path(runs):
@@ -137,6 +141,7 @@ def test_a_grown_run_grows_again(runs, tmp_path):
     G_mid.load_state_dict(state["G_ema"])
     D_mid.load_state_dict(state["D"])
     assert json.loads(state["arch"])["resolution"] == 16 and trainer.arch["grow"]["from_resolution"] == 16
+    assert trainer.arch["grown_from"] == 8        # the first growth's: the 8^2 image is clamped all the way up
     torch.testing.assert_close(g_images(trainer.G_ema.eval()),
                                upsampled_like(g_images(G_mid.eval()), trainer.G_ema, 32), rtol=0, atol=1e-5)
     D_plain = D_mid.D                                                       # the mid run's D at alpha 1

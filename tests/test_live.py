@@ -289,3 +289,21 @@ def test_preset_change_cross_fades_instead_of_jumping(jack, model, tmp_path):
     calm = np.median(steps[:20])
     assert steps[20] < 5 * calm + 1e-3                   # the switch itself is a small step, not a jump
     assert show.message.startswith("preset")
+
+
+@pytest.mark.parametrize("fit", ["letterbox", "crop"])
+def test_size_and_fit_frame_the_recording(jack, model, tmp_path, fit):
+    """--size 96x54 --fit: the recorded frames are 96x54, the square picture letterboxed (black bars) or cropped
+    to fill (no bars); the headless framebuffer shows the same."""
+    record = tmp_path / "fit.mp4"
+    show = make_show(model, tmp_path, duration=1.5, record=str(record), fps=30, size=(96, 54), fit=fit)
+    stats = show.run()
+    assert stats["resolution"] == [96, 54] and stats["fit"] == fit
+    frames, _, _, _ = read_video(record)
+    assert frames.shape[1:3] == (54, 96)
+    side_bars = frames[:, :, list(range(16)) + list(range(80, 96))].astype(int)
+    if fit == "letterbox":                          # 54x54 picture in the middle, 21 px of black either side
+        assert side_bars.max() <= 16               # black, up to the codec's noise
+        assert frames[:, :, 30:66].mean() > side_bars.mean() + 10
+    else:
+        assert side_bars.mean() > 20

@@ -137,7 +137,7 @@ def test_grow_starts_from_the_old_images_upsampled(data, tmp_path):
     G_low = train_glo._build_G(json.loads(state["arch"]))
     G_low.load_state_dict(state["G"])
     arch = json.loads(state["arch"])
-    arch["resolution"] = 16
+    arch.update(resolution=16, grown_from=8)       # what train-glo --grow-from builds
     G_high = train_glo._build_G(arch)
     codes = train_glo._grow(G_high, state)
     assert torch.equal(codes, state["codes"])
@@ -150,7 +150,8 @@ def test_grow_starts_from_the_old_images_upsampled(data, tmp_path):
     r = run_cli("train-glo", "--data", data / "p16.zip", "--outdir", high, "--grow-from", low, "--epochs", "1",
                 *TINY)
     assert r.returncode == 0, r.stderr
-    assert stylegan.load(str(high / "network-final.safetensors")).img_resolution == 16
+    grown = stylegan.load(str(high / "network-final.safetensors"))
+    assert grown.img_resolution == 16 and grown.synthesis.grown_from == 8
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -1,6 +1,7 @@
 """Backends: the generator stage.  A backend turns a batch of steering states into RGB frames.
 
-    backend = BACKENDS.create("stylegan", model="default", device="auto", precision="auto", size=None)
+    backend = BACKENDS.create("stylegan", model="default", device="auto", precision="auto", size=None,
+                              fit="crop")
     frames = backend.frames(states)        # [N, H, W, 3] uint8 on the CPU
 
 A steering mode that moves a W+ latent asks the backend for its `latent_model` (a StyleGAN generator: mapping
@@ -31,7 +32,8 @@ class Backend(Protocol):
         ...
 
 
-# name -> factory(model=None, device="auto", precision="auto", size=None) -> Backend
+# name -> factory(model=None, device="auto", precision="auto", size=None, fit="crop") -> Backend; `fit` is how a
+# picture fills a `size` of another aspect (sgvis.outputs.framing.FIT_MODES)
 BACKENDS = Registry("backend", {
     "stylegan": "sgvis.backends.stylegan:StyleGANBackend.from_settings",
 })

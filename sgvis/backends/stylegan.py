@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 import stylegan
 
@@ -58,22 +57,27 @@ def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
 
 
 class StyleGANBackend:
-    """Runs the synthesis network (fast path where available) and resizes to the output size.  Its steering
-    state is W+ ([N, num_ws, w_dim]); `latent_model` is the generator whose W space steering moves."""
+    """Runs the synthesis network (fast path where available) and frames its square picture into the output size
+    by `fit` (sgvis.outputs.framing: crop, letterbox or stretch).  Its steering state is W+ ([N, num_ws, w_dim]);
+    `latent_model` is the generator whose W space steering moves."""
 
     name = "stylegan"
 
     @classmethod
     def from_settings(cls, model: str | None = None, device: str = "auto", precision: str = "auto",
-                      size: tuple[int, int] | None = None) -> "StyleGANBackend":
-        return cls(load_model(model), pick_device(device), precision=precision, size=size)
+                      size: tuple[int, int] | None = None, fit: str = "crop") -> "StyleGANBackend":
+        from sgvis.outputs.framing import check_fit
+        fit = check_fit(fit)
+        return cls(load_model(model), pick_device(device), precision=precision, size=size, fit=fit)
 
     def __init__(self, G: stylegan.Generator, device: torch.device, precision: str = "auto",
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, fit: str = "crop"):
+        from sgvis.outputs.framing import check_fit
         self.G = G.to(device).eval().requires_grad_(False)
         self.device = device
         self.size = size                       # (width, height) or None for the native resolution
         self.bend_resolution = 16              # the block whose output motion "bends" (sgvis.steer.motion)
+        self.fit = check_fit(fit)              # how the picture fills a size of another aspect
         self.synthesize = None
         try:
             from stylegan.fast import FastSynthesis
@@ -98,15 +102,13 @@ class StyleGANBackend:
             -> torch.Tensor:
         """ws [N, num_ws, w_dim] -> frames [N, H, W, 3] uint8 on the CPU (or left on the generator's device).
         motion [N, 8]: per frame the bend and camera transforms (sgvis.steer.motion, sgvis.backends.warp)."""
+        from sgvis.outputs.framing import fit_images
         ws = ws.to(self.device, torch.float32)
         if motion is None:
             img = self.synthesize(ws)
         else:
             img = self._synthesize_moving(ws, motion.to(self.device, torch.float32))
-        w, h = self.output_size
-        if (h, w) != tuple(img.shape[2:]):
-            # Antialiased bicubic: clean both for down- and (moderate) upscaling.
-            img = F.interpolate(img.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+        img = fit_images(img, self.output_size, self.fit)
         frames = images_to_uint8(img)
         return frames if keep_on_device else frames.cpu()
 

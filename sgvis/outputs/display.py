@@ -1,4 +1,5 @@
-"""Frame display: a moderngl textured quad (letterboxed to the window's aspect), a HUD overlay, and the two
+"""Frame display: a moderngl textured quad (framed to the window by --fit: cropped to fill it, letterboxed or
+stretched; sgvis.outputs.framing), a HUD overlay, and the two
 surfaces it draws on: a glfw window (fullscreen/monitor/borderless) or an offscreen EGL framebuffer (headless).
 
 Frames arrive as uint8 [H, W, 3] on the host and go into one persistent texture (no per-frame allocation); frames
@@ -8,16 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from sgvis.outputs.framing import check_fit, fit_rects
+
 _VERTEX = """
 #version 330
 in vec2 pos;
 in vec2 uv;
 out vec2 v_uv;
-uniform vec4 rect;   // x0, y0, x1, y1 in clip space
+uniform vec4 rect;     // x0, y0, x1, y1 in clip space
+uniform vec4 uv_rect;  // u0, v0, u1, v1: the part of the texture shown (crop)
 void main() {
     vec2 p = mix(rect.xy, rect.zw, pos * 0.5 + 0.5);
     gl_Position = vec4(p, 0.0, 1.0);
-    v_uv = uv;
+    v_uv = mix(uv_rect.xy, uv_rect.zw, uv);
 }
 """
 _FRAGMENT = """
@@ -31,18 +35,18 @@ void main() { color = texture(tex, v_uv); }
 
 def letterbox(frame_w: int, frame_h: int, target_w: int, target_h: int) -> tuple[int, int, int, int]:
     """Largest rectangle with the frame's aspect ratio centred in the target: (x, y, w, h) in pixels."""
-    scale = min(target_w / frame_w, target_h / frame_h)
-    w, h = max(1, round(frame_w * scale)), max(1, round(frame_h * scale))
-    return (target_w - w) // 2, (target_h - h) // 2, w, h
+    return fit_rects(frame_w, frame_h, target_w, target_h, "letterbox")[1]
 
 
 class Renderer:
     """Draws the current frame (and an optional HUD image) into the bound framebuffer."""
 
-    def __init__(self, ctx, frame_size: tuple[int, int], gpu_frames: bool = False):
-        """`gpu_frames`: frames will arrive as CUDA tensors (RGBA texture, CUDA->GL hand-off)."""
+    def __init__(self, ctx, frame_size: tuple[int, int], gpu_frames: bool = False, fit: str = "crop"):
+        """`gpu_frames`: frames will arrive as CUDA tensors (RGBA texture, CUDA->GL hand-off); `fit`: how a frame
+        fills a target of another aspect (crop, letterbox, stretch)."""
         import moderngl
         self.ctx = ctx
+        self.fit = check_fit(fit)
         self.frame_w, self.frame_h = frame_size
         self.prog = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
         # Full quad; uv's v is flipped because frames are stored top row first.
@@ -83,12 +87,15 @@ class Renderer:
         self.hud_texture.write(np.ascontiguousarray(rgba))
 
     def draw(self, target_w: int, target_h: int) -> tuple[int, int, int, int]:
+        """Draw the frame framed by `fit` into a target_w x target_h framebuffer (black around a letterbox);
+        returns the rectangle it fills (x, y, w, h), y counted from the bottom as in OpenGL."""
         import moderngl
         self.ctx.viewport = (0, 0, target_w, target_h)
         self.ctx.clear(0.0, 0.0, 0.0, 1.0)
-        x, y, w, h = letterbox(self.frame_w, self.frame_h, target_w, target_h)
+        (u0, v0, u1, v1), (x, y, w, h) = fit_rects(self.frame_w, self.frame_h, target_w, target_h, self.fit)
         self.prog["rect"].value = (2 * x / target_w - 1, 2 * y / target_h - 1,
                                    2 * (x + w) / target_w - 1, 2 * (y + h) / target_h - 1)
+        self.prog["uv_rect"].value = (u0 / self.frame_w, v0 / self.frame_h, u1 / self.frame_w, v1 / self.frame_h)
         self.texture.use(0)
         self.vao.render(moderngl.TRIANGLE_STRIP)
         if self.hud_texture is not None:
@@ -98,6 +105,7 @@ class Renderer:
             margin = 8
             self.prog["rect"].value = (2 * margin / target_w - 1, 1 - 2 * (margin + hh) / target_h,
                                        2 * (margin + hw) / target_w - 1, 1 - 2 * margin / target_h)
+            self.prog["uv_rect"].value = (0.0, 0.0, 1.0, 1.0)
             self.hud_texture.use(0)
             self.vao.render(moderngl.TRIANGLE_STRIP)
             self.ctx.disable(moderngl.BLEND)

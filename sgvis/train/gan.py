@@ -149,12 +149,14 @@ def build_generator(arch: dict):
     mapping_kwargs = dict(num_layers=arch["map_layers"])
     if arch.get("latent_bank"):
         mapping_kwargs.update(latent_bank=arch["latent_bank"], latent_bank_sharpness=arch["latent_bank_sharpness"])
+    synthesis_kwargs = dict(channel_base=arch["channel_base"], channel_max=arch["channel_max"],
+                            num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"], architecture="skip",
+                            use_noise=bool(arch.get("noise", True)))
+    if arch.get("grown_from"):          # grown runs: the finished low-resolution image is upsampled border-clamped
+        synthesis_kwargs["grown_from"] = int(arch["grown_from"])
     return Generator("stylegan2", z_dim=arch["z_dim"], c_dim=0, w_dim=arch["w_dim"],
                      img_resolution=arch["resolution"], img_channels=3,
-                     mapping_kwargs=mapping_kwargs,
-                     synthesis_kwargs=dict(channel_base=arch["channel_base"], channel_max=arch["channel_max"],
-                                           num_fp16_res=arch["fp16_res"], conv_clamp=arch["conv_clamp"],
-                                           architecture="skip", use_noise=bool(arch.get("noise", True))))
+                     mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
 
 
 def build_networks(arch: dict):
@@ -532,6 +534,8 @@ def _load_init_source(o: TrainOptions, device: torch.device) -> tuple[dict, dict
                 channel_max=int(syn.get("channel_max", 512)), z_dim=int(G.z_dim), w_dim=int(G.w_dim),
                 map_layers=int(mp.get("num_layers", 8)), noise=bool(syn.get("use_noise", True)),
                 **_precision_arch(o, device))
+    if syn.get("grown_from"):
+        arch["grown_from"] = int(syn["grown_from"])
     if getattr(G.mapping, "latent_bank", 0):
         arch.update(latent_bank=int(G.mapping.latent_bank),
                     latent_bank_sharpness=float(G.mapping.latent_bank_sharpness))

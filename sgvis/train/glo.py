@@ -232,6 +232,8 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
                             f"(channel base/max, w/z dim, mapping layers must match)")
         if low_arch["resolution"] >= arch["resolution"]:
             raise UserError(f"--grow-from: that run is {low_arch['resolution']}^2; this one must be larger")
+        # The grown blocks upsample the low run's finished image border-clamped (SynthesisNetwork's grown_from).
+        arch["grown_from"] = int(low_arch.get("grown_from") or low_arch["resolution"])
         if low["codes"].shape[0] < count:
             raise UserError(f"--grow-from: that run learned {low['codes'].shape[0]} latents; this dataset has "
                             f"{count} images (build both datasets from the same images, or pass --max-images)")

@@ -7,7 +7,8 @@ keeps that structure and only has to learn the detail at the new resolutions:
 
 - Generator (skip architecture): the blocks up to the old resolution keep their weights; the new blocks' toRGB
   layers start at zero, so before any step the grown generator's image is exactly the old image upsampled with
-  the generator's own filter.  The new layers then add detail as their toRGB weights grow.
+  the generator's own filter, its border clamped (SynthesisNetwork's grown_from: zero padding would give the old
+  image a rim of mid grey that the new blocks would have to learn to cancel).  The new layers then add detail as their toRGB weights grow.
 - Discriminator (resnet architecture): the blocks at and below the old resolution keep their weights, and the
   old input layer (fromRGB at the old resolution) is kept beside the new full-resolution blocks.  Their two
   outputs are blended, alpha = 0 -> 1 over `fade_kimg` (progressive growing's fade-in): at first the
@@ -35,7 +36,8 @@ def grown_arch(low_arch: dict, resolution: int, fade_kimg: float, fp16_res: int,
     arch = {k: low_arch[k] for k in SHARED_ARCH_KEYS}
     arch.update(resolution=int(resolution), fp16_res=fp16_res, conv_clamp=conv_clamp,
                 noise=bool(low_arch.get("noise", True)),
-                grow=dict(from_resolution=low, fade_kimg=float(fade_kimg)))
+                grow=dict(from_resolution=low, fade_kimg=float(fade_kimg)),
+                grown_from=int(low_arch.get("grown_from") or low))
     return arch
 
 
