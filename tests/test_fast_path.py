@@ -6,7 +6,6 @@ Tolerances (relative to the exact fp32 path's images, max over pixels / mean ove
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -269,7 +268,6 @@ def test_fast_upfirdn2d_matches_reference(case):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SGVIS_SLOW_TESTS"), reason="torch.compile takes ~30 s; set SGVIS_SLOW_TESTS=1")
 def test_compile_matches_exact(sg2):
     ws = _ws(sg2, 1)
     fs = FastSynthesis(sg2, precision="fp32", compile=True)
