@@ -571,7 +571,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--preset", help="settings preset from configs/")
     p.add_argument("--config", help="YAML settings file")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
-    p.add_argument("--gpu", default="auto", help="generator device: auto (default), cpu or cuda")
+    p.add_argument("--compute", "--gpu", dest="gpu", default="auto", metavar="DEVICE",
+                   help="where frames are generated: auto (default), cpu or cuda (--device is the audio input)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --record file")
     p.set_defaults(func=cmd_live)
     d = subparsers.add_parser("devices", help="list audio input devices")

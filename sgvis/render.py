@@ -349,6 +349,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--config", help="YAML file with settings (same sections as configs/default.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one setting, e.g. --set steer.intensity=1.5 (repeatable)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--compute", "--device", dest="device", default="auto", metavar="DEVICE",
+                   help="where frames are generated: auto (default), cpu or cuda")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_render)

@@ -493,7 +493,8 @@ def add_steering_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the latents (and of the untrained model; default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one setting, as for render (repeatable)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--compute", "--device", dest="device", default="auto", metavar="DEVICE",
+                   help="where frames are generated: auto (default), cpu or cuda")
     p.add_argument("--json", metavar="PATH", help="write the whole report (every figure of every render) as JSON")
     p.add_argument("--keep-videos", metavar="DIR", help="keep the rendered mp4s in DIR (default: deleted)")
     p.add_argument("--overwrite", action="store_true", help="replace existing videos in --keep-videos DIR")

@@ -541,7 +541,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--fps", type=float, help="video frame rate the steering is trained for (default 30)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (torchrun: one GPU per process)")
+    p.add_argument("--compute", "--device", dest="device", default="auto", metavar="DEVICE",
+                   help="auto, cpu or cuda[:N] (torchrun: one GPU per process)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its training-state.pt")
     p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --out folder")
     p.set_defaults(func=cmd_train_encoder)

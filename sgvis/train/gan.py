@@ -854,7 +854,8 @@ def register_cli(subparsers) -> None:
     g.add_argument("--resume", nargs="?", const="latest", metavar="auto|PATH",
                    help="continue from --outdir's training state (no value), from it if present ('auto'), or "
                         "from a given training-state.pt")
-    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    g.add_argument("--compute", "--device", dest="device", default="auto", metavar="DEVICE",
+                   help="auto (cuda if available), cpu, cuda, cuda:N")
     g.add_argument("--workers", type=int, help="data loader processes (default 2 on CUDA, 0 on CPU)")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, one per core); on a "
                    "busy machine 1 can be faster than an oversubscribed 2")

@@ -412,7 +412,8 @@ def register_cli(subparsers) -> None:
     g = p.add_argument_group("running")
     g.add_argument("--state-minutes", type=float, default=10, help="save the state this often (and every epoch)")
     g.add_argument("--grid", default="8x4", help="reconstruction / sample grid, WxH (default 8x4)")
-    g.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N (default cpu)")
+    g.add_argument("--compute", "--device", dest="device", default="cpu", metavar="DEVICE",
+                   help="auto, cpu, cuda, cuda:N (default cpu)")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_glo)
