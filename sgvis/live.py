@@ -140,7 +140,7 @@ class LiveShow:
         self.keys = KeyControls()
         self.keys.start(self.bus)
         self.producers = [PRODUCERS.create(name) for name in job.controls]
-        self.mel = MelConfig()
+        self.mel = self.steering.mel_config or MelConfig()     # the features the steering was made for
         self.extractor = FeatureExtractor(self.mel)
         self.input = self._open_input()
         self.frame_size = self.generator.output_size

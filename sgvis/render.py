@@ -126,7 +126,7 @@ def render(job: RenderJob) -> dict:
     motion = MotionDriver(cfg.get("motion"), seed=job.seed)
     backend.bend_resolution = int(motion.cfg["bend"]["resolution"])
 
-    mel = MelConfig()
+    mel = steering.mel_config or MelConfig()      # the features the steering was made for
     beat_times = None
     if rcfg["beats"] == "offline":
         beat_times = _offline_beats(job.audio, mel, start, end)

@@ -121,30 +121,38 @@ def test_bass_moves_coarse_highs_move_fine(G, cache):
     assert row_motion(high, quiet, groups["fine"]) > 3 * row_motion(high, quiet, groups["coarse"])
 
 
-def test_band_onsets_from_the_mel_window_route_hits(G, cache):
-    """With mel windows, a rise in the bass bins kicks the coarse rows and a rise in the treble bins the fine
-    rows (same Features.onset in both cases)."""
+def test_band_onsets_route_hits(G, cache):
+    """A bass onset kicks the coarse rows and a treble onset the fine rows (same Features.onset in both)."""
     groups = resolve_groups(DEFAULTS["groups"], G.num_ws)
-    mc = MelConfig()
-    import librosa
-    f_mel = librosa.mel_frequencies(mc.n_mels + 2, fmin=mc.fmin, fmax=mc.fmax)[1:-1]
 
-    def frames(band_mask):
-        hist = [np.full(mc.n_mels, -8.0, np.float32)] * mc.window_frames
-        out = []
-        for i in range(30):
-            col = np.full(mc.n_mels, -8.0, np.float32)
-            if i == 15:
-                col[band_mask] = 2.0
-            hist = hist[1:] + [col]
-            out.append(Features(time=i / FPS, onset=1.0 if i == 15 else 0.0, mel=np.stack(hist, axis=1)))
-        return out
+    def frames(band):
+        quiet = {"bass": 0.0, "mid": 0.0, "high": 0.0}
+        return [Features(time=i / FPS, onset=1.0 if i == 15 else 0.0,
+                         band_onsets={**quiet, **({band: 1.0} if band and i == 15 else {})}) for i in range(30)]
 
-    quiet = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(np.zeros(mc.n_mels, bool)))
-    kick = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(f_mel < 250))
-    hat = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(f_mel >= 2000))
+    quiet = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(None))
+    kick = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames("bass"))
+    hat = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames("high"))
     assert row_motion(kick, quiet, groups["coarse"]) > 2 * row_motion(kick, quiet, groups["fine"])
     assert row_motion(hat, quiet, groups["fine"]) > 2 * row_motion(hat, quiet, groups["coarse"])
+
+
+def test_features_stage_measures_onsets_per_band():
+    """A low thump registers as a bass onset, a burst of hiss as a high one."""
+    from sgvis.features.analysis import FeatureExtractor, frame_features
+    sr = MelConfig().sample_rate
+    t = np.arange(int(0.25 * sr)) / sr
+    thump = np.sin(2 * np.pi * 60 * t) * np.exp(-t * 12) * np.minimum(t / 0.01, 1.0)
+    hiss = np.random.default_rng(0).standard_normal(len(t)) * np.exp(-t * 30) * 0.3
+    hiss = hiss - np.convolve(hiss, np.ones(8) / 8, mode="same")          # keep the treble only
+    out = {}
+    for name, burst in (("thump", thump), ("hiss", hiss)):
+        y = 0.003 * np.random.default_rng(1).standard_normal(2 * sr).astype(np.float32)   # a room's hiss
+        y[sr:sr + len(burst)] += burst.astype(np.float32)
+        feats = list(frame_features(FeatureExtractor(), [y], 60, 30.0))
+        out[name] = {b: max(f.band_onsets[b] for f in feats[28:34]) for b in ("bass", "mid", "high")}
+    assert out["thump"]["bass"] > 0.5 and out["thump"]["bass"] > 2 * out["thump"]["high"]
+    assert out["hiss"]["high"] > 0.5 and out["hiss"]["high"] > 2 * out["hiss"]["bass"]
 
 
 def test_onsets_increase_frame_to_frame_change(G, cache):

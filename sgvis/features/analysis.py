@@ -16,6 +16,8 @@ import librosa
 import numpy as np
 
 BANDS_HZ = {"low": (20.0, 250.0), "mid": (250.0, 2000.0), "high": (2000.0, 20000.0)}
+ONSET_BANDS = ("bass", "mid", "high")     # Features.band_onsets keys (bass: the "low" band)
+BAND_ONSET_FLOOR_DB = 1.5
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Features:
     beat: bool = False                # a beat fell since the previous video frame
     beat_phase: float = 0.0           # 0 at a beat, rising to 1 just before the next
     tempo: float = 0.0                # beats per minute (0 while unknown)
+    band_onsets: dict | None = None   # onset strength per band {"bass", "mid", "high"} (max since the previous
+                                      #   video frame), as Features.onset but over that band's mel bins only
     mel: np.ndarray | None = None     # [n_mels, window_frames] log-mel window ending now (learned steering)
 
 
@@ -137,6 +141,12 @@ class FeatureExtractor:
         freqs = np.fft.rfftfreq(c.n_fft, 1.0 / c.sample_rate)
         self.freqs = freqs.astype(np.float32)
         self.band_masks = {k: (freqs >= lo) & (freqs < hi) for k, (lo, hi) in BANDS_HZ.items()}
+        self.mel_band_masks = self._mel_band_masks()
+        # Band onsets: the mean dB rise over a band's mel bins, over a running peak that halves in 8 s and
+        # never falls below 1.5 dB (a band that is quiet does not read its noise as hits).
+        self.band_peaks = {b: BAND_ONSET_FLOOR_DB for b in ONSET_BANDS}
+        self.band_decay = 0.5 ** (1.0 / (c.frame_rate * 8.0))
+        self._band_since = {b: 0.0 for b in ONSET_BANDS}
         self.buffer = np.zeros(c.n_fft, np.float32)     # the last n_fft samples (zeros before the start)
         self.pending = np.zeros(0, np.float32)
         self.samples_seen = 0
@@ -154,6 +164,18 @@ class FeatureExtractor:
         self._onset_since = 0.0
         self._beat_since = False
         self._last_step_time = -1.0
+
+    def _mel_band_masks(self) -> dict:
+        c = self.cfg
+        f = librosa.mel_frequencies(c.n_mels + 2, fmin=c.fmin, fmax=min(c.fmax, c.sample_rate / 2))[1:-1]
+        masks = {}
+        for band, key in zip(ONSET_BANDS, ("low", "mid", "high")):
+            lo, hi = BANDS_HZ[key]
+            m = (f >= lo) & (f < hi)
+            if not m.any():                          # tiny mel configs: the nearest bin
+                m[int(np.argmin(np.abs(f - (lo * hi) ** 0.5)))] = True
+            masks[band] = m
+        return masks
 
     # -- streaming -------------------------------------------------------------------------------
     def push(self, samples: np.ndarray) -> None:
@@ -177,7 +199,12 @@ class FeatureExtractor:
         log_mel = np.log(mel + 1e-6).astype(np.float32)
         self.mel_history.append(log_mel)
         db = 10 * np.log10(mel + 1e-10)
-        onset = 0.0 if self.prev_db is None else float(np.maximum(db - self.prev_db, 0).mean())
+        rise = None if self.prev_db is None else np.maximum(db - self.prev_db, 0)
+        onset = 0.0 if rise is None else float(rise.mean())
+        for b, m in self.mel_band_masks.items():
+            x = 0.0 if rise is None else float(rise[m].mean())
+            self.band_peaks[b] = max(x, self.band_peaks[b] * self.band_decay, BAND_ONSET_FLOOR_DB)
+            self._band_since[b] = max(self._band_since[b], min(x / self.band_peaks[b], 1.0))
         flux = 0.0 if self.prev_mag is None else float(np.maximum(mag - self.prev_mag, 0).sum() / (mag.sum() + 1e-8))
         self.prev_db, self.prev_mag = db, mag
         if self.onsets is not None:
@@ -219,8 +246,9 @@ class FeatureExtractor:
         f = self.last
         out = Features(time=time_s, rms=f.rms, low=f.low, mid=f.mid, high=f.high, onset=self._onset_since,
                        flux=f.flux, centroid=f.centroid, chroma=f.chroma, beat=self._beat_since,
-                       beat_phase=f.beat_phase, tempo=f.tempo,
+                       beat_phase=f.beat_phase, tempo=f.tempo, band_onsets=dict(self._band_since),
                        mel=np.stack(self.mel_history, axis=1))
+        self._band_since = {b: 0.0 for b in ONSET_BANDS}
         self._onset_since = 0.0
         self._beat_since = False
         return out

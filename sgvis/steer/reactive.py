@@ -19,8 +19,8 @@ Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
   every `drift.breath_beats` beats, easing out to a stop after `drift.glide` of that cycle, and hold still for
   the rest (`drift.breath` = 1; lower values keep some continuous motion), so quiet passages still move, with
   the groove.
-* Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; measured from the mel window that comes with the
-  Features), all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
+* Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; Features.band_onsets from the features stage),
+  all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
   release `release_s`, optional glide `attack_s`; seconds, so any frame rate looks the same).  The envelopes
   drive the *speed* of each layer group (coarse / mid / fine rows of W+) around its own loop ("orbit",
   radius `orbit.radius` std units, in a plane of principal directions that turns slowly with the drift).  So a
@@ -304,66 +304,6 @@ def _w_avg(G, fallback: torch.Tensor) -> torch.Tensor:
     return (w_avg if w_avg is not None else fallback.mean(0)).to(fallback.device, torch.float32)
 
 
-class BandOnsets:
-    """Onset strength per band (bass < 250 Hz <= mid < 2 kHz <= high, as sgvis.features.analysis.BANDS_HZ) from the
-    log-mel window that comes with each Features: the mean positive dB rise over the mel bins of the band,
-    max-pooled over the analysis hops that are new since the previous video frame (found by matching the
-    shifted window), normalised by a slowly decaying running peak.  Same timing as Features.onset."""
-
-    def __init__(self, half_life_s: float = 8.0, floor_db: float = 1.5, hop_s: float = 512 / 22050):
-        self.prev = None
-        self.peaks = {b: floor_db for b in BANDS}
-        self.floor = floor_db
-        self.decay_per_hop = 0.5 ** (hop_s / half_life_s)
-        self.masks = None
-
-    def _masks(self, n_mels: int) -> dict:
-        import librosa
-        from sgvis.features.analysis import BANDS_HZ, MelConfig
-        cfg = MelConfig()
-        f = librosa.mel_frequencies(n_mels + 2, fmin=cfg.fmin, fmax=cfg.fmax)[1:-1]
-        keys = {"bass": "low", "mid": "mid", "high": "high"}
-        masks = {}
-        for b in BANDS:
-            lo, hi = BANDS_HZ[keys[b]]
-            m = (f >= lo) & (f < hi)
-            if not m.any():                          # tiny mel configs: the nearest bin
-                m[int(np.argmin(np.abs(f - (lo * hi) ** 0.5)))] = True
-            masks[b] = m
-        return masks
-
-    def __call__(self, mel) -> dict | None:
-        if mel is None:
-            return None
-        mel = np.asarray(mel, np.float32)
-        if mel.ndim != 2 or mel.shape[1] < 2:
-            return None
-        if self.masks is None or len(next(iter(self.masks.values()))) != mel.shape[0]:
-            self.masks = self._masks(mel.shape[0])
-            self.prev = None
-        prev, self.prev = self.prev, mel
-        if prev is None or prev.shape != mel.shape:
-            return {b: 0.0 for b in BANDS}
-        width = mel.shape[1]
-        new = None
-        for k in range(0, width):
-            if np.array_equal(prev[:, k:], mel[:, :width - k]):
-                new = k
-                break
-        if new is None:
-            new = width - 1
-        if new == 0:
-            return {b: 0.0 for b in BANDS}
-        new = min(new, width - 1)
-        rise = np.maximum(np.diff(mel[:, width - new - 1:], axis=1), 0) * (10 / np.log(10))     # dB, [n_mels, new]
-        out = {}
-        for b in BANDS:
-            x = float(rise[self.masks[b]].mean(axis=0).max())
-            self.peaks[b] = max(x, self.peaks[b] * self.decay_per_hop ** new, self.floor)
-            out[b] = min(x / self.peaks[b], 1.0)
-        return out
-
-
 class ReactiveSteering(Steering):
     """Hand-designed audio reactivity over W's principal directions (see the module docstring)."""
 
@@ -452,7 +392,6 @@ class ReactiveSteering(Steering):
         self.pulses = {s: Pulse(c[s]["attack_s"], c[s]["release_s"]) for s in SOURCES}
         self.swells = {s: Envelope(c[s]["swell_s"], c[s]["swell_s"]) for s in BANDS}
         self.loudness = Envelope(c["drift"]["loudness_smoothing_s"], c["drift"]["loudness_smoothing_s"])
-        self.band_onsets = BandOnsets()
         self.phase = 1.0                                   # drift position, in keyframes
         self._beats, self._last_ph = 0, None               # beat counter for the breath cycle
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xC4])
@@ -515,9 +454,9 @@ class ReactiveSteering(Steering):
             return min(max(_finite(x) - thr, 0.0) / max(1.0 - thr, 1e-6), 1.0) ** gamma
 
         onset = gate(f.onset)
-        bands = self.band_onsets(f.mel)
+        bands = getattr(f, "band_onsets", None)
         if bands is None:
-            # No mel window: split the onset by the band levels instead.
+            # No band onsets from the features stage: split the onset by the band levels instead.
             levels = {"bass": f.low, "mid": f.mid, "high": f.high}
             bands = {b: onset * min(max(_finite(levels[b]), 0.0), 1.0) for b in BANDS}
         else:
