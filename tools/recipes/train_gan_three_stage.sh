@@ -3,7 +3,7 @@
 # procedural dataset and train a StyleGAN2 256x256 (~1.9 M parameters, no noise inputs) on CPU, in three
 # stages: 16x16 first (composition: about 9x more images per second than 64x64 on CPU), grown to 64x64, then to 256x256 (train-gan --grow-from), with the mode-coverage term (--coverage) throughout.
 #
-#   bash bench/train_gan_three_stage.sh [OUTDIR]        # OUTDIR defaults to ./runs/default
+#   bash tools/recipes/train_gan_three_stage.sh [OUTDIR]        # OUTDIR defaults to ./runs/default
 #
 # Resumable: run it again with the same OUTDIR and it continues where it stopped (datasets are only built once;
 # each stage saves its state every --snap kimg, every 10 minutes and on Ctrl-C / SIGTERM, and a finished stage
@@ -68,4 +68,4 @@ $SGVIS train-gan --data "$DATA256" --outdir "$OUT/train256" --resume auto --grow
 
 # 5. The model to ship, and its speed on this machine.
 cp "$OUT/train256/network-final.safetensors" "$OUT/sgvis-default-256.safetensors"
-python "$(dirname "$0")/model_speed.py" "$OUT/sgvis-default-256.safetensors"
+python "$(dirname "$0")/../../bench/model_speed.py" "$OUT/sgvis-default-256.safetensors"
