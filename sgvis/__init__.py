@@ -9,7 +9,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # glibc serves allocations above its mmap threshold (at most 32 MB by its own adaptation) with fresh mmaps and
 # returns them on free, so every frame batch's activations were page-faulted in and zeroed again: at batch 8 and
 # 256x256 that was 15-18 ms of kernel time per frame, a third of the generator's cost. Keeping up to 256 MB
-# allocations on the heap, and up to 512 MB of freed heap before trimming, removes it (BENCHMARKS.md). Left
+# allocations on the heap, and up to 512 MB of freed heap before trimming, removes it (docs/history.md). Left
 # alone where the user tunes malloc through the environment (MALLOC_*, GLIBC_TUNABLES), with SGVIS_HEAP_TUNING=0,
 # and on C libraries without mallopt.
 MALLOC_MMAP_THRESHOLD = 256 << 20

@@ -23,7 +23,7 @@ parameters; StyleGAN3's user ``transform`` is read live):
 * optionally ``torch.compile`` of the whole synthesis (fuses the elementwise epilogues).
 
 fp32 results match the exact path to float rounding (max|diff| / max|ref| ~1e-6 .. 1e-5); bf16 to
-about 1e-2 (StyleGAN2) .. 5e-2 (StyleGAN3), see BENCHMARKS.md and tests/test_fast_path.py.
+about 1e-2 (StyleGAN2) .. 5e-2 (StyleGAN3), see tests/test_fast_path.py and docs/history.md.
 """
 from __future__ import annotations
 

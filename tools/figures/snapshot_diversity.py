@@ -1,9 +1,9 @@
 """Diversity of every snapshot of a train-gan run, to pick the one to ship and to see mode collapse coming.
 
-    python bench/snapshot_diversity.py RUN_DIR [--n 64] [--psi 1.0 --psi 0.7] [--data-seed 1]
+    python tools/figures/snapshot_diversity.py RUN_DIR [--n 64] [--psi 1.0 --psi 0.7] [--data-seed 1]
 
 For each network-snapshot-*.safetensors in RUN_DIR: the diversity ratio (mean pairwise feature distance over N
-samples divided by the same over N procedural training images; the features of bench/model_figures.py) and the mean
+samples divided by the same over N procedural training images; the features of tools/figures/model_figures.py) and the mean
 distance from each sample to its nearest training image. A falling ratio is collapse; a falling nearest distance
 means the samples move towards the training imagery.
 """

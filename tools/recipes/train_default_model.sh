@@ -5,7 +5,7 @@
 # cannot hold), in two stages: 64x64 from a PCA of the images, then grown to 256x256. The model keeps its learned
 # latents (a latent bank), so random z draw training-like images.
 #
-#   bash bench/train_default_model.sh [OUTDIR]        # OUTDIR defaults to ./runs/default
+#   bash tools/recipes/train_default_model.sh [OUTDIR]        # OUTDIR defaults to ./runs/default
 #
 # Resumable: run it again with the same OUTDIR and it continues where it stopped (datasets are only built once;
 # each stage saves its state every epoch, every 10 minutes and on Ctrl-C / SIGTERM; a finished stage is skipped).
@@ -59,4 +59,4 @@ fi
 
 # 4. The model to ship, and its speed on this machine.
 cp "$OUT/glo256/network-final.safetensors" "$OUT/sgvis-default-256.safetensors"
-python "$(dirname "$0")/model_speed.py" "$OUT/sgvis-default-256.safetensors"
+python "$(dirname "$0")/../../bench/model_speed.py" "$OUT/sgvis-default-256.safetensors"

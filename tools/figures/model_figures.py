@@ -1,7 +1,7 @@
 """Quality evidence for a generator (the built-in one by default): a sample grid, an interpolation strip, and a
 diversity figure against its training imagery (the procedural source), so that mode collapse shows.
 
-    python bench/model_figures.py [--model PATH] [--out docs/figures] [--n 64]
+    python tools/figures/model_figures.py [--model PATH] [--out docs/figures] [--n 64]
 
 Diversity: each image is described by a feature vector (16x16 RGB thumbnail, mean-centred, plus a 4x4x4 colour
 histogram); the figure is the mean pairwise L2 distance of those features over N generator samples divided by the

@@ -1,7 +1,7 @@
 """Frames of the demo track rendered with reactive steering in W space and in z space, side by side, for a model
 with a latent bank (the built-in one by default): docs/figures/reactive-w-vs-z.png.
 
-    python bench/reactive_space_figure.py [--model PATH] [--out docs/figures/reactive-w-vs-z.png] [--frames 8]
+    python tools/figures/reactive_space_figure.py [--model PATH] [--out docs/figures/reactive-w-vs-z.png] [--frames 8]
 
 Row 1: steer.space=w (the drift is a spline through mapped keyframes in W); row 2: steer.space=z (the default
 for bank models: the spline runs through z and is mapped each frame). Same track, seed and times.

@@ -2,7 +2,7 @@
 # Train the built-in learned-steering checkpoint for the built-in model (sync objective: no CLIP, no download) and
 # compare it with the reactive mode and the untrained initialisation on held-out music.
 #
-#   bash bench/train_default_steering.sh [OUTDIR]       # OUTDIR defaults to ./runs/steer
+#   bash tools/recipes/train_default_steering.sh [OUTDIR]       # OUTDIR defaults to ./runs/steer
 #
 # Resumable: run it again with the same OUTDIR and training continues from OUTDIR/run/training-state.pt.
 # Environment overrides (defaults = the shipped recipe): STEPS=820 BATCH=2 TRACKS=24 HELDOUT=6 SECONDS=30
@@ -17,7 +17,7 @@ TRACKS="${TRACKS:-24}"
 HELDOUT="${HELDOUT:-6}"
 SECONDS_PER_TRACK="${SECONDS:-30}"
 INIT="${INIT:-}"
-HERE="$(cd "$(dirname "$0")/.." && pwd)"
+HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 mkdir -p "$OUT"
 
 # 1. Synthesized music (sgvis.audio.synth; deterministic from the seed): training tracks and held-out tracks.

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The GAN recipe tried for the default model before train-glo (docs/training.md, "Why not a GAN"): build the
+# The GAN recipe tried for the default model before train-glo (docs/history.md, "Why not a GAN on this CPU"): build the
 # procedural dataset and train a StyleGAN2 256x256 (~1.9 M parameters, no noise inputs) on CPU, in three
 # stages: 16x16 first (composition: about 9x more images per second than 64x64 on CPU), grown to 64x64, then to 256x256 (train-gan --grow-from), with the mode-coverage term (--coverage) throughout.
 #
-#   bash bench/train_gan_three_stage.sh [OUTDIR]        # OUTDIR defaults to ./runs/default
+#   bash tools/recipes/train_gan_three_stage.sh [OUTDIR]        # OUTDIR defaults to ./runs/default
 #
 # Resumable: run it again with the same OUTDIR and it continues where it stopped (datasets are only built once;
 # each stage saves its state every --snap kimg, every 10 minutes and on Ctrl-C / SIGTERM, and a finished stage
-# is skipped). Every run of it on CPU reached a shared-layout collapse (docs/training.md).
+# is skipped). Every run of it on CPU reached a shared-layout collapse (docs/history.md).
 # Environment overrides:
 #   KIMG16=100 KIMG64=20 KIMG256=20 FADE64=2 FADE256=4 BATCH16=32 BATCH=8 COVERAGE=10
 #   IMAGES=4000 DATA_SEED=1 SEED=0 THREADS= (torch default)
@@ -68,4 +68,4 @@ $SGVIS train-gan --data "$DATA256" --outdir "$OUT/train256" --resume auto --grow
 
 # 5. The model to ship, and its speed on this machine.
 cp "$OUT/train256/network-final.safetensors" "$OUT/sgvis-default-256.safetensors"
-python "$(dirname "$0")/model_speed.py" "$OUT/sgvis-default-256.safetensors"
+python "$(dirname "$0")/../../bench/model_speed.py" "$OUT/sgvis-default-256.safetensors"
