@@ -61,7 +61,7 @@ def register_cli(subparsers) -> None:
                                              "with --steer learned)")
     p.add_argument("--model", help="StyleGAN checkpoint (default: the model shipped with sgvis)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steer", choices=["reactive", "learned", "auto"],
+    p.add_argument("--steer", metavar="MODE",
                    help="reactive (default) or learned (the built-in steering checkpoint with the built-in model)")
     p.add_argument("--steering", help="learned-steering checkpoint (implies --steer learned)")
     p.add_argument("--overwrite", action="store_true")

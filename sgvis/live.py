@@ -56,6 +56,7 @@ class LiveJob:
     steering_path: str | None = None
     outputs: list = field(default_factory=list)     # extra sinks, NAME:TARGET (sgvis.outputs.SINKS)
     controls: list = field(default_factory=list)    # control producers by name (sgvis.control.PRODUCERS)
+    backend: str = "stylegan"                       # the generator (sgvis.backends.BACKENDS)
     gpu: str = "auto"
     preset: str | None = None
     config_path: str | None = None
@@ -89,7 +90,7 @@ class LiveShow:
         import torch
         from sgvis.features.analysis import FeatureExtractor, MelConfig
         from sgvis.config import load_config, presets
-        from sgvis.backends.stylegan import StyleGANBackend, load_model, pick_device
+        from sgvis.backends.stylegan import pick_device
         from sgvis.render import RENDER_DEFAULTS
         from sgvis.outputs.files import check_output_path
         from sgvis.steer import make_steering
@@ -108,15 +109,16 @@ class LiveShow:
         from sgvis.outputs.framing import check_fit
         self.fit = check_fit(job.fit) if job.fit is not None else check_fit(self.config["render"].get("fit"),
                                                                              "render.fit")
-        self.G = load_model(job.model)
         self.device = pick_device(job.gpu)
         self._threads_before = torch.get_num_threads()      # restored when the show ends
         if self.device.type == "cpu":
             torch.set_num_threads(generation_threads(self.lcfg["threads"]))
         from sgvis.outputs.files import even
         size = None if job.size is None else (even(job.size[0]), even(job.size[1]))
-        self.generator = StyleGANBackend(self.G, self.device, precision=self.config["render"]["precision"],
-                                         size=size, fit=self.fit)
+        from sgvis.backends import BACKENDS
+        self.generator = BACKENDS.create(job.backend, model=job.model, device=str(self.device),
+                                         precision=self.config["render"]["precision"], size=size, fit=self.fit)
+        self.G = self.generator.latent_model
         if job.steer:
             self.config.setdefault("steer", {})["mode"] = job.steer
         self._make_steering = lambda cfg, seed: make_steering(
@@ -486,7 +488,7 @@ class LiveShow:
             "audio_to_frame_ready_ms": _percentiles(self.ready_latencies),
             "xruns": int(self.input.xruns), "samples_lost": self.samples_lost, "dropped_frames": self.dropped,
             "input_disconnects": self.disconnects, "input_reconnects": self.reconnects,
-            "device": self.input.device_name, "model": self.G.source.get("path"),
+            "device": self.input.device_name, "model": getattr(self.G, "source", {}).get("path"),
             "generator": self.generator.description, "headless": self.job.headless,
             "resolution": list(self.frame_size), "fit": self.fit,
             "frame_upload": self.upload_path,
@@ -521,7 +523,8 @@ def cmd_live(args) -> int:
                   fit=args.fit, fullscreen=args.fullscreen,
                   monitor=args.monitor, headless=args.headless, duration=args.duration, record=args.record,
                   stats=args.stats, overwrite=args.overwrite, channels=channels, latency_offset=args.latency_offset,
-                  steer=mode, steering_path=args.steering, outputs=args.out or [], controls=args.control or [], gpu=args.gpu, preset=args.preset,
+                  steer=mode, steering_path=args.steering, outputs=args.out or [], controls=args.control or [],
+                  backend=args.backend, gpu=args.gpu, preset=args.preset,
                   config_path=args.config, overrides=args.set or [])
     show = LiveShow(job)
     stats = show.run()
@@ -565,8 +568,10 @@ def register_cli(subparsers) -> None:
                    help="start a control producer (remote control) by name (repeatable); keys always work in a window")
     p.add_argument("--stats", help="write frame/latency statistics as JSON on exit")
     p.add_argument("--latency-offset", type=float, help="seconds to add to measured latency (known output delay)")
-    p.add_argument("--steer", choices=["reactive", "learned", "auto"],
-                   help="reactive, learned or auto (learned when --steering is given); default: steer.mode")
+    p.add_argument("--steer", metavar="MODE",
+                   help="steering mode: reactive, learned, or auto (learned when --steering is given); "
+                        "default: the config's steer.mode")
+    p.add_argument("--backend", default="stylegan", help="the generator (default stylegan)")
     p.add_argument("--steering", help="learned-steering checkpoint for --steer learned (default with the built-in model: its built-in checkpoint)")
     p.add_argument("--preset", help="settings preset from configs/")
     p.add_argument("--config", help="YAML settings file")

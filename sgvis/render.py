@@ -308,7 +308,8 @@ def cmd_render(args) -> int:
                     fps=args.fps if args.fps is not None else config["render"]["fps"],
                     size=parse_size(args.size), fit=args.fit, seed=args.seed, start=args.start, end=args.end,
                     png_dir=args.png_dir, outputs=args.out or [], stats=args.stats, overwrite=args.overwrite,
-                    device=args.device, steer=mode, steering_path=steering_path, config=config)
+                    device=args.device, steer=mode, steering_path=steering_path, backend=args.backend,
+                    config=config)
     if args.crf is not None:
         job.config["render"]["crf"] = args.crf
     stats = render(job)
@@ -341,9 +342,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", action="append", metavar="NAME:TARGET",
                    help="add an output, e.g. png:frames/ or video:preview.webm (repeatable; outputs: video, png)")
     p.add_argument("--stats", help="write timing and run details as JSON to this file")
-    p.add_argument("--steer", choices=["reactive", "learned", "auto"],
-                   help="reactive: no training, any model; learned: a trained steering checkpoint; default: the "
-                        "config's steer.mode (auto: learned when --steering is given, else reactive)")
+    p.add_argument("--steer", metavar="MODE",
+                   help="steering mode: reactive (no training, any model), learned (a trained steering checkpoint), "
+                        "auto (learned when --steering is given, else reactive); default: the config's steer.mode")
+    p.add_argument("--backend", default="stylegan", help="the generator (default stylegan)")
     p.add_argument("--steering", help="learned-steering checkpoint (.safetensors, from sgvis train-encoder) for --steer learned; default with the built-in model: its built-in checkpoint")
     p.add_argument("--preset", help="settings preset from configs/ (e.g. calm, energetic)")
     p.add_argument("--config", help="YAML file with settings (same sections as configs/default.yaml)")

@@ -27,8 +27,10 @@ class Backend(Protocol):
         """(width, height) of the frames."""
         ...
 
-    def frames(self, states, keep_on_device: bool = False):
-        """Steering states [N, ...] -> frames [N, H, W, 3] uint8 (on the CPU unless keep_on_device)."""
+    def frames(self, states, keep_on_device: bool = False, motion=None):
+        """Steering states [N, ...] -> frames [N, H, W, 3] uint8 (on the CPU unless keep_on_device).
+        motion [N, 8] or None: per frame the bend and camera transforms of sgvis.steer.motion (a backend that
+        cannot bend its layers moves the whole picture: sgvis.backends.warp)."""
         ...
 
 
