@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import time
 
-from sgvis.errors import UserError
+from sgvis.errors import Interrupted, UserError, interrupt_exit_code, write_failure
 
 EXIT_USER_ERROR = 2
 # Modules that add their own subcommands with register_cli(subparsers).
@@ -53,17 +56,57 @@ def cmd_info(args) -> int:
 def cmd_convert(args) -> int:
     import stylegan
     from sgvis.outputs.files import check_output_path
-    check_output_path(args.output, args.overwrite)
+    check_output_path(args.output, args.overwrite, inputs=(args.input,))
     G = stylegan.load(args.input, device="cpu")
-    stylegan.save(G, args.output, extra={"converted_from": os.path.basename(args.input),
-                                         "source_format": G.source["description"]})
+    from safetensors import SafetensorError
+    try:
+        stylegan.save(G, args.output, extra={"converted_from": os.path.basename(args.input),
+                                             "source_format": G.source["description"]})
+    except (OSError, SafetensorError) as e:        # the temporary file is already removed (write_atomically)
+        raise write_failure(args.output, e) from None
     print(f"wrote {args.output} ({G.source['description']} -> sgvis safetensors, "
           f"{os.path.getsize(args.output) / 1e6:.1f} MB)")
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line too ("sgvis: error: ..."), like every other bad input; subcommand
+    parsers are made with the same class."""
+
+    def error(self, message: str):
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else None
+        hint = f"; see 'sgvis {command} --help'" if command else "; see 'sgvis --help'"
+        print(f"sgvis: error: {message}{hint}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+# Signals that end a run the way Ctrl-C does (KeyboardInterrupt), so that its cleanup runs.
+TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _terminate(signum, frame):
+    # Only the first one interrupts: a second TERM or HUP while the run cleans up must not cut the cleanup short.
+    for sig in TERMINATION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def termination_signals_interrupt():
+    """SIGTERM and SIGHUP raise Interrupted (a KeyboardInterrupt) in the main thread while the command runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _terminate) for sig in TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgvis", description="Sound-driven StyleGAN visuals.")
+    parser = Parser(prog="sgvis", description="Sound-driven StyleGAN visuals.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("info", help="describe a StyleGAN checkpoint (any supported format)")
@@ -84,21 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:              # --help, or a command-line mistake (already printed as one line)
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USER_ERROR
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR
     from stylegan.errors import CheckpointError
+    from sgvis.errors import WRITE_ERRNOS
     try:
-        return int(args.func(args) or 0)
+        with termination_signals_interrupt():
+            return int(args.func(args) or 0)
     except (UserError, CheckpointError) as e:
         print(f"sgvis: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:
         return 0
-    except KeyboardInterrupt:
-        print("sgvis: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        # Exit status 128 + the signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), as a shell reports it.
+        name = "interrupted" if interrupt_exit_code(e) == 130 else f"stopped by {e}"
+        print(f"sgvis: {name}", file=sys.stderr)
+        return interrupt_exit_code(e)
+    except OSError as e:
+        # The machine's state (a full disk, a read-only place) met while writing: one line, not a traceback.
+        if getattr(e, "errno", None) not in WRITE_ERRNOS:
+            raise
+        print(f"sgvis: error: {write_failure(e.filename or 'an output', e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ class LiveShow:
         defaults = {**RENDER_DEFAULTS, **LIVE_DEFAULTS}
         self.config = load_config(job.preset, job.config_path, job.overrides, defaults=defaults)
         self.lcfg = self.config["live"]
+        from sgvis.render import check_render_settings
+        self.config["render"] = check_render_settings(self.config["render"])
         self.presets = presets()
         from sgvis.outputs import parse_sink_spec
         for spec in self._sink_specs():
@@ -102,7 +104,7 @@ class LiveShow:
         if job.stats:
             check_output_path(job.stats, job.overwrite, inputs=(job.model,))
         self.G = load_model(job.model)
-        self.device = pick_device(job.gpu)
+        self.device = pick_device(job.gpu, flag="--gpu")
         self._threads_before = torch.get_num_threads()      # restored when the show ends
         if self.device.type == "cpu":
             torch.set_num_threads(generation_threads(self.lcfg["threads"]))
@@ -409,15 +411,18 @@ class LiveShow:
 
     def run(self) -> dict:
         started = time.perf_counter()
-        interrupted = {"flag": False}
-        previous = signal.getsignal(signal.SIGINT)
+        interrupted = {"flag": False, "signal": None}
+        # Ctrl-C, SIGTERM and SIGHUP end the show between two frames: the recording and the other outputs are
+        # finished and kept, like a show ended with Esc.
+        stop_signals = [signal.SIGINT] + [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
 
-        def on_sigint(signum, frame):
+        def on_stop_signal(signum, frame):
             interrupted["flag"] = True
+            interrupted["signal"] = interrupted["signal"] or int(signum)
             self.running = False
 
         try:
-            signal.signal(signal.SIGINT, on_sigint)
+            previous = {sig: signal.signal(sig, on_stop_signal) for sig in stop_signals}
         except ValueError:     # not in the main thread
             previous = None
         try:
@@ -449,8 +454,8 @@ class LiveShow:
             self.input.close()
             if self.surface is not None:
                 self.surface.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in (previous or {}).items():
+                signal.signal(sig, handler)
             torch.set_num_threads(self._threads_before)
         wall = time.perf_counter() - started
         stats = {
@@ -465,6 +470,7 @@ class LiveShow:
             "generator": self.generator.description, "headless": self.job.headless,
             "frame_upload": self.upload_path,
             "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],
+            "signal": interrupted["signal"],
             "screenshots": self.screenshots, "outputs": list(self.job.outputs),
             "controls": self.bus.report(),
         }
@@ -501,7 +507,8 @@ def cmd_live(args) -> int:
     print(f"shown {stats['frames_shown']} frames in {stats['seconds']:.1f}s ({stats['frames_per_second']:.1f} fps); "
           f"latency p50 {lat['p50'] or float('nan'):.0f} ms, p95 {lat['p95'] or float('nan'):.0f} ms; "
           f"xruns {stats['xruns']}")
-    return 130 if stats["interrupted"] else 0
+    # Like every command: 128 + the signal that ended the show (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+    return 128 + stats["signal"] if stats["interrupted"] else 0
 
 
 def cmd_devices(args) -> int:

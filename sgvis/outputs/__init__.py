@@ -68,6 +68,11 @@ def parse_sink_spec(spec: str) -> tuple[str, str]:
     return name, target
 
 
+def sink_target(sink) -> str:
+    """Where a sink writes (a file or a folder), for messages."""
+    return str(getattr(sink, "path", None) or getattr(sink, "directory", None) or "an output")
+
+
 def open_sink(spec: str, context: SinkContext) -> FrameSink:
     name, target = parse_sink_spec(spec)
     return SINKS.create(name, target, context)

@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from sgvis.audio.decode import decode_blocks
-from sgvis.errors import UserError
+from sgvis.errors import UserError, write_failure
 from stylegan.atomic import link_into_place, replace_into_place
 
 # Containers a video sink writes, by file extension: (PyAV format, video codec, pixel format, audio codec or None)
@@ -130,10 +130,16 @@ class VideoSink:
         self.path = path
         self.overwrite = overwrite
         directory = os.path.dirname(os.path.abspath(path))
-        fd, self.tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=os.path.splitext(path)[1] + ".part",
-                                        dir=directory)
-        os.close(fd)
-        self.container = av.open(self.tmp, mode="w", format=container_format)
+        self.tmp = None
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=os.path.splitext(path)[1] + ".part",
+                                            dir=directory)
+            os.close(fd)
+            self.container = av.open(self.tmp, mode="w", format=container_format)
+        except OSError as e:              # e.g. /proc/x.mp4, a read-only or full disk
+            if self.tmp is not None and os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+            raise write_failure(path, e) from None
         self.fps = Fraction(fps).limit_denominator(1001)
         self.video = self.container.add_stream(codec, rate=self.fps)
         self.video.width, self.video.height = width, height
@@ -209,7 +215,7 @@ class VideoSink:
     def abort(self) -> None:
         try:
             self.container.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing a broken container (a full disk) fails too; the file goes
             pass
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
@@ -244,6 +250,10 @@ class LiveRecorder:
     @property
     def frames_written(self) -> int:
         return self.sink.frames_written
+
+    @property
+    def path(self) -> str:
+        return self.sink.path
 
     def write_audio(self, samples: np.ndarray) -> None:
         """Captured mono float32 samples at the input rate (silence for audio the input lost)."""
@@ -291,7 +301,10 @@ class PngSink:
         self.directory = os.path.abspath(directory)
         self.overwrite = overwrite
         parent = os.path.dirname(self.directory)
-        self.tmp = tempfile.mkdtemp(prefix=".sgvis-png-", dir=parent)
+        try:
+            self.tmp = tempfile.mkdtemp(prefix=".sgvis-png-", dir=parent)
+        except OSError as e:
+            raise write_failure(directory, e) from None
         self.frames_written = 0
 
     def _name(self, index: int) -> str:

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
-from sgvis.train.state import load_training_state, training_process
+from sgvis.train.state import atomic_torch_save, check_outdir, load_training_state, training_process
 from stylegan.atomic import write_atomically
 
 STATE_FILE = "training-state.pt"
@@ -281,10 +280,6 @@ def cmd_export_gan(args) -> int:
     return 0
 
 
-def _atomic_torch_save(obj, path: str) -> None:
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
-
-
 def load_state(path: str) -> dict:
     return load_training_state(path, STATE_TAG, STATE_VERSION, "train-gan")
 
@@ -299,21 +294,6 @@ def _save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> 
     x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     x = x.reshape(gh, gw, c, h, w).permute(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c).numpy()
     write_atomically(path, lambda tmp: Image.fromarray(x).save(tmp, format="PNG"), suffix=".png")
-
-
-def _check_outdir(outdir: str) -> None:
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --outdir {outdir}: {e.strerror}") from None
-    if not os.path.isdir(outdir):
-        raise UserError(f"--outdir {outdir} is not a folder")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".sgvis-write-test-", dir=outdir)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise UserError(f"cannot write to --outdir {outdir}: {e.strerror}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,7 +734,7 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
     grow_state = _load_grow_source(o, res) if state is None and o.grow_from else None
 
     if dist.main:
-        _check_outdir(outdir)
+        check_outdir(outdir)
     torch.manual_seed(o.seed * 1000 + dist.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -781,7 +761,7 @@ def _train(o, dist, device, tqdm, stylegan, open_dataset) -> dict:
         return path
 
     def write_state() -> None:
-        _atomic_torch_save(trainer.state_dict(), state_path)
+        atomic_torch_save(trainer.state_dict(), state_path)
 
     if dist.main and state is None:
         idx = np.random.default_rng(o.seed).choice(len(dataset), size=min(gw * gh, len(dataset)), replace=False)
