@@ -84,11 +84,36 @@ class Parser(argparse.ArgumentParser):
 TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+_stopping: list[int] = []          # the termination signal being handled, once one came
+
+
 def _terminate(signum, frame):
     # Only the first one interrupts: a second TERM or HUP while the run cleans up must not cut the cleanup short.
-    for sig in TERMINATION_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    # (The handler stays installed and does nothing: switching to SIG_IGN while a signal is pending makes Python
+    # raise "Signal N ignored due to race condition" in the middle of the cleanup.)
+    if _stopping:
+        return
+    _stopping.append(signum)
     raise Interrupted(signum)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    # A warning reaches the user as one line, without Python's file:line and source line.
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    if text.startswith("sgvis: "):
+        text = text[len("sgvis: "):]
+    print(f"sgvis: warning: {text}", file=file if file is not None else sys.stderr)
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    import warnings
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 @contextlib.contextmanager
@@ -97,6 +122,7 @@ def termination_signals_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _stopping.clear()
     previous = {sig: signal.signal(sig, _terminate) for sig in TERMINATION_SIGNALS}
     try:
         yield
@@ -137,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylegan.errors import CheckpointError
     from sgvis.errors import WRITE_ERRNOS
     try:
-        with termination_signals_interrupt():
+        with termination_signals_interrupt(), one_line_warnings():
             return int(args.func(args) or 0)
     except (UserError, CheckpointError) as e:
         print(f"sgvis: error: {e}", file=sys.stderr)

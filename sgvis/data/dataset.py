@@ -314,7 +314,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
     stats = dict(corrupt=0, too_small=0, unreadable_videos=0, video_errors=0, similar_frames=0)
     sources = []
     skipped_examples: list[str] = []
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, initializer=_ignore_interrupts_in_worker) if workers > 1 else None
     run = (lambda fn, jobs: pool.map(fn, jobs, chunksize=4)) if pool else (lambda fn, jobs: map(fn, jobs))
     total = None if video_files else sum(len(f) for _, f in image_files) + procedural
     if total is not None and max_images is not None:
@@ -373,7 +373,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
         for line in skipped_examples:
             print(f"skipped {line}", file=sys.stderr)
         if writer.count == 0:
-            raise UserError(f"no usable images: {_skip_summary(stats)}; see --min-size")
+            raise UserError(_nothing_usable(stats, min_size, skipped_examples))
         kinds = [s["kind"] for s in sources if s.get("used", s.get("count", 0))]
         if licence is None:
             licence = PROCEDURAL_LICENCE if kinds == ["procedural"] else UNKNOWN_LICENCE
@@ -392,6 +392,30 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
         while _zips:                                     # zips read in this process (workers have their own)
             _zips.popitem()[1].close()
     return manifest
+
+
+def _nothing_usable(stats: dict, min_size: int, examples: list[str]) -> str:
+    """Why a build found no usable image, and what to do: the advice depends on what was skipped."""
+    unreadable = stats["corrupt"] + stats["unreadable_videos"]
+    example = f" (e.g. {examples[0]})" if examples else ""
+    if unreadable and not stats["too_small"]:
+        return (f"no usable images: none of the {unreadable} input file(s) could be read as an image or video"
+                f"{example}; give files Pillow or FFmpeg can open")
+    if stats["too_small"] and not unreadable:
+        return (f"no usable images: all {stats['too_small']} were smaller than --min-size {min_size} px; lower "
+                f"--min-size (images are then upscaled) or --resolution")
+    return f"no usable images: {_skip_summary(stats)}; see the lines above" + (
+        f", and --min-size {min_size} px for the images skipped as too small" if stats["too_small"] else "")
+
+
+def _ignore_interrupts_in_worker() -> None:
+    """Dataset worker processes: Ctrl-C in a terminal goes to the whole process group; the main process stops the
+    build and cleans up, so workers leave it alone (no tracebacks of their own), and TERM/HUP just end them."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def _skip_summary(stats: dict) -> str:

@@ -152,6 +152,7 @@ class VideoSink:
         self.frames_written = 0
         self.audio = None
         self._audio_blocks = iter(())
+        self._audio_source = None
         if (audio_path is not None or push_audio) and audio_codec is not None:
             if audio_codec == "libopus":
                 self.audio_rate = 48000
@@ -164,6 +165,7 @@ class VideoSink:
             self.audio = self.container.add_stream(audio_codec, rate=self.audio_rate, layout=layout)
             if audio_path is not None:
                 self._audio_blocks = decode_blocks(audio_path, self.audio_rate, layout, audio_start, audio_end)
+                self._audio_source = audio_path
             self._audio_pts = 0
             self._layout = layout
 
@@ -211,6 +213,19 @@ class VideoSink:
                 self.container.mux(packet)
         self.container.close()
         self.path = publish(self.tmp, self.path, self.overwrite)
+        self._say_if_sound_is_short()
+
+    def _say_if_sound_is_short(self) -> None:
+        """A video whose sound ends early (or has none) is never written silently: one warning line."""
+        if self.audio is None or self._audio_source is None or not self.frames_written:
+            return
+        audio_s, video_s = self._audio_pts / self.audio_rate, self.frames_written / float(self.fps)
+        if audio_s <= 0:
+            print(f"sgvis: warning: {self.path} has no sound: no audio could be decoded from "
+                  f"{self._audio_source} for it", file=sys.stderr)
+        elif audio_s < video_s - max(0.1, 1.5 / float(self.fps)):
+            print(f"sgvis: warning: {self.path}: its sound ends at {audio_s:.2f}s, before the video "
+                  f"({video_s:.2f}s): {self._audio_source} holds less audio than expected", file=sys.stderr)
 
     def abort(self) -> None:
         try:
