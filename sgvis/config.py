@@ -18,6 +18,8 @@ def _read_yaml(path: Path) -> dict:
             data = yaml.safe_load(f) or {}
     except OSError as e:
         raise UserError(f"{path}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a YAML config (not text)") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

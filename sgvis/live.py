@@ -96,11 +96,9 @@ class LiveShow:
         from sgvis.render import check_render_settings
         self.config["render"] = check_render_settings(self.config["render"])
         self.presets = presets()
-        from sgvis.outputs import parse_sink_spec
+        from sgvis.outputs import check_sink_spec
         for spec in self._sink_specs():
-            name, target = parse_sink_spec(spec)
-            check_output_path(target, job.overwrite, what="png" if name == "png" else "output",
-                              inputs=(job.model,))
+            check_sink_spec(spec, job.overwrite, inputs=(job.model, job.steering_path))
         if job.stats:
             check_output_path(job.stats, job.overwrite, inputs=(job.model,))
         self.G = load_model(job.model)

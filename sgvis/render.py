@@ -25,7 +25,7 @@ from sgvis.audio import decode as audio_in
 from sgvis.errors import UserError, write_failure
 from sgvis.features.analysis import FeatureExtractor, MelConfig, OfflineBeatTracker, frame_features
 from sgvis.backends import BACKENDS
-from sgvis.outputs import SinkContext, SourceAudio, open_sink, parse_size, sink_target
+from sgvis.outputs import SinkContext, SourceAudio, check_sink_spec, open_sink, parse_size, sink_target
 from sgvis.outputs.files import check_output_path, even
 
 RENDER_DEFAULTS = {
@@ -137,9 +137,9 @@ def render(job: RenderJob) -> dict:
     if job.end is not None and math.isnan(job.end):
         raise UserError(f"--end must be a number of seconds, got {job.end!r}")
     inputs = (job.audio, job.model, job.steering_path)
-    check_output_path(job.output, job.overwrite, inputs=inputs)
-    if job.png_dir:
-        check_output_path(job.png_dir, job.overwrite, what="png", inputs=inputs)
+    specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
+    for spec in specs:
+        check_sink_spec(spec, job.overwrite, inputs)
     if job.stats:
         check_output_path(job.stats, job.overwrite, inputs=inputs)
     info = audio_in.probe(job.audio)
@@ -184,7 +184,6 @@ def render(job: RenderJob) -> dict:
     context = SinkContext(fps=fps, size=(width, height), overwrite=job.overwrite, settings=rcfg,
                           audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
                           inputs=tuple(p for p in inputs if p))
-    specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
     sinks = []
     try:
         for spec in specs:

@@ -346,9 +346,18 @@ class PngSink:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def check_video_target(target: str, overwrite: bool, inputs=()) -> None:
+    check_output_path(target, overwrite, inputs=inputs)
+    video_format(target)
+
+
+def check_png_target(target: str, overwrite: bool, inputs=()) -> None:
+    check_output_path(target, overwrite, what="png", inputs=inputs)
+
+
 def open_video_sink(target: str, context) -> "VideoSink | LiveRecorder":
     """SINKS["video"]: a video file; with the run's audio (render) or the captured sound (live)."""
-    check_output_path(target, context.overwrite, inputs=context.inputs)
+    check_video_target(target, context.overwrite, context.inputs)
     width, height = (even(int(v)) for v in context.size)
     rs = context.settings
     if context.live_audio_rate is not None:
@@ -363,5 +372,9 @@ def open_video_sink(target: str, context) -> "VideoSink | LiveRecorder":
 
 def open_png_sink(target: str, context) -> PngSink:
     """SINKS["png"]: numbered PNG frames in a folder."""
-    check_output_path(target, context.overwrite, what="png", inputs=context.inputs)
+    check_png_target(target, context.overwrite, context.inputs)
     return PngSink(target, overwrite=context.overwrite)
+
+
+open_video_sink.check_target = check_video_target     # sgvis.outputs.check_sink_spec: checked before the run
+open_png_sink.check_target = check_png_target
