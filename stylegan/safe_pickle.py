@@ -185,6 +185,8 @@ class SafeUnpickler(pickle.Unpickler):
         return np.ndarray(shape, dtype, buffer, *args, **kwargs)
 
     def _reconstruct(self, subtype, shape, dtype):
+        if subtype == self._ndarray:            # the GLOBAL numpy.ndarray this unpickler hands out
+            subtype = np.ndarray
         self._check(shape, dtype)
         return _multiarray._reconstruct(subtype, shape, dtype)
 
