@@ -407,10 +407,10 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
 def _nothing_usable(stats: dict, min_size: int, examples: list[str]) -> str:
     """Why a build found no usable image, and what to do: the advice depends on what was skipped."""
     unreadable = stats["corrupt"] + stats["unreadable_videos"]
-    example = f" (e.g. {examples[0]})" if examples else ""
+    example = f"; e.g. {examples[0]}" if examples else ""
     if unreadable and not stats["too_small"]:
-        return (f"no usable images: none of the {unreadable} input file(s) could be read as an image or video"
-                f"{example}; give files Pillow or FFmpeg can open")
+        return (f"no usable images: none of the {unreadable} input file(s) could be read as an image or video "
+                f"({_skip_summary(stats)}{example}); give files Pillow or FFmpeg can open")
     if stats["too_small"] and not unreadable:
         return (f"no usable images: all {stats['too_small']} were smaller than --min-size {min_size} px; lower "
                 f"--min-size (images are then upscaled) or --resolution")
