@@ -78,7 +78,10 @@ def measure(audio: str, model: str, out: str, args) -> dict:
             "--set", f"render.beats={args.beats}"]
     env = dict(os.environ, TQDM_DISABLE="1")
     env.setdefault("PYTHONPATH", ROOT)
-    result = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, env=env)
+    # cwd: the temporary folder, so that `python -c` (which puts the working folder first on sys.path) imports the
+    # sgvis PYTHONPATH names, not one that happens to be in the folder the benchmark was started from.
+    result = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, env=env,
+                            cwd=os.path.dirname(out))
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode or not lines:
         raise SystemExit(f"render failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -109,7 +112,9 @@ def main() -> None:
             print(f"{name:>5}: {seconds / 60:7.2f} min of audio, peak RSS {r['max_rss_mb']:7.1f} MB "
                   f"(render {r['seconds']:.0f} s)", flush=True)
     ratio = rows["long"]["max_rss_mb"] / rows["short"]["max_rss_mb"]
-    print(f"ratio long/short: {ratio:.3f} (beats {args.beats}, {args.fps:g} fps)")
+    where = subprocess.run([sys.executable, "-c", "import sgvis; print(sgvis.__file__)"], capture_output=True,
+                           text=True, cwd=tempfile.gettempdir(), env=dict(os.environ)).stdout.strip()
+    print(f"ratio long/short: {ratio:.3f} (beats {args.beats}, {args.fps:g} fps; sgvis from {where})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(rows=rows, ratio=ratio, args=vars(args)), f, indent=2)
