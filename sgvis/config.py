@@ -31,6 +31,8 @@ def read_yaml(path: Path) -> dict:
             data = yaml.safe_load(f) or {}
     except OSError as e:
         raise UserError(f"{path}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a YAML config (not text)") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -48,6 +50,13 @@ def merge(base: dict, update: dict, where: str = "", strict: bool = True) -> dic
             raise UserError(f"unknown setting {path!r} (known here: {known})")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value, path, strict)
+        elif isinstance(out.get(key), dict) and out[key]:
+            example = next(iter(out[key]))
+            raise UserError(f"{path!r} is a section of settings, not one value; set one of its keys, e.g. "
+                            f"{path}.{example}=VALUE")
+        elif isinstance(value, dict) and key in out and out[key] is not None:
+            raise UserError(f"{path!r} is one setting, not a section (got {len(value)} keys under it); "
+                            f"set it with {path}=VALUE")
         else:
             out[key] = value
     return out

@@ -31,27 +31,41 @@ def write_demo_track(path: str, seed: int = 0) -> float:
 def cmd_demo(args) -> int:
     from sgvis.config import load_config
     from sgvis.outputs.files import check_output_path, video_format
-    from sgvis.render import RENDER_DEFAULTS, RenderJob, render
+    from sgvis.render import RENDER_DEFAULTS, RenderJob, check_render_settings, render
     from sgvis.steer import choose_steering
     config = load_config(None, None, [], defaults=RENDER_DEFAULTS)
+    config["render"] = check_render_settings(config["render"])
     mode, steering_path = choose_steering(args.steer, args.steering, config, args.model)
     output = args.output or ("sgvis-demo.mp4" if mode == "reactive" else f"sgvis-demo-{mode}.mp4")
     video_format(output)
     check_output_path(output, args.overwrite)
     track = os.path.splitext(output)[0] + ".wav"
     check_output_path(track, args.overwrite)
-    seconds = write_demo_track(track, args.seed)
-    print(f"wrote {track}: {seconds:.0f} s of synthesized music ({BPM:.0f} BPM)")
-    job = RenderJob(audio=track, output=output, model=args.model, fps=30.0, seed=args.seed,
-                    overwrite=args.overwrite, steer=mode, steering_path=steering_path, config=config)
+    before = _identity(track)
     try:
+        seconds = write_demo_track(track, args.seed)
+        print(f"wrote {track}: {seconds:.0f} s of synthesized music ({BPM:.0f} BPM)")
+        job = RenderJob(audio=track, output=output, model=args.model, fps=30.0, seed=args.seed,
+                        overwrite=args.overwrite, steer=mode, steering_path=steering_path, config=config)
         stats = render(job)
     except BaseException:
-        os.unlink(track)          # the track is this run's own output: no half-finished demo stays behind
+        # The track is this run's own output: no half-finished demo stays behind.  Only a file this run wrote
+        # goes (a new one, not one that was there before the interruption came).
+        now = _identity(track)
+        if now is not None and now != before:
+            os.unlink(track)
         raise
     print(f"wrote {stats['output']}: {stats['frames']} frames in {stats['wall_seconds']:.1f}s "
           f"({stats['frames_per_second']:.1f} frames/s, {stats['generator']})")
     return 0
+
+
+def _identity(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
 def register_cli(subparsers) -> None:

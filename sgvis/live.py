@@ -98,18 +98,18 @@ class LiveShow:
         defaults = {**RENDER_DEFAULTS, **LIVE_DEFAULTS}
         self.config = load_config(job.preset, job.config_path, job.overrides, defaults=defaults)
         self.lcfg = self.config["live"]
+        from sgvis.render import check_render_settings
+        self.config["render"] = check_render_settings(self.config["render"])
         self.presets = presets()
-        from sgvis.outputs import parse_sink_spec
+        from sgvis.outputs import check_sink_spec
         for spec in self._sink_specs():
-            name, target = parse_sink_spec(spec)
-            check_output_path(target, job.overwrite, what="png" if name == "png" else "output",
-                              inputs=(job.model,))
+            check_sink_spec(spec, job.overwrite, inputs=(job.model, job.steering_path))
         if job.stats:
             check_output_path(job.stats, job.overwrite, inputs=(job.model,))
         from sgvis.outputs.framing import check_fit
         self.fit = check_fit(job.fit) if job.fit is not None else check_fit(self.config["render"].get("fit"),
                                                                              "render.fit")
-        self.device = pick_device(job.gpu)
+        self.device = pick_device(job.gpu, flag="--compute")
         self._threads_before = torch.get_num_threads()      # restored when the show ends
         if self.device.type == "cpu":
             torch.set_num_threads(generation_threads(self.lcfg["threads"]))
@@ -436,15 +436,18 @@ class LiveShow:
     def run(self) -> dict:
         import torch
         started = time.perf_counter()
-        interrupted = {"flag": False}
-        previous = signal.getsignal(signal.SIGINT)
+        interrupted = {"flag": False, "signal": None}
+        # Ctrl-C, SIGTERM and SIGHUP end the show between two frames: the recording and the other outputs are
+        # finished and kept, like a show ended with Esc.
+        stop_signals = [signal.SIGINT] + [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
 
-        def on_sigint(signum, frame):
+        def on_stop_signal(signum, frame):
             interrupted["flag"] = True
+            interrupted["signal"] = interrupted["signal"] or int(signum)
             self.running = False
 
         try:
-            signal.signal(signal.SIGINT, on_sigint)
+            previous = {sig: signal.signal(sig, on_stop_signal) for sig in stop_signals}
         except ValueError:     # not in the main thread
             previous = None
         try:
@@ -476,8 +479,8 @@ class LiveShow:
             self.input.close()
             if self.surface is not None:
                 self.surface.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in (previous or {}).items():
+                signal.signal(sig, handler)
             torch.set_num_threads(self._threads_before)
         wall = time.perf_counter() - started
         stats = {
@@ -493,6 +496,7 @@ class LiveShow:
             "resolution": list(self.frame_size), "fit": self.fit,
             "frame_upload": self.upload_path,
             "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],
+            "signal": interrupted["signal"],
             "screenshots": self.screenshots, "outputs": list(self.job.outputs),
             "controls": self.bus.report(),
         }
@@ -532,7 +536,8 @@ def cmd_live(args) -> int:
     print(f"shown {stats['frames_shown']} frames in {stats['seconds']:.1f}s ({stats['frames_per_second']:.1f} fps); "
           f"latency p50 {lat['p50'] or float('nan'):.0f} ms, p95 {lat['p95'] or float('nan'):.0f} ms; "
           f"xruns {stats['xruns']}")
-    return 130 if stats["interrupted"] else 0
+    # Like every command: 128 + the signal that ended the show (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+    return 128 + stats["signal"] if stats["interrupted"] else 0
 
 
 def cmd_devices(args) -> int:

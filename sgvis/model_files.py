@@ -127,8 +127,14 @@ def cmd_convert(args) -> int:
     source = resolve_model_path(args.input) if args.input == "default" else args.input
     check_output_path(args.output, args.overwrite, inputs=(source,))
     G = stylegan.load(source, device="cpu")
-    stylegan.save(G, args.output, extra={"converted_from": os.path.basename(source),
-                                         "source_format": G.source["description"]})
+    from safetensors import SafetensorError
+
+    from sgvis.errors import write_failure
+    try:
+        stylegan.save(G, args.output, extra={"converted_from": os.path.basename(source),
+                                             "source_format": G.source["description"]})
+    except (OSError, SafetensorError) as e:        # the temporary file is already removed (write_atomically)
+        raise write_failure(args.output, e) from None
     print(f"wrote {args.output} ({G.source['description']} -> sgvis safetensors, "
           f"{os.path.getsize(args.output) / 1e6:.1f} MB)")
     return 0

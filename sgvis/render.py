@@ -9,13 +9,15 @@ queues between them, so the generator never waits on the encoder.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-from sgvis.errors import UserError
+from sgvis.errors import UserError, write_failure
 
 # The stages (numpy, torch, PyAV, librosa) are imported when a render starts, not when the command line is
 # parsed: `sgvis render --help` and argument errors answer at once.
@@ -34,6 +36,54 @@ RENDER_DEFAULTS = {
     },
 }
 _DONE = object()
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+BEAT_MODES = ("offline", "causal")
+MAX_FPS = 240.0
+MAX_BATCH = 1024
+MAX_LOOKAHEAD_S = 2.0
+# A file holding this much less audio than its header says is rendered to its real end (with a warning); smaller
+# differences are codec padding.
+SHORTFALL_S = 0.1
+
+
+def check_number(value, name: str, lo: float, hi: float, whole: bool = False):
+    """`value` as a float (or int with `whole`) in [lo, hi]; anything else (text, nan, inf, out of range) is one
+    UserError line naming the setting."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and lo <= value <= hi and (not whole or float(value).is_integer())
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        raise UserError(f"{name} must be {kind} from {lo:g} to {hi:g}, got {value!r}")
+    return int(value) if whole else float(value)
+
+
+def check_render_settings(rcfg: dict, where: str = "render") -> dict:
+    """Validate every render.* setting (from defaults, a preset, --config or --set) before anything is written;
+    returns a copy with numbers as numbers.  Each problem is one UserError line naming the setting."""
+    out = dict(rcfg)
+    out["fps"] = check_number(rcfg.get("fps"), f"{where}.fps", 1, MAX_FPS)
+    out["crf"] = check_number(rcfg.get("crf"), f"{where}.crf", 0, 51, whole=True)
+    out["batch"] = check_number(rcfg.get("batch"), f"{where}.batch", 1, MAX_BATCH, whole=True)
+    for key, allowed in (("precision", PRECISIONS), ("preset", X264_PRESETS), ("beats", BEAT_MODES)):
+        if rcfg.get(key) not in allowed:
+            raise UserError(f"{where}.{key} must be one of {', '.join(allowed)}; got {rcfg.get(key)!r}")
+    if rcfg.get("lookahead") is not None:
+        out["lookahead"] = check_number(rcfg["lookahead"], f"{where}.lookahead", 0, MAX_LOOKAHEAD_S)
+    return out
+
+
+def crf_arg(text: str) -> int:
+    """argparse type of --crf: a whole number 0-51."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 51, got {text!r}") from None
+    if not 0 <= value <= 51:
+        raise argparse.ArgumentTypeError(f"must be from 0 (lossless) to 51 (smallest), got {value}")
+    return value
 
 
 @dataclass
@@ -82,14 +132,19 @@ def render(job: RenderJob) -> dict:
     from sgvis.audio import decode as audio_in
     from sgvis.backends import BACKENDS
     from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
-    from sgvis.outputs import SinkContext, SourceAudio, open_sink
+    from sgvis.outputs import SinkContext, SourceAudio, check_sink_spec, open_sink, sink_target
     from sgvis.outputs.files import check_output_path, even
     cfg = job.config
-    rcfg = cfg["render"]
+    rcfg = check_render_settings(cfg["render"])
+    fps = check_number(job.fps, "--fps", 1, MAX_FPS)
+    if job.start is not None and not math.isfinite(job.start):
+        raise UserError(f"--start must be a number of seconds, got {job.start!r}")
+    if job.end is not None and math.isnan(job.end):
+        raise UserError(f"--end must be a number of seconds, got {job.end!r}")
     inputs = (job.audio, job.model, job.steering_path)
-    check_output_path(job.output, job.overwrite, inputs=inputs)
-    if job.png_dir:
-        check_output_path(job.png_dir, job.overwrite, what="png", inputs=inputs)
+    specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
+    for spec in specs:
+        check_sink_spec(spec, job.overwrite, inputs)
     if job.stats:
         check_output_path(job.stats, job.overwrite, inputs=inputs)
     info = audio_in.probe(job.audio)
@@ -99,11 +154,6 @@ def render(job: RenderJob) -> dict:
         raise UserError(f"--start {start:g}s is beyond the end of {job.audio} ({info.duration:.2f}s)")
     if end <= start:
         raise UserError(f"--end {job.end:g}s must be after --start {start:g}s")
-    fps = float(job.fps)
-    if not 1 <= fps <= 240:
-        raise UserError(f"--fps {fps:g} is out of range (1-240)")
-    duration = end - start
-    n_frames = max(1, int(round(duration * fps)))
 
     size = job.size
     if size is not None:
@@ -127,15 +177,23 @@ def render(job: RenderJob) -> dict:
     backend.bend_resolution = int(motion.cfg["bend"]["resolution"])
 
     mel = steering.mel_config or MelConfig()      # the features the steering was made for
-    beat_times = None
-    if rcfg["beats"] == "offline":
-        beat_times = _offline_beats(job.audio, mel, start, end)
+    held, beat_times = scan_audio(job.audio, mel, start, end, offline_beats=rcfg["beats"] == "offline")
+    if held <= 0:
+        raise UserError(f"{job.audio}: no audio could be decoded from {start:g}s on (its header says "
+                        f"{info.duration:.2f}s; the file may be truncated or damaged)")
+    if held < end - start - SHORTFALL_S:
+        # The header claimed more than the file holds (a truncated file): render what it holds, so that the video
+        # never runs on past its sound.
+        print(f"sgvis: warning: {job.audio}: holds audio up to {start + held:.2f}s, but its header says "
+              f"{info.duration:.2f}s (a truncated file?); rendering the {held:.2f}s it holds", file=sys.stderr)
+        end = start + held
+    duration = end - start
+    n_frames = max(1, int(round(duration * fps)))
 
     width, height = backend.output_size
     context = SinkContext(fps=fps, size=(width, height), overwrite=job.overwrite, settings=rcfg,
                           audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
                           inputs=tuple(p for p in inputs if p))
-    specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
     sinks = []
     try:
         for spec in specs:
@@ -179,7 +237,10 @@ def render(job: RenderJob) -> dict:
             t0 = time.perf_counter()
             for frame in frames.numpy():
                 for sink in sinks:
-                    sink.write(frame)
+                    try:
+                        sink.write(frame)
+                    except OSError as e:         # a full disk, a removed folder: one line; abort() cleans up
+                        raise write_failure(sink_target(sink), e) from None
             stage.busy += time.perf_counter() - t0
 
     analysis, encoder = _Stage("analysis", analyse), _Stage("encoder", encode)
@@ -205,7 +266,10 @@ def render(job: RenderJob) -> dict:
         if encoder.error:
             raise encoder.error
         for sink in sinks:
-            sink.close()
+            try:
+                sink.close()
+            except OSError as e:
+                raise write_failure(sink_target(sink), e) from None
     except BaseException:
         stop.set()
         _drain(ws_queue)
@@ -285,16 +349,22 @@ def _drain(q: queue.Queue):
         pass
 
 
-def _offline_beats(path: str, mel, start: float, end: float):
-    """Whole-track beat times (seconds from `start`) from a first, analysis-only pass."""
-    import numpy as np
-
+def scan_audio(path: str, mel, start: float, end: float | None, offline_beats: bool = True):
+    """A first, analysis-only pass over the rendered range: the seconds of audio the file really holds there (a
+    truncated file's header claims more) and, with `offline_beats`, whole-track beat times (seconds from `start`).
+    Memory stays bounded whatever the length: the beat tracker works through overlapping windows."""
     from sgvis.audio import decode as audio_in
-    from sgvis.features.analysis import FeatureExtractor, offline_beat_times
-    extractor = FeatureExtractor(mel, record_onsets=True)
+    from sgvis.features.analysis import FeatureExtractor, OfflineBeatTracker
+    extractor = FeatureExtractor(mel, record_onsets=True) if offline_beats else None
+    tracker = OfflineBeatTracker(mel) if offline_beats else None
+    samples = 0
     for block in audio_in.decode_blocks(path, mel.sample_rate, "mono", start, end):
-        extractor.push(block[0])
-    return offline_beat_times(np.asarray(extractor.onsets), mel)
+        samples += block.shape[1]
+        if extractor is not None:
+            extractor.push(block[0])
+            tracker.push(extractor.onsets)
+            extractor.onsets.clear()
+    return samples / mel.sample_rate, (tracker.finish() if tracker is not None else None)
 
 
 def cmd_render(args) -> int:
@@ -337,7 +407,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the starting latent and the drift (default 0)")
     p.add_argument("--start", type=float, default=0.0, help="start time in seconds")
     p.add_argument("--end", type=float, help="end time in seconds (default: end of the audio)")
-    p.add_argument("--crf", type=int, help="H.264 quality, 0-51, lower is better (default 18)")
+    p.add_argument("--crf", type=crf_arg, help="H.264 quality, 0-51, lower is better (default 18)")
     p.add_argument("--png-dir", help="also write every frame as PNG into this directory")
     p.add_argument("--out", action="append", metavar="NAME:TARGET",
                    help="add an output, e.g. png:frames/ or video:preview.webm (repeatable; outputs: video, png)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import stat
 import struct
 import time
 import zipfile
@@ -14,7 +15,7 @@ import torch
 from stylegan.errors import CheckpointError
 from stylegan.formats import native, nvidia, rosinality, tensorflow
 from stylegan.generator import Generator
-from stylegan.safe_pickle import UnsafePickleError, safe_load
+from stylegan.safe_pickle import OversizedArrayError, UnsafePickleError, safe_load
 
 FORMAT_NAMES = {
     "sgvis": "sgvis safetensors",
@@ -37,6 +38,8 @@ def _check_file(path: str) -> None:
         raise CheckpointError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, device or socket); give a checkpoint file")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: the file is empty")
 
@@ -87,13 +90,18 @@ def read_checkpoint(path: str) -> LoadedCheckpoint:
     except UnsafePickleError as e:
         raise CheckpointError(f"{path}: refused to load: the pickle asks to call {e}, which a StyleGAN checkpoint "
                               f"never needs (nothing from the file was run)") from None
+    except OversizedArrayError as e:
+        raise CheckpointError(f"{path}: refused to load: {e}; not a real checkpoint (nothing was allocated)") \
+            from None
     except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, ValueError, struct.error,
             IndexError, TypeError, AttributeError, KeyError) as e:
         if isinstance(e, CheckpointError):
             raise
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
-            detail = "it contains objects that are not plain weights"
+            raise CheckpointError(f"{path}: refused to load: it holds objects sgvis does not load (only plain "
+                                  f"weights and settings are read from .pt files; nothing from the file was run)") \
+                from None
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: the file is truncated or corrupt ({detail[:160]})") from None
     if nvidia.is_nvidia_pickle(data):
         return LoadedCheckpoint(path, "nvidia", nvidia.describe(data), data)

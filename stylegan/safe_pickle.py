@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 from typing import Any
 
@@ -131,18 +132,83 @@ for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _ALLOWED[(_module, "scalar")] = _multiarray.scalar
 
 
+class OversizedArrayError(pickle.UnpicklingError):
+    """The pickle asked numpy for an array larger than the file could hold the data of."""
+
+    def __init__(self, nbytes: int, limit: int):
+        super().__init__(f"it asks for a {nbytes:,}-byte array, more than the whole file ({limit:,} bytes) holds")
+        self.nbytes, self.limit = nbytes, limit
+
+
+def _requested_bytes(shape, dtype) -> int | None:
+    """Bytes numpy would allocate for an array of `shape` and `dtype` (None when numpy would reject them anyway).
+    Python integers, so a product of huge dimensions cannot overflow."""
+    try:
+        dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+        itemsize = np.dtype(dtype).itemsize
+    except (TypeError, ValueError, OverflowError):
+        return None
+    total = max(itemsize, 1)
+    for d in dims:
+        total *= max(d, 0)
+    return total
+
+
 class SafeUnpickler(pickle.Unpickler):
+    """Globals from the allow-list only, and arrays bounded by the file: the numpy constructors the list allows
+    (ndarray, _reconstruct) allocate uninitialised memory of any shape, so a tiny pickle could ask for terabytes.
+    Real checkpoints fill every array from bytes stored in the file, so no array they create is larger than it."""
+
+    def __init__(self, fileobj, max_array_bytes: int | None = None):
+        super().__init__(fileobj)
+        self.max_array_bytes = _file_size(fileobj) if max_array_bytes is None else max_array_bytes
+
+    def _check(self, shape, dtype) -> None:
+        nbytes = _requested_bytes(shape, dtype)
+        if nbytes is not None and self.max_array_bytes is not None and nbytes > max(self.max_array_bytes, 4096):
+            raise OversizedArrayError(nbytes, self.max_array_bytes)
+
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            found = _ALLOWED[(module, name)]
         except KeyError:
             raise UnsafePickleError(f"{module}.{name}") from None
+        if found is np.ndarray:
+            return self._ndarray
+        if found is _multiarray._reconstruct:
+            return self._reconstruct
+        return found
+
+    def _ndarray(self, shape, dtype=float, buffer=None, *args, **kwargs):
+        if buffer is None:
+            self._check(shape, dtype)
+        return np.ndarray(shape, dtype, buffer, *args, **kwargs)
+
+    def _reconstruct(self, subtype, shape, dtype):
+        if subtype == self._ndarray:            # the GLOBAL numpy.ndarray this unpickler hands out
+            subtype = np.ndarray
+        self._check(shape, dtype)
+        return _multiarray._reconstruct(subtype, shape, dtype)
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("unexpected persistent id in a network pickle")
 
 
+def _file_size(fileobj) -> int | None:
+    try:
+        return os.fstat(fileobj.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    try:
+        here = fileobj.tell()
+        size = fileobj.seek(0, io.SEEK_END)
+        fileobj.seek(here)
+        return size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
 def safe_load(fileobj) -> Any:
     """Unpickle a network pickle with the allow-list.  Raises UnsafePickleError naming the global
-    the file asked for when it is not allowed."""
+    the file asked for when it is not allowed, and OversizedArrayError for an array larger than the file."""
     return SafeUnpickler(fileobj).load()

@@ -39,13 +39,25 @@ def load_model(path: str | None) -> stylegan.Generator:
         raise UserError(str(e)) from None
 
 
-def pick_device(requested: str = "auto") -> torch.device:
+def pick_device(requested: str = "auto", flag: str = "--device") -> torch.device:
+    """auto (CUDA when there is a GPU, else the CPU), cpu, cuda or cuda:N; anything else is one UserError line
+    naming `flag`, the option the user gave it with."""
+    from sgvis.errors import UserError
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        from sgvis.errors import UserError
-        raise UserError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"{flag} {requested}: not a device sgvis runs on; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{flag} {requested} was requested but no CUDA GPU is available; use {flag} cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"{flag} {requested}: there are only {torch.cuda.device_count()} CUDA GPU(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 def images_to_uint8(img: torch.Tensor) -> torch.Tensor:

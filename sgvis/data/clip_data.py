@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from sgvis.audio import decode as audio_in
-from sgvis.errors import UserError
+from sgvis.errors import UserError, reason
 from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
 from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
 
@@ -268,7 +268,7 @@ class ClipSet(torch.utils.data.Dataset):
                 try:
                     arrays = decode_file(os.path.join(root, e[0]), config, mel)
                 except Exception as err:  # noqa: BLE001 - a damaged file is skipped, never fatal
-                    bad.append(f"{e[0]} ({str(err).splitlines()[0][:80] if str(err) else type(err).__name__})")
+                    bad.append(f"{e[0]} ({reason(err, 80)})")
                     continue
                 try:
                     self._write(e[2], arrays)

@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from sgvis.errors import UserError
+from sgvis.errors import UserError, reason
 
 MANIFEST = "manifest.json"
 FORMAT_TAG = "sgvis-dataset"
@@ -116,7 +116,7 @@ def _prepare_image_file(job):
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
     except Exception as e:  # noqa: BLE001 - any decoder failure means a corrupt file
-        return "corrupt", f"{type(e).__name__}: {str(e)[:100]}"
+        return "corrupt", reason(e, 100).replace(f" '{path}'", "").replace(f" {path}", "")
     return "ok", encode(square_resize(img, resolution), image_format, quality)
 
 
@@ -237,7 +237,7 @@ def _video_frames(path: str, fps: float, max_frames: int | None, stats: dict):
         container = av.open(path)
     except Exception as e:  # noqa: BLE001
         stats["unreadable_videos"] += 1
-        print(f"skipping {path}: cannot open ({str(e)[:100]})", file=sys.stderr)
+        print(f"skipping {path}: cannot open it ({reason(e, 100)})", file=sys.stderr)
         return
     taken = 0
     try:
@@ -263,7 +263,7 @@ def _video_frames(path: str, fps: float, max_frames: int | None, stats: dict):
                     break
         except Exception as e:  # noqa: BLE001 - a corrupt stream ends this video, not the build
             stats["video_errors"] += 1
-            print(f"{path}: decoding stopped after {taken} frames ({str(e)[:100]})", file=sys.stderr)
+            print(f"{path}: decoding stopped after {taken} frames ({reason(e, 100)})", file=sys.stderr)
         if taken == 0 and index == 0:
             stats["unreadable_videos"] += 1
     finally:
@@ -293,6 +293,16 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
         raise UserError(f"--fps must be > 0, got {fps}")
     if image_format not in ("png", "jpg"):
         raise UserError(f"--image-format must be png or jpg, got {image_format}")
+    if not 1 <= int(jpeg_quality) <= 100:
+        raise UserError(f"--jpeg-quality must be from 1 to 100, got {jpeg_quality}")
+    if max_images is not None and max_images < 1:
+        raise UserError(f"--max-images must be at least 1, got {max_images}")
+    if min_size is not None and min_size < 1:
+        raise UserError(f"--min-size must be at least 1 pixel, got {min_size}")
+    if max_frames_per_video is not None and max_frames_per_video < 1:
+        raise UserError(f"--max-frames-per-video must be at least 1, got {max_frames_per_video}")
+    if not 0 <= min_frame_diff <= 1:
+        raise UserError(f"--min-frame-diff must be from 0 to 1, got {min_frame_diff}")
     if styles:
         from sgvis.data.procedural import STYLES
         bad = [s for s in styles if s not in STYLES]
@@ -314,7 +324,7 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
     stats = dict(corrupt=0, too_small=0, unreadable_videos=0, video_errors=0, similar_frames=0)
     sources = []
     skipped_examples: list[str] = []
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, initializer=_ignore_interrupts_in_worker) if workers > 1 else None
     run = (lambda fn, jobs: pool.map(fn, jobs, chunksize=4)) if pool else (lambda fn, jobs: map(fn, jobs))
     total = None if video_files else sum(len(f) for _, f in image_files) + procedural
     if total is not None and max_images is not None:
@@ -370,10 +380,10 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
                                 styles=list(styles) if styles else list(RANDOM_STYLES),
                                 image_seed="(seed, index)"))
         bar.close()
+        if writer.count == 0:
+            raise UserError(_nothing_usable(stats, min_size, skipped_examples))
         for line in skipped_examples:
             print(f"skipped {line}", file=sys.stderr)
-        if writer.count == 0:
-            raise UserError(f"no usable images: {_skip_summary(stats)}; see --min-size")
         kinds = [s["kind"] for s in sources if s.get("used", s.get("count", 0))]
         if licence is None:
             licence = PROCEDURAL_LICENCE if kinds == ["procedural"] else UNKNOWN_LICENCE
@@ -392,6 +402,30 @@ def build_dataset(output: str, *, resolution: int = 256, images=(), videos=(), p
         while _zips:                                     # zips read in this process (workers have their own)
             _zips.popitem()[1].close()
     return manifest
+
+
+def _nothing_usable(stats: dict, min_size: int, examples: list[str]) -> str:
+    """Why a build found no usable image, and what to do: the advice depends on what was skipped."""
+    unreadable = stats["corrupt"] + stats["unreadable_videos"]
+    example = f"; e.g. {examples[0]}" if examples else ""
+    if unreadable and not stats["too_small"]:
+        return (f"no usable images: none of the {unreadable} input file(s) could be read as an image or video "
+                f"({_skip_summary(stats)}{example}); give files Pillow or FFmpeg can open")
+    if stats["too_small"] and not unreadable:
+        return (f"no usable images: all {stats['too_small']} were smaller than --min-size {min_size} px; lower "
+                f"--min-size (images are then upscaled) or --resolution")
+    return f"no usable images: {_skip_summary(stats)}; see the lines above" + (
+        f", and --min-size {min_size} px for the images skipped as too small" if stats["too_small"] else "")
+
+
+def _ignore_interrupts_in_worker() -> None:
+    """Dataset worker processes: Ctrl-C in a terminal goes to the whole process group; the main process stops the
+    build and cleans up, so workers leave it alone (no tracebacks of their own), and TERM/HUP just end them."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def _skip_summary(stats: dict) -> str:

@@ -288,3 +288,60 @@ def offline_beat_times(onset_env: np.ndarray, config: MelConfig) -> np.ndarray:
     _, frames = librosa.beat.beat_track(onset_envelope=onset_env.astype(np.float64), sr=config.sample_rate,
                                         hop_length=config.hop)
     return librosa.frames_to_time(frames, sr=config.sample_rate, hop_length=config.hop)
+
+
+class OfflineBeatTracker:
+    """Whole-track beat tracking in bounded memory: librosa's tracker runs on overlapping windows of the onset
+    envelope (`window_s` long, each starting `window_s - overlap_s` after the previous one), and each window
+    contributes the beats up to the middle of its overlap with the next, far from the window edges where the
+    tracker knows least.  A track no longer than one window is tracked in one piece, exactly as
+    offline_beat_times does; librosa's tempogram over a whole hour-long envelope alone took ~0.5 GB.
+
+        tracker = OfflineBeatTracker(mel)
+        tracker.push(onsets)          # onset strengths of consecutive analysis frames, any number at a time
+        beat_times = tracker.finish()
+    """
+
+    def __init__(self, config: MelConfig = MelConfig(), window_s: float = 60.0, overlap_s: float = 10.0):
+        if not 0 < overlap_s < window_s:
+            raise ValueError("overlap_s must be between 0 and window_s")
+        self.cfg = config
+        self.window = int(round(window_s * config.frame_rate))
+        self.overlap = int(round(overlap_s * config.frame_rate))
+        self._env = np.zeros(0, np.float32)     # onset strengths from frame self._offset on
+        self._offset = 0                        # analysis frame index of self._env[0]
+        self._keep_from = 0.0                   # seconds: beats before this came from earlier windows
+        self._beats: list[np.ndarray] = []
+
+    def push(self, onsets) -> None:
+        values = np.asarray(onsets, np.float32).reshape(-1)
+        if not len(values):
+            return
+        self._env = np.concatenate([self._env, values])
+        while len(self._env) >= self.window + self.overlap:
+            # Only once the next window's start is known to have more after it: the last window is finish()'s.
+            self._track(self._env[:self.window], last=False)
+            step = self.window - self.overlap
+            self._env = self._env[step:]
+            self._offset += step
+
+    def finish(self) -> np.ndarray:
+        if len(self._env):
+            self._track(self._env, last=True)
+            self._env = np.zeros(0, np.float32)
+        return np.concatenate(self._beats) if self._beats else np.zeros(0)
+
+    def _track(self, env: np.ndarray, last: bool) -> None:
+        frame_s = 1.0 / self.cfg.frame_rate
+        times = offline_beat_times(env, self.cfg) + self._offset * frame_s
+        seam = np.inf if last else (self._offset + len(env) - self.overlap / 2) * frame_s
+        times = times[(times >= self._keep_from) & (times < seam)]
+        previous = self._beats[-1] if self._beats and len(self._beats[-1]) else None
+        if previous is not None and len(times):
+            # Two windows may put the beat next to the seam at slightly different places: drop a beat that comes
+            # less than half a beat period after the last one kept.
+            period = float(np.median(np.diff(previous))) if len(previous) > 1 else 0.0
+            while len(times) and times[0] - previous[-1] < 0.5 * period:
+                times = times[1:]
+        self._beats.append(times)
+        self._keep_from = seam

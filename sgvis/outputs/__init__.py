@@ -68,6 +68,22 @@ def parse_sink_spec(spec: str) -> tuple[str, str]:
     return name, target
 
 
+def check_sink_spec(spec: str, overwrite: bool, inputs=()) -> tuple[str, str]:
+    """Check an output spec before anything is written (the run may first spend minutes loading and analysing):
+    its name, and its target through the factory's `check_target(target, overwrite, inputs)` where it has one.
+    Returns (name, target)."""
+    name, target = parse_sink_spec(spec)
+    check = getattr(SINKS.get(name), "check_target", None)
+    if check is not None:
+        check(target, overwrite, tuple(p for p in inputs if p))
+    return name, target
+
+
+def sink_target(sink) -> str:
+    """Where a sink writes (a file or a folder), for messages."""
+    return str(getattr(sink, "path", None) or getattr(sink, "directory", None) or "an output")
+
+
 def open_sink(spec: str, context: SinkContext) -> FrameSink:
     name, target = parse_sink_spec(spec)
     return SINKS.create(name, target, context)

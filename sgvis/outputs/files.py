@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from sgvis.audio.decode import decode_blocks
-from sgvis.errors import UserError
+from sgvis.errors import UserError, write_failure
 from stylegan.atomic import link_into_place, replace_into_place
 
 # Containers a video sink writes, by file extension: (PyAV format, video codec, pixel format, audio codec or None)
@@ -130,10 +130,16 @@ class VideoSink:
         self.path = path
         self.overwrite = overwrite
         directory = os.path.dirname(os.path.abspath(path))
-        fd, self.tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=os.path.splitext(path)[1] + ".part",
-                                        dir=directory)
-        os.close(fd)
-        self.container = av.open(self.tmp, mode="w", format=container_format)
+        self.tmp = None
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=".sgvis-", suffix=os.path.splitext(path)[1] + ".part",
+                                            dir=directory)
+            os.close(fd)
+            self.container = av.open(self.tmp, mode="w", format=container_format)
+        except OSError as e:              # e.g. /proc/x.mp4, a read-only or full disk
+            if self.tmp is not None and os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+            raise write_failure(path, e) from None
         self.fps = Fraction(fps).limit_denominator(1001)
         self.video = self.container.add_stream(codec, rate=self.fps)
         self.video.width, self.video.height = width, height
@@ -146,6 +152,7 @@ class VideoSink:
         self.frames_written = 0
         self.audio = None
         self._audio_blocks = iter(())
+        self._audio_source = None
         if (audio_path is not None or push_audio) and audio_codec is not None:
             if audio_codec == "libopus":
                 self.audio_rate = 48000
@@ -158,6 +165,7 @@ class VideoSink:
             self.audio = self.container.add_stream(audio_codec, rate=self.audio_rate, layout=layout)
             if audio_path is not None:
                 self._audio_blocks = decode_blocks(audio_path, self.audio_rate, layout, audio_start, audio_end)
+                self._audio_source = audio_path
             self._audio_pts = 0
             self._layout = layout
 
@@ -205,11 +213,24 @@ class VideoSink:
                 self.container.mux(packet)
         self.container.close()
         self.path = publish(self.tmp, self.path, self.overwrite)
+        self._say_if_sound_is_short()
+
+    def _say_if_sound_is_short(self) -> None:
+        """A video whose sound ends early (or has none) is never written silently: one warning line."""
+        if self.audio is None or self._audio_source is None or not self.frames_written:
+            return
+        audio_s, video_s = self._audio_pts / self.audio_rate, self.frames_written / float(self.fps)
+        if audio_s <= 0:
+            print(f"sgvis: warning: {self.path} has no sound: no audio could be decoded from "
+                  f"{self._audio_source} for it", file=sys.stderr)
+        elif audio_s < video_s - max(0.1, 1.5 / float(self.fps)):
+            print(f"sgvis: warning: {self.path}: its sound ends at {audio_s:.2f}s, before the video "
+                  f"({video_s:.2f}s): {self._audio_source} holds less audio than expected", file=sys.stderr)
 
     def abort(self) -> None:
         try:
             self.container.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing a broken container (a full disk) fails too; the file goes
             pass
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
@@ -244,6 +265,10 @@ class LiveRecorder:
     @property
     def frames_written(self) -> int:
         return self.sink.frames_written
+
+    @property
+    def path(self) -> str:
+        return self.sink.path
 
     def write_audio(self, samples: np.ndarray) -> None:
         """Captured mono float32 samples at the input rate (silence for audio the input lost)."""
@@ -291,7 +316,10 @@ class PngSink:
         self.directory = os.path.abspath(directory)
         self.overwrite = overwrite
         parent = os.path.dirname(self.directory)
-        self.tmp = tempfile.mkdtemp(prefix=".sgvis-png-", dir=parent)
+        try:
+            self.tmp = tempfile.mkdtemp(prefix=".sgvis-png-", dir=parent)
+        except OSError as e:
+            raise write_failure(directory, e) from None
         self.frames_written = 0
 
     def _name(self, index: int) -> str:
@@ -318,9 +346,18 @@ class PngSink:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def check_video_target(target: str, overwrite: bool, inputs=()) -> None:
+    check_output_path(target, overwrite, inputs=inputs)
+    video_format(target)
+
+
+def check_png_target(target: str, overwrite: bool, inputs=()) -> None:
+    check_output_path(target, overwrite, what="png", inputs=inputs)
+
+
 def open_video_sink(target: str, context) -> "VideoSink | LiveRecorder":
     """SINKS["video"]: a video file; with the run's audio (render) or the captured sound (live)."""
-    check_output_path(target, context.overwrite, inputs=context.inputs)
+    check_video_target(target, context.overwrite, context.inputs)
     width, height = (even(int(v)) for v in context.size)
     rs = context.settings
     if context.live_audio_rate is not None:
@@ -335,5 +372,9 @@ def open_video_sink(target: str, context) -> "VideoSink | LiveRecorder":
 
 def open_png_sink(target: str, context) -> PngSink:
     """SINKS["png"]: numbered PNG frames in a folder."""
-    check_output_path(target, context.overwrite, what="png", inputs=context.inputs)
+    check_png_target(target, context.overwrite, context.inputs)
     return PngSink(target, overwrite=context.overwrite)
+
+
+open_video_sink.check_target = check_video_target     # sgvis.outputs.check_sink_spec: checked before the run
+open_png_sink.check_target = check_png_target

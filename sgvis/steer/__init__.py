@@ -70,6 +70,8 @@ def choose_steering(flag: str | None, checkpoint: str | None, settings: dict, mo
     """The one steering switch of render, live and demo: `--steer` if given, else the settings' steer.mode;
     auto means learned with a --steering checkpoint, else reactive.  Returns (mode, checkpoint path or None);
     a --steering file with a mode that does not use it is one UserError, never silently ignored."""
+    if flag and flag != "auto" and flag not in STEERINGS:
+        raise UserError(f"--steer must be auto or one of {', '.join(STEERINGS.names())}; got {flag!r}")
     mode = flag or settings.get("steer", {}).get("mode", "auto")
     mode = resolve_mode(mode, checkpoint)
     factory = STEERINGS.get(mode)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 
@@ -98,10 +97,6 @@ class InfiniteSampler(torch.utils.data.Sampler):
             epoch += 1
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
-
-
 def save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> None:
     from PIL import Image
     gw, gh = grid
@@ -112,21 +107,6 @@ def save_image_grid(images: torch.Tensor, grid: tuple[int, int], path: str) -> N
     x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     x = x.reshape(gh, gw, c, h, w).permute(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c).numpy()
     write_atomically(path, lambda tmp: Image.fromarray(x).save(tmp, format="PNG"), suffix=".png")
-
-
-def check_outdir(outdir: str) -> None:
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --outdir {outdir}: {e.strerror}") from None
-    if not os.path.isdir(outdir):
-        raise UserError(f"--outdir {outdir} is not a folder")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".sgvis-write-test-", dir=outdir)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise UserError(f"cannot write to --outdir {outdir}: {e.strerror}") from None
 
 
 def resolve_device(name: str, dist: Dist | None = None) -> torch.device:

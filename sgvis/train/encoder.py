@@ -36,7 +36,7 @@ import time
 import torch
 
 from sgvis.errors import UserError
-from sgvis.train.state import load_training_state, raise_keyboard_interrupt
+from sgvis.train.state import check_outdir, load_training_state, raise_keyboard_interrupt
 
 __all__ = ["TRAIN_DEFAULTS", "OBJECTIVE_WEIGHTS", "EncoderTrainer", "train_encoder", "register_cli"]
 
@@ -368,7 +368,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     from sgvis.steer.directions import model_hash
     from sgvis.steer.learned import save_steering
     from sgvis.backends.stylegan import load_model
-    from sgvis.train.common import Dist, InfiniteSampler, check_outdir, resolve_device
+    from sgvis.train.common import Dist, InfiniteSampler, resolve_device
 
     weights = resolve_weights(cfg)
     for key in ("steps", "batch", "clip_frames"):
@@ -389,7 +389,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
         raise UserError(f"train_encoder.batch {cfg['batch']} must be a multiple of the number of processes "
                         f"({dist.world})")
     created = not os.path.exists(outdir)
-    check_outdir(outdir)
+    check_outdir(outdir, flag="--out")
     try:
         G = load_model(model_path)
         from sgvis.features.analysis import MelConfig

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
-from sgvis.train.common import (Dist, InfiniteSampler, atomic_torch_save, check_outdir, parse_grid,
-                                resolve_device, save_image_grid)
-from sgvis.train.state import load_training_state, training_process
+from sgvis.train.common import Dist, InfiniteSampler, parse_grid, resolve_device, save_image_grid
+from sgvis.train.state import atomic_torch_save, check_outdir, load_training_state, training_process
 
 STATE_FILE = "training-state.pt"
 STATE_TAG = "sgvis-train-state"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from sgvis.errors import UserError
-from sgvis.train.state import load_training_state, training_process
+from sgvis.train.state import atomic_torch_save, check_outdir, load_training_state, training_process
 
 STATE_FILE = "training-state.pt"
 STATE_TAG = "sgvis-train-glo"
@@ -195,7 +196,6 @@ def train(o: GloOptions) -> dict:
 def _train(o: GloOptions, device: torch.device, dataset) -> dict:
     import stylegan
     from tqdm import tqdm
-    from sgvis.train.common import atomic_torch_save, check_outdir
     outdir = os.path.abspath(o.outdir)
     state_path = os.path.join(outdir, STATE_FILE)
     state = None
@@ -281,7 +281,7 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
     log = open(os.path.join(outdir, "log.jsonl"), "a")
     bar = tqdm(total=total_steps, initial=min(step, total_steps), desc="train-glo", unit="step",
                disable=not o.progress, dynamic_ncols=True)
-    last_save, losses, t_start, interrupted = time.time(), [], time.time(), False
+    last_save, losses, t_start, interrupted = time.time(), [], time.time(), None
     G.train()
     try:
         while step < total_steps:
@@ -323,15 +323,16 @@ def _train(o: GloOptions, device: torch.device, dataset) -> dict:
             elif time.time() - last_save > o.state_minutes * 60:
                 save_state()
                 last_save = time.time()
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:      # Ctrl-C, SIGTERM, SIGHUP: save the state, then end as interrupted
+        interrupted = e
     finally:
         bar.close()
         log.close()
     save_state()
-    if interrupted:
-        raise UserError(f"interrupted: saved {state_path} at step {step} (epoch {step / steps_per_epoch:.2f}); "
-                        f"continue with --resume")
+    if interrupted is not None:
+        print(f"\ninterrupted: saved {state_path} at step {step} (epoch {step / steps_per_epoch:.2f}); "
+              f"continue with --resume", file=sys.stderr)
+        raise interrupted
     G.eval().requires_grad_(False).cpu()
     extra = {}
     if o.latent_bank:

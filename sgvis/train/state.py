@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import tempfile
 import threading
 
 import torch
 
-from sgvis.errors import UserError, first_line
+from sgvis.errors import Interrupted, UserError, first_line
 
 
 def load_training_state(path: str, tag: str, version, command: str) -> dict:
@@ -28,9 +30,32 @@ def load_training_state(path: str, tag: str, version, command: str) -> dict:
     return state
 
 
+def check_outdir(outdir: str, flag: str = "--outdir") -> None:
+    """Create a run folder (if needed) and make sure files can be written in it; `flag` is the option the user
+    gave it with (train-gan/train-glo: --outdir, train-encoder: --out), named in the one-line error."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f"{flag} {outdir} is a file, not a folder; give a folder for the run")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {flag} {outdir}: {e.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".sgvis-write-test-", dir=outdir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"cannot write to {flag} {outdir}: {e.strerror}") from None
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save to a temporary file renamed into place: an interruption never leaves a half-written state."""
+    from stylegan.atomic import write_atomically
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
 def raise_keyboard_interrupt(signum, frame):
     """SIGTERM handler: end training the way Ctrl-C does, so the last checkpoint is written."""
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
 
 
 @contextlib.contextmanager
