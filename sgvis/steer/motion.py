@@ -20,7 +20,6 @@ and rolls at a speed that follows the loudness, which falls to nothing in silenc
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -43,25 +42,26 @@ DEFAULTS = {
 
 
 def resolve_motion(cfg: dict | None) -> dict:
-    """The motion: section merged over DEFAULTS; unknown keys are one UserError naming the key."""
-    def merge(base, over, path):
-        out = copy.deepcopy(base)
-        for k, v in (over or {}).items():
-            if k not in base:
-                raise UserError(f"unknown setting motion.{path}{k} (known: {', '.join(sorted(base))})")
-            if isinstance(base[k], dict):
+    """The motion: section merged over DEFAULTS; an unknown key or a value that is not a number >= 0 is one
+    UserError naming the key."""
+    from sgvis.config import merge
+    out = merge(DEFAULTS, cfg or {}, "motion")
+
+    def check(section: dict, defaults: dict, path: str) -> None:
+        for k, v in section.items():
+            if isinstance(defaults[k], dict):
                 if not isinstance(v, dict):
-                    raise UserError(f"motion.{path}{k} must be a mapping, got {v!r}")
-                out[k] = merge(base[k], v, f"{path}{k}.")
-            else:
-                try:
-                    out[k] = float(v)
-                except (TypeError, ValueError):
-                    raise UserError(f"motion.{path}{k} must be a number, got {v!r}") from None
-                if not math.isfinite(out[k]) or (out[k] < 0 and k not in ()):
-                    raise UserError(f"motion.{path}{k} must be a finite number >= 0, got {v!r}")
-        return out
-    return merge(DEFAULTS, cfg or {}, "")
+                    raise UserError(f"{path}.{k} is a section ({', '.join(defaults[k])}), got {v!r}")
+                check(v, defaults[k], f"{path}.{k}")
+                continue
+            try:
+                section[k] = float(v)
+            except (TypeError, ValueError):
+                raise UserError(f"{path}.{k} must be a number, got {v!r}") from None
+            if not math.isfinite(section[k]) or section[k] < 0:
+                raise UserError(f"{path}.{k} must be a finite number >= 0, got {v!r}")
+    check(out, DEFAULTS, "motion")
+    return out
 
 
 def _finite(x, default=0.0) -> float:
