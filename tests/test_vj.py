@@ -278,3 +278,95 @@ def test_osc_out_publishes_onsets_within_50_ms_of_the_clicks(jack, model, tmp_pa
     phases = receiver.of("/sgvis/audio/beat_phase")           # sent just before a frame's hit
     at_hits = np.array([[v for t, v in phases if t <= h][-1] for h in hits if h > onsets[-1][0] - 3])
     assert len(at_hits) >= 3 and np.all(np.minimum(at_hits, 1 - at_hits) < 0.2), at_hits
+
+
+# -- presets a VJ owns, tap tempo ------------------------------------------------------------------------------
+def test_user_presets_save_and_recall_with_cross_fade(jack, model, tmp_path, monkeypatch):
+    import yaml
+    from sgvis.control.presets import load_preset
+    from sgvis.steer import Crossfade
+    folder = tmp_path / "presets"
+    monkeypatch.setenv("SGVIS_PRESETS", str(folder))
+    show = make_show(model, tmp_path, duration=0.5, preset="energetic")
+    try:
+        for name, value in (("intensity", 2.5), ("groups.coarse", 1.5), ("motion.camera", 0.5), ("speed", 2.0)):
+            assert show.act(name, value)
+        assert show.act("preset.save", "mine") and show.message == "saved preset mine"
+        data = yaml.safe_load((folder / "mine.yaml").read_text())
+        assert data["base"] == "energetic" and data["controls"]["intensity"] == 2.5
+        assert load_preset("mine") == ("energetic", data["controls"])
+        assert "mine" in show.bus.controls["preset"].choices
+        show.keys.press("P")                                           # key P: the next free name
+        show.apply_controls()
+        assert (folder / "user1.yaml").exists()
+        assert not show.act("preset.save", "../up") and not (tmp_path / "up.yaml").exists()   # rejected
+        assert show.bus.report()["sources"]["api"]["rejected"] == 1
+        show.act("preset.save", "calm")                                # a shipped name is never replaced
+        assert not (folder / "calm.yaml").exists() and "shipped" in show.message
+        # Change everything, then recall: a cross-fade to the saved controls.
+        for name, value in (("intensity", 0.3), ("groups.coarse", 0.2), ("motion.camera", 2.0), ("speed", 0.5)):
+            show.act(name, value)
+        show.act("crossfade", 2.0)
+        show.act("preset", "mine")
+        assert isinstance(show.steering, Crossfade) and show.steering.seconds == 2.0
+        show.apply_controls()                                          # the next frame: the saved controls
+        values = show.bus.values()
+        assert values["intensity"] == 2.5 and values["groups.coarse"] == 1.5 and values["motion.camera"] == 0.5
+        assert show.steering.target.cfg["intensity"] == 2.5 and show.steering.target.speed == 2.0
+        assert show.motion.camera_amount == 0.5
+    finally:
+        show.input.close()
+    again = make_show(model, tmp_path, duration=0.5)                   # a new show lists the user presets
+    again.input.close()
+    assert again.presets[:len(again.shipped_presets)] == again.shipped_presets
+    assert {"mine", "user1"} <= set(again.presets)
+
+
+def test_tap_tempo_clock():
+    from sgvis.control.tempo import TempoClock
+    from sgvis.features.analysis import Features
+    clock = TempoClock()
+    assert clock.tap(10.0) == 0.0                                      # one tap: no tempo yet
+    for t in (10.5, 11.0, 11.5):
+        bpm = clock.tap(t)
+    assert bpm == pytest.approx(120.0)
+    f = clock.features(Features(time=0.0, tempo=97.0, beat_phase=0.9), 11.75)
+    assert f.tempo == pytest.approx(120.0) and f.beat_phase == pytest.approx(0.5)
+    beats = [clock.features(Features(time=0.0), 11.5 + k / 60).beat for k in range(1, 121)]
+    assert sum(beats) == 4                                              # four beats in two seconds at 120 BPM
+    clock.tap(20.0)                                                     # after a pause: a new run of taps
+    assert clock.tap(20.25) == pytest.approx(240.0)
+    clock.set_bpm(0, 21.0)                                              # tempo 0: back to the audio tracker
+    f = Features(time=0.0, tempo=97.0, beat_phase=0.3)
+    assert clock.features(f, 21.5) is f
+
+
+def test_tap_tempo_key_and_osc_feed_the_show(jack, model, tmp_path):
+    from sgvis.control.osc import OscControls
+    show = make_show(model, tmp_path, duration=0.5)
+    show._open_surface()
+    seen = []
+    try:
+        step = show.steering.step
+        show.steering.step = lambda f: (seen.append(f), step(f))[1]
+        show.ws = step(show.extractor.at(0.0))
+        osc_in = OscControls(port=0, announce=False)
+        osc_in.start(show.bus)
+        for k in range(4):                                            # key T, then /sgvis/tap, 0.25 s apart
+            if k % 2:
+                osc_in.handle_message("/sgvis/tap", [])
+            else:
+                show.keys.press("T")
+            show.apply_controls()
+            time.sleep(0.25)
+        osc_in.stop()
+        show.apply_controls()
+        assert show.bus.get("tempo") == pytest.approx(240, abs=25)
+        show.step()
+        assert seen[-1].tempo == pytest.approx(240, abs=25)                # the steering breathes to it
+        show.act("tempo", 0.0)                                        # /sgvis/tempo 0: the audio's beat again
+        show.step()
+        assert seen[-1].tempo != pytest.approx(240, abs=25)
+    finally:
+        show.input.close()
+        show.surface.close()
