@@ -370,3 +370,195 @@ def test_tap_tempo_key_and_osc_feed_the_show(jack, model, tmp_path):
     finally:
         show.input.close()
         show.surface.close()
+
+
+# -- MIDI: the mapping layer fed mido messages; ports replaced at their boundary -------------------------------
+mido = pytest.importorskip("mido")
+
+MIDI_MAP = """
+cc:
+  - {cc: 1, control: intensity, range: [0, 4], curve: linear}
+  - {cc: 2, control: groups.coarse, range: [0, 2], curve: square, channel: 2}
+  - {cc: 3, control: speed, range: [0.25, 4], curve: exp}
+  - {cc: 64, control: freeze}
+  - {cc: 65, control: reseed}
+notes:
+  - {note: 36, action: freeze}
+  - {note: 37, action: preset, value: calm}
+  - {note: 38, action: tap}
+  - {note: 39, action: intensity, value: 0.5}
+"""
+
+
+@pytest.fixture
+def midi_bus(tmp_path):
+    from sgvis.control import ControlBus, standard_controls
+    from sgvis.control.midi import MidiMap
+    path = tmp_path / "map.yaml"
+    path.write_text(MIDI_MAP)
+    return ControlBus(standard_controls(presets=["calm", "energetic"])), MidiMap.load(str(path))
+
+
+def test_midi_map_cc_ranges_curves_channels_and_notes(midi_bus):
+    bus, midi_map = midi_bus
+    cc = lambda n, v, ch=0: mido.Message("control_change", control=n, value=v, channel=ch)   # noqa: E731
+    assert midi_map.handle(cc(1, 127), bus) and bus.get("intensity") == 4.0
+    midi_map.handle(cc(1, 0), bus)
+    assert bus.get("intensity") == 0.0
+    midi_map.handle(cc(1, 127 // 4), bus)
+    assert bus.get("intensity") == pytest.approx(4 * 31 / 127)
+    assert not midi_map.handle(cc(2, 64), bus)                        # channel 1: the map wants channel 2
+    assert midi_map.handle(cc(2, 64, ch=1), bus)
+    assert bus.get("groups.coarse") == pytest.approx(2 * (64 / 127) ** 2)     # square: fine at the low end
+    midi_map.handle(cc(3, 0), bus), midi_map.handle(cc(3, 127), bus)
+    assert bus.get("speed") == pytest.approx(4.0)
+    midi_map.handle(cc(3, 127 // 2), bus)
+    assert bus.get("speed") == pytest.approx(0.25 * 16 ** (63 / 127))       # exp: equal ratios per step
+    midi_map.handle(cc(64, 127), bus)
+    assert bus.get("freeze") is True
+    midi_map.handle(cc(64, 0), bus)
+    assert bus.get("freeze") is False
+    bus.drain()
+    for v in (127, 127, 0, 100):                                      # a CC button fires a trigger on press only
+        midi_map.handle(cc(65, v), bus)
+    assert [e.name for e in bus.drain()].count("reseed") == 2
+    note = lambda n, vel=100: mido.Message("note_on", note=n, velocity=vel)    # noqa: E731
+    midi_map.handle(note(36), bus)
+    assert bus.get("freeze") is True                                  # a note toggles a bool
+    midi_map.handle(note(36, vel=0), bus)                             # note-on velocity 0 is a release
+    assert bus.get("freeze") is True
+    midi_map.handle(note(37), bus), midi_map.handle(note(39), bus)
+    assert bus.get("preset") == "calm" and bus.get("intensity") == 0.5
+    assert not midi_map.handle(note(50), bus)                         # unmapped
+    assert bus.report()["sources"]["midi"]["rejected"] == 0
+
+
+def test_midi_clock_taps_the_tempo(midi_bus, jack, model, tmp_path):
+    bus, midi_map = midi_bus
+    bus.drain()
+    midi_map.handle(mido.Message("start"), bus)
+    for _ in range(4 * 24):
+        midi_map.handle(mido.Message("clock"), bus)
+    assert [e.name for e in bus.drain()] == ["tap"] * 4              # one tap per quarter note, the first at once
+    # Fed to a show at 120 BPM (24 clocks per beat, 0.5 s apart): the show's tempo follows.
+    show = make_show(model, tmp_path, duration=0.5)
+    try:
+        midi_map.handle(mido.Message("start"), show.bus)
+        for beat in range(3):
+            for _ in range(24):
+                midi_map.handle(mido.Message("clock"), show.bus)
+            show.apply_controls()
+            time.sleep(0.5)
+        assert show.tempo_clock.bpm == pytest.approx(120, abs=8)
+    finally:
+        show.input.close()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cc: [{cc: 1, control: nope}]", "cc entry 1: 'nope' is not a control"),
+    ("cc: [{cc: 200, control: intensity}]", "cc must be a whole number 0-127"),
+    ("cc: [{cc: 1, control: intensity, curve: wobbly}]", "curve must be one of"),
+    ("cc: [{cc: 1, control: intensity, range: [0, 1], curve: exp}]", "curve exp needs a range above 0"),
+    ("cc: [{cc: 1, control: intensity, range: 5}]", "range is [low, high]"),
+    ("notes: [{note: 36, action: preset}]", "preset needs a value"),
+    ("notes: [{note: 36, action: freeze, chanel: 1}]", "unknown key 'chanel'"),
+    ("knobs: []", "a MIDI map has the lists"),
+    ("cc: [1", "invalid YAML"),
+])
+def test_bad_midi_map_is_one_line(tmp_path, text, message):
+    from sgvis.control.midi import MidiMap
+    from sgvis.errors import UserError
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as e:
+        MidiMap.load(str(path))
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_midi_map_on_the_command_line(model, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("cc: [{cc: 1, control: nope}]")
+    _one_clear_line(run_cli("live", "--model", model, "--headless", "--midi-map", str(path)), "is not a control")
+
+
+def test_midi_learn_round_trip(tmp_path):
+    from sgvis.control import ControlBus, standard_controls
+    from sgvis.control.midi import MidiMap, learn
+    knob = [mido.Message("control_change", control=21, value=v) for v in (10, 20, 30)]
+    feed = iter([*knob,                                                # intensity (the knob keeps sending)
+                 mido.Message("clock"), mido.Message("control_change", control=22, value=5, channel=3),   # speed
+                 None,                                                 # truncation: skipped
+                 mido.Message("note_on", note=40, velocity=0),         # a release is not a press
+                 mido.Message("note_on", note=40, velocity=90),        # freeze
+                 mido.Message("note_on", note=41, velocity=90)])       # preset:calm
+    said = []
+    midi_map = learn(["intensity", "speed", "truncation", "freeze", "preset:calm"], lambda timeout: next(feed),
+                     say=said.append, wait_s=1.0)
+    assert any("skipped" in s for s in said)
+    path = tmp_path / "learned.yaml"
+    midi_map.save(str(path))
+    loaded = MidiMap.load(str(path))
+    assert loaded.to_dict() == midi_map.to_dict()
+    bus = ControlBus(standard_controls(presets=["calm"]))
+    loaded.handle(mido.Message("control_change", control=21, value=127), bus)
+    loaded.handle(mido.Message("control_change", control=22, value=127, channel=3), bus)
+    loaded.handle(mido.Message("note_on", note=40, velocity=100), bus)
+    loaded.handle(mido.Message("note_on", note=41, velocity=100), bus)
+    values = bus.values()
+    assert values["intensity"] == 8.0 and values["speed"] == 8.0 and values["freeze"] is True
+    assert values["preset"] == "calm" and values["truncation"] == 1.0
+
+
+def test_midi_learn_command_without_a_backend_is_one_line(tmp_path):
+    try:
+        import rtmidi  # noqa: F401
+        pytest.skip("python-rtmidi is installed here")
+    except ImportError:
+        pass
+    _one_clear_line(run_cli("midi-learn", "--out", str(tmp_path / "m.yaml")), "python-rtmidi", "sgvis[vj]")
+
+
+class FakePorts:
+    """The OS side of MIDI: input names that come and go, ports that deliver messages to their callback."""
+
+    def __init__(self, names):
+        self.names, self.open = list(names), {}
+
+    def list_inputs(self):
+        return list(self.names)
+
+    def open_input(self, name, callback):
+        port = type("Port", (), {"close": lambda s: self.open.pop(name, None)})()
+        self.open[name] = callback
+        return port
+
+    def play(self, name, msg):
+        self.open[name](msg)
+
+
+def test_midi_producer_ports_unplug_and_reconnect(tmp_path, midi_bus):
+    from sgvis.control.midi import MidiControls
+    from sgvis.errors import UserError
+    bus, _ = midi_bus
+    path = tmp_path / "map.yaml"
+    path.write_text(MIDI_MAP)
+    ports = FakePorts(["nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0", "Midi Through:Port-0 14:0"])
+    with pytest.raises(UserError, match="no MIDI input matches 'launchpad'; inputs: nanoKONTROL2"):
+        MidiControls("launchpad", str(path), ports.list_inputs, ports.open_input)
+    producer = MidiControls("nanokontrol", str(path), ports.list_inputs, ports.open_input, poll_s=0.05)
+    producer.start(bus)
+    try:
+        name = producer.names[0]
+        assert list(ports.open) == [name] and producer.status == ""
+        ports.play(name, mido.Message("control_change", control=1, value=127))
+        assert bus.get("intensity") == 4.0
+        ports.names.remove(name)                                       # unplugged
+        assert wait_for(lambda: producer.status.startswith("MIDI nanoKONTROL2") and "lost" in producer.status)
+        ports.names.append(name)                                       # plugged in again
+        assert wait_for(lambda: producer.status == "" and name in ports.open)
+        ports.play(name, mido.Message("control_change", control=1, value=0))
+        assert bus.get("intensity") == 0.0
+        assert producer.report() == {"ports": [name], "lost": 1, "reconnects": 1}
+    finally:
+        producer.stop()
+    assert not ports.open
