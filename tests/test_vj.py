@@ -562,3 +562,112 @@ def test_midi_producer_ports_unplug_and_reconnect(tmp_path, midi_bus):
     finally:
         producer.stop()
     assert not ports.open
+
+
+# -- video out: virtual camera and NDI, their OS senders replaced at the boundary -----------------------------
+class FakeSender:
+    """Stands in for pyvirtualcam.Camera / the NDI sender: keeps (time, frame) of what it was sent; `fail`
+    makes the next sends raise, as a device that went away."""
+    made = []
+
+    def __init__(self, *args):
+        self.args, self.frames, self.closed, self.fail = args, [], False, False
+        FakeSender.made.append(self)
+
+    def send(self, frame):
+        if self.fail:
+            raise RuntimeError("device went away")
+        self.frames.append((time.perf_counter(), frame.copy()))
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_senders(monkeypatch):
+    import sgvis.outputs.ndi as ndi
+    import sgvis.outputs.virtualcam as virtualcam
+    FakeSender.made = []
+    monkeypatch.setattr(virtualcam, "make_camera", FakeSender)
+    monkeypatch.setattr(ndi, "make_sender", FakeSender)
+    return FakeSender.made
+
+
+@pytest.mark.parametrize("spec, channels", [("v4l2:/dev/video10", 3), ("ndi:sgvis test", 4)])
+def test_stream_sinks_send_frames_of_the_right_size_format_and_timing(fake_senders, spec, channels):
+    """A render (no live audio) sends at the video frame rate; the frame is the picture, RGB or RGBX."""
+    from sgvis.outputs import SinkContext, open_sink
+    sink = open_sink(spec, SinkContext(fps=25, size=(48, 32)))
+    (sender,) = fake_senders
+    name, target = spec.split(":", 1)
+    assert sender.args == ((target if name == "v4l2" else "sgvis test"), 48, 32, 25.0)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(10)]
+    for f in frames:
+        sink.write(f)
+    sink.close()
+    assert sender.closed and len(sender.frames) == 10
+    for (_, got), want in zip(sender.frames, frames):
+        assert got.shape == (32, 48, channels) and got.dtype == np.uint8 and got.flags["C_CONTIGUOUS"]
+        assert np.array_equal(got[..., :3], want)
+        if channels == 4:
+            assert np.all(got[..., 3] == 255)
+    times = np.array([t for t, _ in sender.frames])
+    gaps = np.diff(times)                     # 40 ms apart; a late frame (busy machine) brings no burst after it
+    assert gaps.min() > 0.005 and np.median(gaps) == pytest.approx(0.04, abs=0.005), gaps
+    with pytest.raises(ValueError, match="expected 48x32 RGB uint8"):
+        open_sink(spec, SinkContext(fps=25, size=(48, 32))).write(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_unavailable_outputs_name_what_to_install(monkeypatch):
+    from sgvis.outputs import OutputUnavailable, SinkContext, open_sink
+    import builtins
+    real_import = builtins.__import__
+
+    def no_packages(name, *args, **kw):
+        if name in ("pyvirtualcam", "NDIlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_packages)
+    with pytest.raises(OutputUnavailable, match=r"--out v4l2:/dev/video10 needs pip install 'sgvis\[vj\]' "
+                                                r"\(pyvirtualcam\); on Linux also the v4l2loopback"):
+        open_sink("v4l2:/dev/video10", SinkContext(fps=30, size=(32, 32)))
+    with pytest.raises(OutputUnavailable, match=r"--out ndi:stage needs pip install 'sgvis\[vj\]' \(ndi-python\)"):
+        open_sink("ndi:stage", SinkContext(fps=30, size=(32, 32)))
+
+
+def test_live_show_goes_on_without_an_unavailable_output_and_with_a_lost_one(jack, model, tmp_path, fake_senders,
+                                                                              monkeypatch, capfd):
+    """Several outputs at once: an NDI sender that fails mid-show is shown in the HUD and comes back; a virtual
+    camera this machine lacks is one line at start; the show goes on."""
+    import sgvis.outputs.virtualcam as virtualcam
+
+    def no_camera(*args):
+        raise ImportError("pyvirtualcam")
+    monkeypatch.setattr(virtualcam, "make_camera", no_camera)
+    monkeypatch.setattr("sgvis.outputs.stream.RETRY_S", 0.3)
+    show = make_show(model, tmp_path, duration=3.0, fps=20, outputs=["v4l2:/dev/video10", "ndi:stage"],
+                     size=(40, 24))
+    seen = {}
+    step = show.step
+
+    def step_and_break():
+        if show.frames_shown == 10:
+            fake_senders[0].fail = True                              # the NDI sender breaks
+        if show.frames_shown == 14:
+            seen["hud"] = show._hud_lines(time.perf_counter())
+            fake_senders[0].fail = False
+        step()
+    show.step = step_and_break
+    stats = show.run()
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert err == ["sgvis: warning: --out v4l2:/dev/video10 needs pip install 'sgvis[vj]' (pyvirtualcam); on "
+                   "Linux also the v4l2loopback module (apt install v4l2loopback-dkms; sudo modprobe "
+                   "v4l2loopback), on macOS/Windows OBS Studio"]
+    assert stats["unavailable_outputs"] == ["v4l2:/dev/video10"]
+    assert any(line.startswith("NDI stage lost") for line in seen["hud"]), seen["hud"]
+    first, *again = fake_senders
+    assert first.closed and again, "the sender was not opened again"
+    assert len(first.frames) >= 8 and again[-1].frames                  # frames before and after the loss
+    assert again[-1].frames[-1][1].shape == (24, 40, 4)
+    assert stats["frames_shown"] > 20

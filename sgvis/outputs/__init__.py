@@ -60,6 +60,7 @@ SINKS = Registry("output", {
     "video": "sgvis.outputs.files:open_video_sink",
     "png": "sgvis.outputs.files:open_png_sink",
     "v4l2": "sgvis.outputs.virtualcam:open_virtualcam_sink",      # virtual camera (pyvirtualcam)
+    "virtualcam": "sgvis.outputs.virtualcam:open_virtualcam_sink",  # the same; target auto on macOS/Windows
     "ndi": "sgvis.outputs.ndi:open_ndi_sink",                     # NDI sender (ndi-python)
 })
 FILE_SINKS = ("video", "png")      # outputs whose target is a path (checked before a show starts)
