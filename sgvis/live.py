@@ -238,8 +238,14 @@ class LiveShow:
         self.act("intensity", value)
 
     def apply_controls(self) -> None:
-        for event in self.bus.drain():
+        events = self.bus.drain()
+        for event in events:
             self._apply(event.name, event.value)
+        presets = [i for i, e in enumerate(events) if e.name == "preset"]
+        if presets:      # a preset set controls on the bus; values sent after it in this batch are the ones applied
+            for event in events[presets[-1] + 1:]:
+                if event.name in self.bus.controls and self.bus.controls[event.name].kind != "trigger":
+                    self.bus.set_quietly(event.name, event.value)
 
     def _apply(self, name: str, value) -> None:
         if name == "reseed":
@@ -257,11 +263,10 @@ class LiveShow:
             self.config = config
             self._crossfade_to(self._make_steering(self.config, self.seed))
             intensity = float(self.config.get("steer", {}).get("intensity", 1.0))
-            self.bus.send("intensity", intensity, "preset")
-            self.bus.drain()
-            for control, saved_value in (saved or {}).items():    # a user preset: its controls, next frame
-                if control in self.bus.controls:
-                    self.bus.send(control, saved_value, "preset")
+            self.bus.set_quietly("intensity", intensity, "preset")      # the new steering has it already
+            for control, saved_value in (saved or {}).items():          # a user preset: its controls
+                if control in self.bus.controls and self.bus.set_quietly(control, saved_value, "preset"):
+                    self._apply(control, self.bus.get(control))
             self.message = f"preset {value}"
         elif name == "preset.save":
             from sgvis.control.presets import next_free_name, save_preset

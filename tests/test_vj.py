@@ -266,8 +266,8 @@ def test_osc_out_publishes_onsets_within_50_ms_of_the_clicks(jack, model, tmp_pa
     # and a frame 8-17 ms, so on a loaded 2-core machine a few go past 50 ms), none later than 100 ms.
     assert np.median(delays) < 0.050 and np.mean(delays < 0.050) >= 0.75, np.round(delays * 1000, 1)
     assert np.all(delays < 0.100), np.round(delays * 1000, 1)
-    # No hit far from a click: each one follows a click by less than 50 ms.
-    late = [h for h in hits if heard[0] <= h <= heard[-1] + 0.1 and not any(0 <= h - c < 0.05 for c in heard)]
+    # No hit between the clicks (500 ms apart): each one follows a click by less than 100 ms.
+    late = [h for h in hits if heard[0] <= h <= heard[-1] + 0.1 and not any(0 <= h - c < 0.1 for c in heard)]
     assert not late, late
     for name in ("rms", "low", "mid", "high", "onset", "beat_phase"):
         v = np.array([v for _, v in receiver.of(f"/sgvis/audio/{name}")])
@@ -309,7 +309,6 @@ def test_user_presets_save_and_recall_with_cross_fade(jack, model, tmp_path, mon
         show.act("crossfade", 2.0)
         show.act("preset", "mine")
         assert isinstance(show.steering, Crossfade) and show.steering.seconds == 2.0
-        show.apply_controls()                                          # the next frame: the saved controls
         values = show.bus.values()
         assert values["intensity"] == 2.5 and values["groups.coarse"] == 1.5 and values["motion.camera"] == 0.5
         assert show.steering.target.cfg["intensity"] == 2.5 and show.steering.target.speed == 2.0
@@ -671,3 +670,21 @@ def test_live_show_goes_on_without_an_unavailable_output_and_with_a_lost_one(jac
     assert len(first.frames) >= 8 and again[-1].frames                  # frames before and after the loss
     assert again[-1].frames[-1][1].shape == (24, 40, 4)
     assert stats["frames_shown"] > 20
+
+
+def test_values_sent_after_a_preset_in_the_same_frame_win(jack, model, tmp_path):
+    """/sgvis/preset then /sgvis/intensity before the next frame: the preset's intensity first, then the sent one,
+    on the bus and in the steering alike."""
+    show = make_show(model, tmp_path, duration=0.5)
+    try:
+        show.bus.send("preset", "energetic", "osc")
+        show.bus.send("intensity", 2.0, "osc")
+        show.apply_controls()
+        assert show.bus.get("intensity") == 2.0 and show.steering.target.cfg["intensity"] == 2.0
+        show.bus.send("intensity", 2.0, "osc")
+        show.bus.send("preset", "calm", "osc")
+        show.apply_controls()
+        calm = show.steering.target.cfg["intensity"]
+        assert calm != 2.0 and show.bus.get("intensity") == calm
+    finally:
+        show.input.close()

@@ -150,6 +150,21 @@ class ControlBus:
             self._events.append(ControlEvent(name, value, source))
             return True
 
+    def set_quietly(self, name: str, value: Any, source: str | None = None) -> bool:
+        """Set a control's value without queuing an event (the show applies it itself: a preset's settings);
+        counted for `source` when one is given.  False when the value does not fit."""
+        control = self.controls[name]
+        try:
+            value = control.coerce(value)
+        except ControlError:
+            return False
+        with self._lock:
+            if source is not None:
+                self.counts.setdefault(source, SourceCounts()).received += 1
+            if control.kind != "trigger":
+                self._values[name] = value
+        return True
+
     def reject(self, source: str, reason: str) -> None:
         """Count a message from `source` that never became a control value (unreadable, wrong address)."""
         with self._lock:
