@@ -21,6 +21,7 @@ COMMANDS = {
     "info": ("sgvis.model_files", "describe a model, steering or audio-CLIP file (any format sgvis reads)"),
     "convert": ("sgvis.model_files", "convert a checkpoint to sgvis's safetensors format (fast, safe to load)"),
     "eval": ("sgvis.eval.av_align", "evaluate a rendered video, or compare steerings on test audio"),
+    "midi-learn": ("sgvis.control.midi", "write a MIDI map (CC/note -> control) by moving each knob in turn"),
     "doctor": ("sgvis.doctor", "report GPU, CUDA toolkit and compiled CUDA ops, and what to fix"),
     "dataset": ("sgvis.data.dataset", "build an image dataset (folder or zip) for train-gan / train-glo"),
     "train-gan": ("sgvis.train.gan", "train a StyleGAN2 generator from scratch"),

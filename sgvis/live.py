@@ -57,6 +57,7 @@ class LiveJob:
     outputs: list = field(default_factory=list)     # extra sinks, NAME:TARGET (sgvis.outputs.SINKS)
     controls: list = field(default_factory=list)    # control producers by name (sgvis.control.PRODUCERS)
     backend: str = "stylegan"                       # the generator (sgvis.backends.BACKENDS)
+    control_options: dict = field(default_factory=dict)   # producer name -> its keyword arguments (--osc-port...)
     gpu: str = "auto"
     preset: str | None = None
     config_path: str | None = None
@@ -100,10 +101,13 @@ class LiveShow:
         self.lcfg = self.config["live"]
         from sgvis.render import check_render_settings
         self.config["render"] = check_render_settings(self.config["render"])
-        self.presets = presets()
+        from sgvis.control.presets import user_presets
+        self.shipped_presets = presets()
+        self.presets = self.shipped_presets + user_presets(self.shipped_presets)
+        self.base_preset = job.preset            # the shipped preset the settings come from (saved with a preset)
         from sgvis.outputs import check_sink_spec
-        for spec in self._sink_specs():
-            check_sink_spec(spec, job.overwrite, inputs=(job.model, job.steering_path))
+        for spec in self._sink_specs():          # file outputs are checked before the show; a stream that cannot
+            check_sink_spec(spec, job.overwrite, inputs=(job.model, job.steering_path))   # open only warns
         if job.stats:
             check_output_path(job.stats, job.overwrite, inputs=(job.model,))
         from sgvis.outputs.framing import check_fit
@@ -141,7 +145,9 @@ class LiveShow:
             crossfade_s=float(self.lcfg["crossfade_s"]), hud=bool(self.lcfg["hud"])))
         self.keys = KeyControls()
         self.keys.start(self.bus)
-        self.producers = [PRODUCERS.create(name) for name in job.controls]
+        self.producers = [PRODUCERS.create(name, **job.control_options.get(name, {})) for name in job.controls]
+        from sgvis.control.tempo import TempoClock
+        self.tempo_clock = TempoClock()      # tap tempo / set BPM; replaces the tracker's beat while it has one
         self.mel = self.steering.mel_config or MelConfig()     # the features the steering was made for
         self.extractor = FeatureExtractor(self.mel)
         self.input = self._open_input()
@@ -149,6 +155,7 @@ class LiveShow:
         self.surface = None
         self.renderer = None
         self.sinks = []                 # --record and --out outputs: FrameSinks (sgvis.outputs)
+        self.unavailable_outputs: list[str] = []     # --out outputs this machine cannot open (warned at start)
         self.running = True
         self.message = ""
         self.upload_path = None
@@ -231,8 +238,14 @@ class LiveShow:
         self.act("intensity", value)
 
     def apply_controls(self) -> None:
-        for event in self.bus.drain():
+        events = self.bus.drain()
+        for event in events:
             self._apply(event.name, event.value)
+        presets = [i for i, e in enumerate(events) if e.name == "preset"]
+        if presets:      # a preset set controls on the bus; values sent after it in this batch are the ones applied
+            for event in events[presets[-1] + 1:]:
+                if event.name in self.bus.controls and self.bus.controls[event.name].kind != "trigger":
+                    self.bus.set_quietly(event.name, event.value)
 
     def _apply(self, name: str, value) -> None:
         if name == "reseed":
@@ -241,15 +254,35 @@ class LiveShow:
             self.message = f"seed {self.seed}"
         elif name == "preset":
             from sgvis.config import load_config
+            from sgvis.control.presets import load_preset
             from sgvis.render import RENDER_DEFAULTS
-            config = load_config(value, None, [], defaults={**RENDER_DEFAULTS, **LIVE_DEFAULTS})
+            base, saved = (value, None) if value in self.shipped_presets else load_preset(value)
+            self.base_preset = base
+            config = load_config(base, None, [], defaults={**RENDER_DEFAULTS, **LIVE_DEFAULTS})
             config.setdefault("steer", {})["mode"] = self.config.get("steer", {}).get("mode", "auto")
             self.config = config
             self._crossfade_to(self._make_steering(self.config, self.seed))
             intensity = float(self.config.get("steer", {}).get("intensity", 1.0))
-            self.bus.send("intensity", intensity, "preset")
-            self.bus.drain()
+            self.bus.set_quietly("intensity", intensity, "preset")      # the new steering has it already
+            for control, saved_value in (saved or {}).items():          # a user preset: its controls
+                if control in self.bus.controls and self.bus.set_quietly(control, saved_value, "preset"):
+                    self._apply(control, self.bus.get(control))
             self.message = f"preset {value}"
+        elif name == "preset.save":
+            from sgvis.control.presets import next_free_name, save_preset
+            preset = value or next_free_name(self.presets)
+            if preset in self.shipped_presets:
+                self.message = f"preset {preset} is shipped: save under another name"
+                return
+            save_preset(preset, self.base_preset, self.bus.values())
+            if preset not in self.presets:
+                self.presets.append(preset)
+                self.bus.add_choice("preset", preset)
+            self.message = f"saved preset {preset}"
+        elif name == "tap":
+            self.bus.send("tempo", round(self.tempo_clock.tap(time.perf_counter()), 3), "tap")
+        elif name == "tempo":
+            self.tempo_clock.set_bpm(value, time.perf_counter())
         elif name == "screenshot":
             self.screenshot()
         elif name == "fullscreen":
@@ -329,8 +362,15 @@ class LiveShow:
         context = SinkContext(fps=float(self.lcfg["record_fps"]), size=self.frame_size,
                               overwrite=self.job.overwrite, live_audio_rate=self.input.sample_rate,
                               settings=self.config["render"], inputs=tuple(p for p in (self.job.model,) if p))
+        from sgvis.outputs import OutputUnavailable
         for spec in self._sink_specs():
-            self.sinks.append(open_sink(spec, context))
+            try:
+                self.sinks.append(open_sink(spec, context))
+            except OutputUnavailable as e:           # the show goes on without it: one line at start
+                import sys
+                print(f"sgvis: warning: {e}", file=sys.stderr)
+                self.unavailable_outputs.append(spec)
+                self.message = str(e)
 
     def _close_sinks(self, finished: bool) -> None:
         """Finish every sink (after an error too: what was recorded so far is kept, finalised)."""
@@ -357,6 +397,9 @@ class LiveShow:
                  + ("" if connected else "  LOST - reconnecting"),
                  f"{self.generator.description[:60]}",
                  f"intensity {self.intensity:.2f}  seed {self.seed}" + ("  FROZEN" if self.frozen else "")]
+        for part in self.producers + self.sinks:         # an unplugged controller or a lost output
+            if getattr(part, "status", ""):
+                lines.append(part.status[:60])
         if self.message:
             lines.append(self.message[:60])
         return lines
@@ -390,6 +433,10 @@ class LiveShow:
         self._analyse(samples, rate)
         features = self.extractor.at(self._analysed_samples / self.mel.sample_rate)
         self.apply_controls()
+        features = self.tempo_clock.features(features, t0)
+        for listener in self.producers:                  # --osc-out and others that follow the analysis
+            if hasattr(listener, "on_features"):
+                listener.on_features(features)
         if not self.frozen:
             self.ws = self.steering.step(features)
             if getattr(self.steering, "done", False):      # a finished cross-fade: keep its target alone
@@ -498,7 +545,10 @@ class LiveShow:
             "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],
             "signal": interrupted["signal"],
             "screenshots": self.screenshots, "outputs": list(self.job.outputs),
+            "unavailable_outputs": self.unavailable_outputs,
             "controls": self.bus.report(),
+            "producers": {name: p.report() for name, p in zip(self.job.controls, self.producers)
+                          if hasattr(p, "report")},
         }
         if self.job.stats:
             from stylegan.atomic import write_atomically
@@ -530,6 +580,8 @@ def cmd_live(args) -> int:
                   steer=mode, steering_path=args.steering, outputs=args.out or [], controls=args.control or [],
                   backend=args.backend, gpu=args.gpu, preset=args.preset,
                   config_path=args.config, overrides=args.set or [])
+    from sgvis.control.cli import producer_options
+    job.controls, job.control_options = producer_options(args, job.controls)
     show = LiveShow(job)
     stats = show.run()
     lat = stats["latency_ms"]
@@ -550,7 +602,8 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("live", help="live audio steers the generator in a real-time window",
                               description="Live visuals: audio from a microphone/interface (or a file played to the "
                                           "speakers) steers the generator; keys: space freeze, R reseed, arrows "
-                                          "intensity, 1-9 presets, S screenshot, H HUD, F fullscreen, Esc/Q quit.")
+                                          "intensity, 1-9 presets, P save a preset, T tap tempo, "
+                                          "S screenshot, H HUD, F fullscreen, Esc/Q quit.")
     p.add_argument("--device", default="mic", help="mic (default input), an input's index or name substring, or "
                                                    "file:track.wav to play a file and react to it")
     p.add_argument("--channels", help="input channel numbers to mix, e.g. 3 or 1,2 (default 1)")
@@ -568,9 +621,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--record", help="record what is shown, with the captured audio, to this .mp4")
     p.add_argument("--out", action="append", metavar="NAME:TARGET",
-                   help="also send what is shown to an output, e.g. png:frames/ or video:take.mkv (repeatable)")
+                   help="also send what is shown to an output, e.g. png:frames/, video:take.mkv, v4l2:/dev/video10 "
+                        "(virtual camera) or ndi:NAME (repeatable)")
     p.add_argument("--control", action="append", metavar="NAME",
                    help="start a control producer (remote control) by name (repeatable); keys always work in a window")
+    from sgvis.control.cli import add_live_arguments
+    add_live_arguments(p)
     p.add_argument("--stats", help="write frame/latency statistics as JSON on exit")
     p.add_argument("--latency-offset", type=float, help="seconds to add to measured latency (known output delay)")
     p.add_argument("--steer", metavar="MODE",

@@ -14,6 +14,7 @@ A producer is anything with `start(bus)` and `stop()`; `PRODUCERS` names them (`
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Control:
     hi: float | None = None
     choices: tuple[str, ...] = ()
     help: str = ""
+    pattern: str = ""          # choice without choices: a name must match this (regular expression)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -69,6 +71,8 @@ class Control:
             text = str(value)
             if self.choices and text not in self.choices:
                 raise ControlError(f"{self.name} takes one of {', '.join(self.choices)}, got {value!r}")
+            if self.pattern and not re.fullmatch(self.pattern, text):
+                raise ControlError(f"{self.name} takes a name of letters, digits, '-' and '_', got {value!r}")
             return text
         try:
             number = float(value)
@@ -146,6 +150,36 @@ class ControlBus:
             self._events.append(ControlEvent(name, value, source))
             return True
 
+    def set_quietly(self, name: str, value: Any, source: str | None = None) -> bool:
+        """Set a control's value without queuing an event (the show applies it itself: a preset's settings);
+        counted for `source` when one is given.  False when the value does not fit."""
+        control = self.controls[name]
+        try:
+            value = control.coerce(value)
+        except ControlError:
+            return False
+        with self._lock:
+            if source is not None:
+                self.counts.setdefault(source, SourceCounts()).received += 1
+            if control.kind != "trigger":
+                self._values[name] = value
+        return True
+
+    def reject(self, source: str, reason: str) -> None:
+        """Count a message from `source` that never became a control value (unreadable, wrong address)."""
+        with self._lock:
+            counts = self.counts.setdefault(source, SourceCounts())
+            counts.received += 1
+            counts.rejected += 1
+            counts.last_error = reason
+
+    def add_choice(self, name: str, choice: str) -> None:
+        """Let a choice control take one more value (a preset saved during the show)."""
+        with self._lock:
+            control = self.controls[name]
+            if choice not in control.choices:
+                control.choices = control.choices + (choice,)
+
     def drain(self) -> list[ControlEvent]:
         """The changes since the last drain, oldest first (the show calls this once per frame)."""
         with self._lock:
@@ -176,9 +210,13 @@ def standard_controls(presets: list[str] = (), intensity: float = 1.0, truncatio
         Control("motion.bend", "float", 1.0, 0.0, 4.0, help="layout moves on hits (0 = off)"),
         Control("motion.camera", "float", 1.0, 0.0, 4.0, help="camera push on hits and pan between (0 = off)"),
         Control("preset", "choice", None, choices=tuple(presets), help="settings preset, cross-faded"),
+        Control("preset.save", "choice", "", pattern=r"[A-Za-z0-9_-]{0,64}",
+                help="save the current controls as a user preset of this name (empty: the next free userN)"),
         Control("crossfade", "float", crossfade_s, 0.0, 30.0, help="seconds a preset change or reseed blends"),
         Control("freeze", "bool", False, help="hold the current picture"),
         Control("reseed", "trigger", help="move to a new seed (cross-faded)"),
+        Control("tap", "trigger", help="tap tempo: taps set the beat the slow motions breathe to"),
+        Control("tempo", "float", 0.0, 0.0, 300.0, help="beats per minute (0: follow the audio's beat tracker)"),
         Control("screenshot", "trigger", help="save the current frame as PNG"),
         Control("hud", "bool", bool(hud), help="show the heads-up display"),
         Control("fullscreen", "trigger", help="toggle fullscreen (window only)"),
@@ -196,4 +234,7 @@ class ControlProducer(Protocol):
 
 
 # Producers by name, for `sgvis live --control NAME` (keys are always on in a window).
-PRODUCERS = Registry("control producer", {})
+PRODUCERS = Registry("control producer", {
+    "osc": "sgvis.control.osc:OscControls",       # --osc-port / --osc-out
+    "midi": "sgvis.control.midi:MidiControls",    # --midi / --midi-map
+})

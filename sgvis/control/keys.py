@@ -17,6 +17,8 @@ KEY_MAP = {
     "DOWN": ("scale", "intensity", 1 / INTENSITY_STEP),
     "LEFT": ("scale", "intensity", 1 / INTENSITY_STEP),
     "S": ("send", "screenshot"),
+    "T": ("send", "tap"),
+    "P": ("set", "preset.save", ""),       # save the current controls as the next free user preset (userN)
     "H": ("toggle", "hud"),
     "F": ("send", "fullscreen"),
     "ESCAPE": ("send", "quit"),
@@ -49,6 +51,8 @@ class KeyControls:
             return self.bus.toggle(name, self.source)
         if op == "scale":
             return self.bus.scale(name, arg[0], self.source)
+        if op == "set":
+            return self.bus.send(name, arg[0], self.source)
         if op == "preset":
             choices = self.bus.controls[name].choices
             return arg[0] < len(choices) and self.bus.send(name, choices[arg[0]], self.source)

@@ -50,11 +50,20 @@ class SinkContext:
     inputs: tuple[str, ...] = ()               # files the run reads: an output must not replace them
 
 
+class OutputUnavailable(UserError):
+    """An output this machine cannot open (its package, driver or device is missing): one line naming what to
+    install.  `sgvis live` warns and goes on without it; `sgvis render` stops."""
+
+
 # name -> factory(target: str, context: SinkContext) -> FrameSink
 SINKS = Registry("output", {
     "video": "sgvis.outputs.files:open_video_sink",
     "png": "sgvis.outputs.files:open_png_sink",
+    "v4l2": "sgvis.outputs.virtualcam:open_virtualcam_sink",      # virtual camera (pyvirtualcam)
+    "virtualcam": "sgvis.outputs.virtualcam:open_virtualcam_sink",  # the same; target auto on macOS/Windows
+    "ndi": "sgvis.outputs.ndi:open_ndi_sink",                     # NDI sender (ndi-python)
 })
+FILE_SINKS = ("video", "png")      # outputs whose target is a path (checked before a show starts)
 
 
 def parse_sink_spec(spec: str) -> tuple[str, str]:
