@@ -164,6 +164,17 @@ def test_json_summary(evaluation):
         assert key in r
 
 
+def test_saved_report_prints_again(evaluation, tmp_path):
+    result, report, _ = evaluation
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    again = run_cli("eval", "report", str(path))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == result.stdout
+    path.write_text("{}")
+    _one_clear_line(run_cli("eval", "report", str(path)), "not a report")
+
+
 def test_no_audio_found(tmp_path, model):
     (tmp_path / "readme.txt").write_text("x")
     result = run_cli("eval", "steering", str(tmp_path), "--model", model[0], "--steering", "reactive")

@@ -427,5 +427,6 @@ def register_cli(subparsers) -> None:
     q.add_argument("--json", metavar="PATH", help="also write every figure (and the flow trajectory) as JSON")
     q.add_argument("--fps", type=float, default=None, help="override the video's frame rate")
     q.set_defaults(func=cmd_av_align)
-    from sgvis.eval.steering import add_steering_parser
+    from sgvis.eval.steering import add_report_parser, add_steering_parser
     add_steering_parser(sub)
+    add_report_parser(sub)

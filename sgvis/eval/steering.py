@@ -52,7 +52,8 @@ from dataclasses import dataclass
 from sgvis.errors import UserError
 
 __all__ = ["AUDIO_EXTS", "SteeringSpec", "find_audio", "resolve_steerings", "evaluate_steering", "summarise",
-           "format_report", "add_steering_parser", "cmd_eval_steering"]
+           "scores_of", "format_report", "add_steering_parser", "cmd_eval_steering", "add_report_parser",
+           "cmd_eval_report"]
 
 from sgvis.audio.decode import AUDIO_EXTS  # noqa: E402
 BUILTIN_STEERINGS = ("reactive", "learned", "untrained")
@@ -308,6 +309,7 @@ def scores_of(rendered: dict, lossless: dict) -> dict:
         "av_align_lossless": lossless["av_align"],
         "av_align_lossless_unthresholded": lossless["av_align_unthresholded"],
         "flow_mean": m["flow_mean"], "flow_p95": m["flow_p95"], "moving_share": m["moving_share"],
+        "gray_change": sm.get("frame_diff_mean"),
         "frozen": m["frozen"], "cuts": m.get("cuts", 0),
         "strobe": [k for k in sm["strobe_flags"] if k != "cuts"],
         "silence_seconds": q["silence_seconds"], "silence_flow_mean": q["flow_mean"],
@@ -517,7 +519,13 @@ def _mean(values) -> float | None:
 
 
 SCORE_MEANS = ("av_align", "av_align_unthresholded", "av_align_lossless", "av_align_lossless_unthresholded",
-               "flow_mean", "flow_p95", "moving_share")
+               "flow_mean", "flow_p95", "moving_share", "gray_change")
+
+
+def _scores(r: dict) -> dict:
+    """A result's table figures, computed afresh from its two av_align results (so a saved report can be
+    summarised and printed again by a newer sgvis)."""
+    return scores_of(r, r["lossless"])
 
 
 def summarise(results: list[dict], labels: list[str]) -> dict:
@@ -528,15 +536,16 @@ def summarise(results: list[dict], labels: list[str]) -> dict:
     summary = {}
     for label in labels:
         rows = [r for r in results if r["steering"] == label]
+        scores = [_scores(r) for r in rows]
         s = {"tracks": len(rows)}
         for key in SCORE_MEANS:
-            s[f"mean_{key}"] = _mean(r["scores"][key] for r in rows)
-        s["frozen_tracks"] = sum(1 for r in rows if r["scores"]["frozen"])
-        s["cut_tracks"] = sum(1 for r in rows if r["scores"]["cuts"])
-        s["strobe_tracks_lossless"] = sum(1 for r in rows if r["scores"]["strobe"])
-        s["silence_tracks"] = sum(1 for r in rows if r["scores"]["silence_pulse_px"] is not None)
-        s["pulse_tracks"] = sum(1 for r in rows if r["scores"]["pulses_in_silence"])
-        s["flagged_tracks"] = sum(1 for r in rows if r["scores"]["flags"])
+            s[f"mean_{key}"] = _mean(c[key] for c in scores)
+        s["frozen_tracks"] = sum(1 for c in scores if c["frozen"])
+        s["cut_tracks"] = sum(1 for c in scores if c["cuts"])
+        s["strobe_tracks_lossless"] = sum(1 for c in scores if c["strobe"])
+        s["silence_tracks"] = sum(1 for c in scores if c["silence_pulse_px"] is not None)
+        s["pulse_tracks"] = sum(1 for c in scores if c["pulses_in_silence"])
+        s["flagged_tracks"] = sum(1 for c in scores if c["flags"])
         for key, figure in SUMMARY_FIGURES.items():
             s[key] = _mean(r["smoothness"].get(figure) for r in rows)
         s["strobe_tracks"] = sum(1 for r in rows if r["strobe_flags"])
@@ -582,10 +591,11 @@ def format_report(report: dict) -> str:
     crf = report.get("crf", 18)
     title = f"[{report['label']}] " if report.get("label") else ""
     lines = [f"{title}per track: AV-Align (TempoTokens: video peaks need >= 0.1 px of flow; 'no floor': every "
-             f"flow maximum), as rendered (crf {crf}) and lossless (the generated frames); motion and flags from "
-             f"the lossless frames"]
+             f"flow maximum), as rendered (crf {crf}) and lossless (the generated frames); motion (flow px, p95, "
+             f"moving: steps >= 0.1 px, gray: mean |gray change| per step, 0-255) and flags from the lossless "
+             f"frames"]
     header = ["track", "steering", "AV-Align", "no floor", "lossless", "no floor", "flow px", "p95", "moving",
-              "flags"]
+              "gray", "flags"]
     rows = []
     for track in report["tracks"]:
         first = True
@@ -593,11 +603,12 @@ def format_report(report: dict) -> str:
             r = by_key.get((track, label))
             if r is None:
                 continue
-            c = r["scores"]
+            c = _scores(r)
             rows.append([names.get(track, track) if first else "", label, _fmt(c["av_align"]),
                          _fmt(c["av_align_unthresholded"]), _fmt(c["av_align_lossless"]),
                          _fmt(c["av_align_lossless_unthresholded"]), _fmt(c["flow_mean"], ".3g"),
-                         _fmt(c["flow_p95"], ".3g"), f"{100 * c['moving_share']:.0f}%", _short_flags(c["flags"])])
+                         _fmt(c["flow_p95"], ".3g"), f"{100 * c['moving_share']:.0f}%", _fmt(c["gray_change"], ".2f"),
+                         _short_flags(c["flags"])])
             first = False
     lines += _table(header, rows, left=2, text_last=True)
     for key, heading in (("av_clip", "audio-visual CLIP similarity per track"), ("clipsim", "CLIPSIM per track")):
@@ -606,8 +617,8 @@ def format_report(report: dict) -> str:
                                          for lab in labels] for t in report["tracks"]]
             lines += ["", heading] + _table(["track"] + labels, rows)
     summary = report["summary"]
-    header = ["steering", "AV-Align", "no floor", "lossless", "no floor", "flow px", "p95", "moving", "frozen",
-              "cuts", "strobe", "pulses in silence"]
+    header = ["steering", "AV-Align", "no floor", "lossless", "no floor", "flow px", "p95", "moving", "gray",
+              "frozen", "cuts", "strobe", "pulses in silence"]
     clip_keys = [k for k in ("mean_av_clip", "mean_clipsim") if any(k in s for s in summary.values())]
     header = header[:-1] + [{"mean_av_clip": "AV-CLIP", "mean_clipsim": "CLIPSIM"}[k] for k in clip_keys] + header[-1:]
     rows = []
@@ -618,6 +629,7 @@ def format_report(report: dict) -> str:
                      _fmt(s["mean_av_align_lossless"]), _fmt(s["mean_av_align_lossless_unthresholded"]),
                      _fmt(s["mean_flow_mean"], ".3g"), _fmt(s["mean_flow_p95"], ".3g"),
                      "-" if s["mean_moving_share"] is None else f"{100 * s['mean_moving_share']:.0f}%",
+                     _fmt(s["mean_gray_change"], ".2f"),
                      f"{s['frozen_tracks']}/{n}", f"{s['cut_tracks']}/{n}", f"{s['strobe_tracks_lossless']}/{n}"]
                     + [_fmt(s.get(k)) for k in clip_keys]
                     + [f"{s['pulse_tracks']}/{s['silence_tracks']}" if s["silence_tracks"] else "no silence"])
@@ -683,3 +695,29 @@ def add_steering_parser(subparsers) -> None:
                    help="audio encoder into CLIP's space: report the audio-visual CLIP similarity per track")
     p.add_argument("--text", metavar="PROMPT", help="report CLIPSIM (frame-text CLIP similarity) for this prompt")
     p.set_defaults(func=cmd_eval_steering)
+
+
+def cmd_eval_report(args) -> int:
+    """Print a saved `eval steering --json` report again (summary recomputed by this sgvis)."""
+    try:
+        with open(args.report) as f:
+            report = json.load(f)
+        labels = [s["label"] for s in report["steerings"]]
+        report["summary"] = summarise(report["results"], labels)
+        text = format_report(report)
+    except FileNotFoundError:
+        raise UserError(f"{args.report}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{args.report} is not a report of `sgvis eval steering --json` ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    print(text)
+    return 0
+
+
+def add_report_parser(subparsers) -> None:
+    """Add `report` to the `sgvis eval` subcommands."""
+    p = subparsers.add_parser("report", help="print a saved `eval steering --json` report as tables again",
+                              description="Print the tables of a report that `sgvis eval steering --json` wrote.")
+    p.add_argument("report", metavar="REPORT.json")
+    p.set_defaults(func=cmd_eval_report)
+
