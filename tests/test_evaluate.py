@@ -78,7 +78,8 @@ def test_one_result_per_track_and_steering(evaluation, audio_dir):
         assert r["render"] is None if r["kind"].startswith("baseline:") else r["render"]["frames"] == 2 * FPS
         for key in ("av_align", "av_align_unthresholded", "av_align_lossless", "av_align_lossless_unthresholded"):
             assert 0.0 <= r["scores"][key] <= 1.0
-        assert r["scores"]["av_align"] == r["av_align"] and r["scores"]["av_align_lossless"] == r["lossless"]["av_align"]
+        assert r["scores"]["av_align"] == r["av_align"]
+        assert r["scores"]["av_align_lossless"] == r["lossless"]["av_align"]
         assert isinstance(r["strobe_flags"], list) and isinstance(r["scores"]["flags"], list)
         assert os.path.isfile(r["video"]) and os.path.dirname(r["video"]) == str(videos)
     assert len(os.listdir(videos)) == 10
