@@ -13,7 +13,8 @@ go through sgvis.eval.av_align.  A random network cannot show whether the result
 the motion peaks land on the onsets and whether the motion is smooth.
 
 Last run (`python bench/bench_av_align.py --baselines --lookahead 0.03 0.046 0.0`, CPU, default config; 81
-audio peaks; flow in px/frame at 64 px):
+audio peaks; flow in px/frame at 64 px; taken before AV-Align got TempoTokens' 0.1 px peak floor, so these are
+today's `av_align_unthresholded`):
 
     run                      lookahead  AV-Align  video peaks  flow mean  max/mean  spikes  jerk  frame change
     reactive                 46 ms      0.616     100          0.128      3.89      3.1%    0.26  0.06

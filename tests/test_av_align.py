@@ -46,7 +46,7 @@ def moving_frames(spike_frames, base_speed=0.0, size=64, release=2.5):
     for i in range(N):
         v = base_speed + sum(3.0 * np.exp(-(i - k) / release) for k in spike_frames if i >= k)
         x += v
-        m = np.float32([[1, 0, -(x % 128)], [0, 1, 0]])
+        m = np.float32([[1, 0, -(x % 256)], [0, 1, 0]])        # the texture repeats every 256 px
         g = cv2.warpAffine(tex, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
         yield np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2)
 
@@ -103,6 +103,102 @@ def test_tempotokens_definitions():
     assert len(traj) == 6 and traj[0] == traj[1] and info["frames"] == 6
     s = smoothness(np.array([1.0, 1.0, 1.0, 10.0, 1.0, 1.0]))
     assert s["flow_median"] == 1.0 and s["spike_fraction"] == pytest.approx(0.2)
+
+
+def test_one_video_peak_answers_one_audio_peak():
+    # TempoTokens' current matching: two audio peaks within a frame of one video peak make one hit, not two.
+    iou, hits = intersection_over_union([1.0, 1.01], [1.0], 30)
+    assert hits == 1 and iou == pytest.approx(1 / 2)
+    iou, hits = intersection_over_union([1.0, 1.01], [0.99, 1.02], 30)
+    assert hits == 2 and iou == 1.0
+
+
+def textured_still(size=64):
+    return np.repeat((texture()[:size, :size] * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def noisy_still(n=N, sigma=1.5, seed=7):
+    """One picture with fresh sensor/codec-like noise on every frame: flow far below 0.1 px, but maxima."""
+    rng = np.random.default_rng(seed)
+    base = textured_still().astype(np.float32)
+    for _ in range(n):
+        yield np.clip(np.rint(base + rng.normal(0, sigma, base.shape)), 0, 255).astype(np.uint8)
+
+
+def test_the_peak_threshold_scores_a_still_noisy_picture_zero():
+    r = av_align(noisy_still(), (click_track(CLICKS), SR), fps=FPS)
+    assert r["smoothness"]["flow_max"] < 0.1, r["smoothness"]
+    assert r["video_peaks"] == 0 and r["av_align"] == 0.0
+    # Without the 0.1 px floor the noise makes peaks everywhere and some land on the clicks by chance.
+    assert r["video_peaks_unthresholded"] > 20 and r["hits_unthresholded"] > 0
+    assert r["av_align_unthresholded"] > 0.02
+    assert r["peak_min_flow"] == 0.1
+    # Real motion keeps its score under the threshold.
+    moving = av_align(moving_frames(CLICKS), (click_track(CLICKS), SR), fps=FPS)
+    assert moving["av_align"] > 0.8 and moving["av_align"] >= moving["av_align_unthresholded"] - 1e-9
+    assert list(video_peaks([0.0, 0.05, 0.0, 0.2, 0.0], 10)) == [0.3]
+    assert list(video_peaks([0.0, 0.05, 0.0, 0.2, 0.0], 10, min_flow=0)) == [0.1, 0.3]
+
+
+def test_frozen_detector():
+    still = av_align(noisy_still(), (click_track(CLICKS), SR), fps=FPS)
+    assert still["motion"]["frozen"] and still["motion"]["moving_share"] < 0.1
+    assert "frozen" in still["flags"]
+    exact = av_align([textured_still()] * 40, (click_track([12, 27], 40 / FPS), SR), fps=FPS)
+    assert exact["motion"]["frozen"] and exact["motion"]["flow_p95"] < 0.01
+    moving = av_align(moving_frames(CLICKS, base_speed=0.3, release=8.0), (click_track(CLICKS), SR), fps=FPS)
+    m = moving["motion"]
+    assert not m["frozen"] and m["moving_share"] > 0.9 and m["flow_p95"] > 1.0 and m["cuts"] == 0
+    assert moving["flags"] == []
+    # Pulses on the beats only (still in between) move in about a third of the steps: not frozen either.
+    pulses = av_align(moving_frames(CLICKS), (click_track(CLICKS), SR), fps=FPS)
+    assert not pulses["motion"]["frozen"]
+
+
+def test_cuts_are_flagged_fast_smooth_motion_is_not():
+    rng = np.random.default_rng(5)
+    imgs = [cv2.GaussianBlur((rng.random((64, 64, 3)) * 255).astype(np.uint8), (0, 0), 2) for _ in range(2)]
+    frames = [imgs[0]] * 50 + [imgs[1]] * 50 + [imgs[0]] * 50
+    r = av_align(frames, (click_track(CLICKS), SR), fps=FPS)
+    assert r["motion"]["cuts"] == 2 and r["motion"]["cut_frames"] == [50, 100]
+    assert "cuts" in r["flags"] and "cuts" in r["smoothness"]["strobe_flags"]
+    fast = av_align(moving_frames(CLICKS, base_speed=3.0, release=8.0), (click_track(CLICKS), SR), fps=FPS)
+    assert fast["smoothness"]["frame_change_p95"] > 0.7 and fast["motion"]["cuts"] == 0
+
+
+SILENT_FROM = 60                                          # frame: clicks every 10 frames before, silence after
+
+
+def speed_frames(speeds, size=64):
+    tex = texture()
+    x = 0.0
+    for v in speeds:
+        x += v
+        m = np.float32([[1, 0, -(x % 256)], [0, 1, 0]])
+        g = cv2.warpAffine(tex, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        yield np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def pulse_speeds(pulse_frames, base=0.5, release=2.5):
+    return [base + sum(3.0 * np.exp(-(i - k) / release) for k in pulse_frames if i >= k) for i in range(N)]
+
+
+def test_silence_check_flags_pulses_in_silence_and_passes_calm():
+    beats = list(range(10, SILENT_FROM, 10))
+    audio = (click_track(beats), SR)
+    calm = av_align(speed_frames(pulse_speeds(beats)), audio, fps=FPS)
+    q = calm["silence"]
+    assert 2.8 < q["silence_seconds"] < 3.2, q              # after the last click (1.7 s), less 0.25 s grace
+    assert not q["pulses"] and q["pulse_px"] < 0.1 and 0.4 < q["flow_mean"] < 0.6
+    assert "pulses-in-silence" not in calm["flags"]
+    jolting = av_align(speed_frames(pulse_speeds(beats + [80, 95, 110, 125])), audio, fps=FPS)
+    q = jolting["silence"]
+    assert q["pulses"] and q["pulse_px"] > 1.0, q
+    assert "pulses-in-silence" in jolting["flags"]
+    # No silence at all: nothing to judge.
+    loud = av_align(speed_frames(pulse_speeds(beats)), (np.full(int(N / FPS * SR), 0.1, np.float32), SR), fps=FPS)
+    assert loud["silence"]["silence_seconds"] == 0 and loud["silence"]["pulse_px"] is None
+    assert not loud["silence"]["pulses"]
 
 
 def test_bad_input_is_a_user_error(tmp_path):

@@ -1,7 +1,9 @@
-"""`sgvis eval steering`: every track x steering rendered and scored, the comparison it exists for (reactive moves
-with the clicks, an untrained learned model stands still), the JSON report, and bad input."""
+"""`sgvis eval steering`: every track x steering rendered and scored as rendered and lossless, the baselines, the
+comparison it exists for (reactive moves with the clicks, an untrained learned model stands still), the JSON
+report, and bad input."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -49,37 +51,49 @@ def audio_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory, model, audio_dir):
-    """One run: two tracks (one in a subfolder) x reactive, untrained and a learned checkpoint."""
+    """One run: two tracks (one in a subfolder) x reactive, untrained and a learned checkpoint, plus baselines."""
     d = tmp_path_factory.mktemp("eval")
     ckpt = _steering_checkpoint(d / "mine.safetensors", model[1], model[2])
     out, videos = d / "report.json", d / "videos"
     result = run_cli("eval", "steering", str(audio_dir), "--model", model[0], "--steering", "reactive",
-                     "--steering", "untrained", "--steering", ckpt, "--fps", str(FPS), "--seconds", "2",
-                     "--json", str(out), "--keep-videos", str(videos))
+                     "--steer", "untrained", "--steering", ckpt, "--fps", str(FPS), "--seconds", "2",
+                     "--baselines", "--label", "clicks", "--json", str(out), "--keep-videos", str(videos),
+                     "--set", "motion.amount=0")          # the steerings' own motion: no spatial motion stage
     assert result.returncode == 0, result.stderr
     return result, json.loads(out.read_text()), videos
 
 
 def test_one_result_per_track_and_steering(evaluation, audio_dir):
     result, report, videos = evaluation
-    labels = ["reactive", "untrained", "mine"]
+    labels = ["reactive", "untrained", "mine", "still image", "random motion"]
     assert [s["label"] for s in report["steerings"]] == labels
-    assert [s["kind"] for s in report["steerings"]] == ["reactive", "untrained", "learned"]
+    assert [s["kind"] for s in report["steerings"]] == ["reactive", "untrained", "learned", "baseline:still",
+                                                         "baseline:random"]
+    assert report["label"] == "clicks" and report["crf"] == 18
     assert sorted(os.path.relpath(t, audio_dir) for t in report["tracks"]) == ["clicks.wav",
                                                                                os.path.join("more", "slow.flac")]
     pairs = [(r["track"], r["steering"]) for r in report["results"]]
     assert sorted(pairs) == sorted((t, lab) for t in report["tracks"] for lab in labels)
     for r in report["results"]:
-        assert r["frames"] == 2 * FPS and r["render"]["frames"] == 2 * FPS
-        assert 0.0 <= r["av_align"] <= 1.0 and isinstance(r["strobe_flags"], list)
+        assert r["frames"] == 2 * FPS and r["lossless"]["frames"] == 2 * FPS
+        assert r["render"] is None if r["kind"].startswith("baseline:") else r["render"]["frames"] == 2 * FPS
+        for key in ("av_align", "av_align_unthresholded", "av_align_lossless", "av_align_lossless_unthresholded"):
+            assert 0.0 <= r["scores"][key] <= 1.0
+        assert r["scores"]["av_align"] == r["av_align"]
+        assert r["scores"]["av_align_lossless"] == r["lossless"]["av_align"]
+        assert isinstance(r["strobe_flags"], list) and isinstance(r["scores"]["flags"], list)
         assert os.path.isfile(r["video"]) and os.path.dirname(r["video"]) == str(videos)
-    assert len(os.listdir(videos)) == 6
-    # The table names every steering and track; the summary follows.
+    assert len(os.listdir(videos)) == 10
+    # One table row per track and steering, the track named on its first row; the summary follows.
     lines = result.stdout.splitlines()
-    assert all(lab in lines[1] for lab in labels)
+    assert "AV-Align" in lines[1] and "lossless" in lines[1] and "no floor" in lines[1]
+    rows = [line for line in lines[3:] if line.strip()]
+    for lab in labels:
+        cell = re.compile(rf"(^|  ){re.escape(lab)}  ")
+        assert sum(1 for line in rows if cell.search(line)) == 3           # two track rows + its summary row
     assert any(line.startswith("clicks.wav") for line in lines)
     assert any(line.startswith(os.path.join("more", "slow.flac")) for line in lines)
-    assert "summary" in result.stdout and "strobe" in result.stdout
+    assert "summary" in result.stdout and "frozen" in result.stdout and "pulses in silence" in result.stdout
 
 
 def test_reactive_moves_with_the_clicks_untrained_stands_still(evaluation):
@@ -104,14 +118,45 @@ def test_learned_checkpoint_column(evaluation):
         assert r["smoothness"]["flow_mean"] > 0.01                  # a non-zero encoder moves the latent
 
 
+def test_baselines_are_produced_and_scored(evaluation):
+    _, report, _ = evaluation
+    for track in report["tracks"]:
+        by = {r["steering"]: r for r in report["results"] if r["track"] == track}
+        still, random = by["still image"], by["random motion"]
+        assert still["kind"] == "baseline:still" and random["kind"] == "baseline:random"
+        # The still picture: no flow at all lossless, so no peaks with or without the floor; frozen.
+        assert still["lossless"]["av_align"] == 0.0 and still["lossless"]["av_align_unthresholded"] == 0.0
+        assert still["scores"]["frozen"] and "frozen" in still["scores"]["flags"]
+        # Through the codec its noise stays under the 0.1 px floor too.
+        assert still["av_align"] == 0.0
+        # Random motion moves visibly in nearly every step, smoothly, without cuts.
+        assert not random["scores"]["frozen"] and random["scores"]["moving_share"] > 0.9
+        assert random["scores"]["cuts"] == 0 and random["lossless"]["video_peaks"] > 0
+        assert random["lossless"]["smoothness"]["strobe_flags"] == []
+    s = report["summary"]
+    assert s["still image"]["frozen_tracks"] == 2 and s["random motion"]["frozen_tracks"] == 0
+
+
+def test_baselines_alone(tmp_path, model, audio_dir):
+    from sgvis.eval.steering import evaluate_steering
+    report = evaluate_steering([str(audio_dir / "clicks.wav")], [], model=model[0], fps=10, seconds=1.0,
+                               baselines=True, progress=False)
+    assert [r["steering"] for r in report["results"]] == ["still image", "random motion"]
+    assert report["summary"]["still image"]["mean_av_align_lossless"] == 0.0
+
+
 def test_json_summary(evaluation):
     _, report, _ = evaluation
     assert report["fps"] == FPS and report["seconds"] == 2 and report["seed"] == 0
     assert report["steerings"][2]["path"].endswith("mine.safetensors")
+    assert report["thresholds"]["peak_min_flow"] == 0.1
     for label, s in report["summary"].items():
         rows = [r for r in report["results"] if r["steering"] == label]
         assert s["tracks"] == 2
         assert s["mean_av_align"] == pytest.approx(sum(r["av_align"] for r in rows) / 2)
+        assert s["mean_av_align_lossless_unthresholded"] == pytest.approx(
+            sum(r["lossless"]["av_align_unthresholded"] for r in rows) / 2)
+        assert s["frozen_tracks"] == sum(1 for r in rows if r["lossless"]["motion"]["frozen"])
         assert s["mean_jerk"] == pytest.approx(sum(r["smoothness"]["jerk"] for r in rows) / 2)
         assert s["strobe_tracks"] == sum(1 for r in rows if r["strobe_flags"])
         for key in ("mean_spike_fraction", "mean_frame_change_p95", "mean_flow"):
@@ -119,6 +164,17 @@ def test_json_summary(evaluation):
     r = report["results"][0]
     for key in ("hits", "audio_peaks", "video_peaks", "flow", "audio_peak_times", "smoothness"):
         assert key in r
+
+
+def test_saved_report_prints_again(evaluation, tmp_path):
+    result, report, _ = evaluation
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    again = run_cli("eval", "report", str(path))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == result.stdout
+    path.write_text("{}")
+    _one_clear_line(run_cli("eval", "report", str(path)), "not a report")
 
 
 def test_no_audio_found(tmp_path, model):
@@ -139,6 +195,8 @@ def test_bad_steering_checkpoints(tmp_path, model, audio_dir):
     _one_clear_line(run_cli("eval", "steering", track, "--model", model[0], "--steering", str(junk)), "junk")
     _one_clear_line(run_cli("eval", "steering", track, "--model", model[0], "--steering", "reactiv"), "reactiv")
     _one_clear_line(run_cli("eval", "steering", track, "--model", model[0]), "--steering")
+    # The built-in learned checkpoint fits the built-in model only.
+    _one_clear_line(run_cli("eval", "steering", track, "--model", model[0], "--steering", "learned"), "built-in")
     _one_clear_line(run_cli("eval", "steering", track, "--model", model[0], "--steering", "reactive",
                             "--text", "a cat"), "--clip-path")
     assert not os.path.exists("clicks__reactive.mp4")
@@ -165,7 +223,7 @@ def test_clip_figures_with_a_tiny_random_clip(model, audio_dir, audio_encoder):
     from sgvis.eval.steering import evaluate_steering, format_report
     report = evaluate_steering([str(audio_dir / "clicks.wav")], ["reactive", "untrained"], model=model[0], fps=10,
                                seconds=1.0, size=16, clip={"config": TINY_CLIP}, audio_clip=audio_encoder,
-                               text="a red square", progress=False)
+                               text="a red square", progress=False, overrides=["motion.amount=0"])
     assert len(report["results"]) == 2
     for r in report["results"]:
         c = r["clip"]

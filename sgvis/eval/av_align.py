@@ -1,14 +1,15 @@
-"""AV-Align (audio-video alignment of peaks, from TempoTokens) plus smoothness figures.
+"""AV-Align (audio-video alignment of peaks, from TempoTokens) plus motion, smoothness and silence figures.
 
     from sgvis.eval.av_align import av_align
     r = av_align("clip.mp4")                          # audio from the video's own stream
     r = av_align(frames, (samples, sr), fps=30)       # frames: iterable of HxWx3 uint8 RGB (or HxW gray)
-    r["av_align"], r["smoothness"]["spike_fraction"]
+    r["av_align"], r["av_align_unthresholded"], r["motion"]["frozen"], r["flags"]
 
     sgvis eval av-align clip.mp4 [track.wav] [--json out.json]
 
 AV-Align, as defined by TempoTokens (Yariv et al., "Diverse and Aligned Audio-to-Video Generation via
-Text-to-Video Model Adaptation"), following the facts of its public `av_align.py` (guyyariv/TempoTokens):
+Text-to-Video Model Adaptation"), following the facts of its current public `av_align.py` (guyyariv/TempoTokens,
+revised February 2025):
 
 * video: per frame, the mean Farneback optical-flow magnitude between consecutive grayscale frames,
   `cv2.calcOpticalFlowFarneback(prev, next, None, 0.5, 3, 15, 3, 5, 1.2, 0)` (pyr_scale 0.5, 3 levels,
@@ -18,25 +19,40 @@ Text-to-Video Model Adaptation"), following the facts of its public `av_align.py
   repeats frame 1's value (as in their `detect_video_peaks`).  Frames are converted to gray as cv2 does for a
   video it reads (BGR2GRAY of BGR pixels; RGB frames given here are converted with RGB2GRAY, the same thing).
 * video peaks: strict local maxima, trajectory[i-1] < trajectory[i] > trajectory[i+1] for 1 <= i <= n-2, at
-  time i / fps.  No magnitude threshold (some forks add one; the original has none).
+  time i / fps, **whose flow is at least PEAK_MIN_FLOW = 0.1 px**: smaller maxima are ignored, "to prevent
+  static scenes from being counted as peaks due to very small optical flow" (their note).  Without it, the
+  codec noise of a still picture makes a peak every few frames and scores well above 0.
 * audio peaks: `librosa.load` (22050 Hz mono, librosa's default resampling), then
   `librosa.onset.onset_strength(y=y, sr=sr)`, `librosa.onset.onset_detect(onset_envelope=..., sr=sr)`,
   `librosa.frames_to_time(..., sr=sr)`; all librosa defaults (hop 512).  Audio given as (samples, sr) is mixed
   to mono and resampled to 22050 Hz with `librosa.resample` (what `librosa.load` does).  Audio taken from a
   video container is decoded with PyAV and resampled to 22050 Hz mono by its resampler.
-* hits: an audio peak counts once when some video peak v satisfies v - 1/fps < a < v + 1/fps (strict).
+* hits: audio peaks are taken in order; each is matched to the first video peak v not matched before with
+  v - 1/fps < a < v + 1/fps (strict), so a video peak answers at most one audio peak (their current code; the
+  first release let one video peak count for several audio peaks).
   IoU = hits / (audio peaks + video peaks - hits).  With no peaks at all we report 0.
 
-Only the per-video score is computed here; TempoTokens' script averages it over a folder of videos.
+`av_align` is that score; `av_align_unthresholded` is the same computation with every strict local maximum a
+peak (no 0.1 px floor), the figure this module reported before, kept as a second column: the gap between the
+two shows how much of a score came from motion too small to see.  Only the per-video score is computed here;
+TempoTokens' script averages it over a folder of videos.
 
 AV-Align rewards motion peaks at onsets but cannot see *how* things move: cutting to a new image on every
-onset scores perfectly.  So the flow distribution is reported too (`smoothness`): mean / median / p95 / max
-flow in pixels per frame, max/mean, the fraction of frames whose flow exceeds 3x the median ("spikes"), the
-jerk (mean |second difference of the flow| / mean flow), flow as a percentage of the frame diagonal, and the
-mean absolute gray-level change between frames, raw (0..255) and relative to the frame's gray-level standard
-deviation (`frame_change`: a cut between two unrelated images of the same kind reads about 1.1, smooth motion
-a fraction of that).
-`strobe_flags` names the figures beyond the limits in STROBE_LIMITS; an empty list reads as "smooth".
+onset scores perfectly, and a still picture with codec noise scores above 0 without the threshold.  So these
+come with it (sgvis.eval.motion has the definitions and thresholds):
+
+* `motion`: flow mean and p95 (px per frame step), the share of steps that move (flow >= 0.1 px), `frozen`
+  (fewer than 10% of the steps move), `cuts` (steps whose gray-level change is as large as a cut's);
+* `silence`: the flow while the audio is silent (RMS below -45 dBFS for at least 0.5 s) and
+  `pulses_in_silence` (the picture jolts there instead of staying calm);
+* `smoothness`: mean / median / p95 / max flow, max/mean, the fraction of visible spikes (> 3x the median and
+  >= 0.1 px), the jerk (mean |second difference of the flow| / mean flow), flow as a percentage of the frame
+  diagonal, and the mean absolute gray-level change between frames, raw (0..255) and relative to the frame's
+  gray-level standard deviation (`frame_change`: a cut between two unrelated images of the same kind reads
+  about 1.1, smooth motion a fraction of that).  `strobe_flags` names the figures beyond the limits in
+  STROBE_LIMITS, plus "cuts" when there is one; the ratio figures (max/mean, jerk) are not judged on a frozen
+  picture, where they only measure noise.  An empty list reads as "smooth";
+* `flags`: one list of what is wrong (frozen, cuts, strobe:..., pulses-in-silence); empty reads as fine.
 """
 from __future__ import annotations
 
@@ -50,14 +66,16 @@ import numpy as np
 from sgvis.errors import UserError
 
 __all__ = ["av_align", "flow_trajectory", "video_peaks", "audio_peaks", "intersection_over_union",
-           "smoothness", "register_cli", "FARNEBACK", "STROBE_LIMITS", "SAMPLE_RATE"]
+           "smoothness", "score_peaks", "load_audio", "register_cli", "FARNEBACK", "STROBE_LIMITS",
+           "SAMPLE_RATE", "PEAK_MIN_FLOW"]
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 SAMPLE_RATE = 22050       # librosa.load's default
+PEAK_MIN_FLOW = 0.1       # TempoTokens: flow maxima below this (px) are not video peaks
 
 # Heuristic limits for `strobe_flags` (a smooth music video stays inside all of them).
 STROBE_LIMITS = {
-    "spike_fraction": 0.10,       # frames with flow > 3x the median
+    "spike_fraction": 0.10,       # frames with flow > 3x the median and >= PEAK_MIN_FLOW
     "max_over_mean": 12.0,        # the biggest jolt versus the typical motion
     "jerk": 1.0,                  # mean |f[i+1] - 2 f[i] + f[i-1]| / mean f
     "flow_mean_pct_diag": 3.0,    # mean flow per frame, % of the frame diagonal
@@ -121,12 +139,14 @@ def flow_trajectory(frames: Iterable, channel_order: str = "rgb") -> tuple[np.nd
                                           "frame_diffs_rel": np.asarray(rel, np.float64)}
 
 
-def video_peaks(trajectory: np.ndarray, fps: float) -> np.ndarray:
-    """Times (s) of strict local maxima of the flow trajectory, i / fps for 1 <= i <= n-2."""
+def video_peaks(trajectory: np.ndarray, fps: float, min_flow: float = PEAK_MIN_FLOW) -> np.ndarray:
+    """Times (s) of strict local maxima of the flow trajectory with flow >= `min_flow`, i / fps for
+    1 <= i <= n-2 (min_flow=0: every strict local maximum)."""
     a = np.asarray(trajectory, np.float64)
     if len(a) < 3:
         return np.zeros(0)
-    i = np.nonzero((a[1:-1] > a[:-2]) & (a[1:-1] > a[2:]))[0] + 1
+    mid = a[1:-1]
+    i = np.nonzero((mid > a[:-2]) & (mid > a[2:]) & (mid >= float(min_flow)))[0] + 1
     return i / float(fps)
 
 
@@ -182,13 +202,17 @@ def _load_audio_file(path: str) -> np.ndarray:
 
 # -- scores ----------------------------------------------------------------------------------------------
 def intersection_over_union(a_peaks, v_peaks, fps: float) -> tuple[float, int]:
-    """(IoU, hits); a hit is an audio peak with a video peak strictly within one frame of it."""
+    """(IoU, hits); a hit is an audio peak with a video peak strictly within one frame of it that no earlier
+    audio peak has taken (audio peaks in order, the first free video peak in order)."""
     a_peaks = np.asarray(a_peaks, np.float64)
     v_peaks = np.asarray(v_peaks, np.float64)
     tol = 1.0 / float(fps)
+    free = np.ones(len(v_peaks), bool)
     hits = 0
     for a in a_peaks:
-        if np.any((v_peaks - tol < a) & (a < v_peaks + tol)):
+        near = np.nonzero(free & (v_peaks - tol < a) & (a < v_peaks + tol))[0]
+        if len(near):
+            free[near[0]] = False
             hits += 1
     denom = len(a_peaks) + len(v_peaks) - hits
     return (hits / denom if denom > 0 else 0.0), hits
@@ -196,7 +220,11 @@ def intersection_over_union(a_peaks, v_peaks, fps: float) -> tuple[float, int]:
 
 def smoothness(trajectory: np.ndarray, frame_diffs: np.ndarray | None = None,
                size: tuple[int, int] | None = None, frame_diffs_rel: np.ndarray | None = None) -> dict:
-    """Figures of the frame-to-frame flow distribution (the real pairs: the repeated entry 0 is dropped)."""
+    """Figures of the frame-to-frame flow distribution (the real pairs: the repeated entry 0 is dropped).
+    A spike is a step with flow above 3x the median that is visible (>= PEAK_MIN_FLOW); "cuts" joins
+    `strobe_flags` when a step's gray change reads as a cut; on a frozen picture (sgvis.eval.motion) the
+    ratio limits (max/mean, jerk) are not judged, as they only measure noise there."""
+    from sgvis.eval.motion import motion_figures
     f = np.asarray(trajectory, np.float64)[1:]
     mean = float(f.mean()) if len(f) else 0.0
     median = float(np.median(f)) if len(f) else 0.0
@@ -207,7 +235,7 @@ def smoothness(trajectory: np.ndarray, frame_diffs: np.ndarray | None = None,
         "flow_max": float(f.max()) if len(f) else 0.0,
         "max_over_mean": float(f.max() / mean) if mean > 0 else 0.0,
         "p95_over_median": float(np.percentile(f, 95) / median) if median > 0 else 0.0,
-        "spike_fraction": float(np.mean(f > 3 * median)) if len(f) and (median > 0 or mean > 0) else 0.0,
+        "spike_fraction": float(np.mean((f > 3 * median) & (f >= PEAK_MIN_FLOW))) if len(f) else 0.0,
         "jerk": float(np.abs(np.diff(f, 2)).mean() / mean) if len(f) >= 3 and mean > 0 else 0.0,
     }
     if size is not None:
@@ -217,7 +245,12 @@ def smoothness(trajectory: np.ndarray, frame_diffs: np.ndarray | None = None,
         out["frame_diff_p95"] = float(np.percentile(frame_diffs, 95))
     if frame_diffs_rel is not None and len(frame_diffs_rel):
         out["frame_change_p95"] = float(np.percentile(frame_diffs_rel, 95))
-    out["strobe_flags"] = [k for k, lim in STROBE_LIMITS.items() if out.get(k, 0.0) > lim]
+    motion = motion_figures(trajectory, frame_diffs_rel)
+    ratios = ("max_over_mean", "jerk")
+    out["strobe_flags"] = [k for k, lim in STROBE_LIMITS.items()
+                           if out.get(k, 0.0) > lim and not (motion["frozen"] and k in ratios)]
+    if motion.get("cuts"):
+        out["strobe_flags"].append("cuts")
     return out
 
 
@@ -254,22 +287,9 @@ def _open_video(path: str):
     return frames(), float(rate)
 
 
-def av_align(video, audio=None, fps: float | None = None, channel_order: str = "rgb") -> dict:
-    """AV-Align and smoothness for a video and its audio.
-
-    video: a path (read with PyAV; fps from the file unless given) or an iterable of frames (HxWx3 uint8 in
-    `channel_order`, HxW gray, or floats in [0, 1]; `fps` required).  audio: a path, a (samples, sample_rate)
-    pair, or None to use the video file's own audio stream.
-    """
-    if isinstance(video, (str, os.PathLike)):
-        video = os.fspath(video)
-        frames, file_fps = _open_video(video)
-        fps = float(fps or file_fps)
-        channel_order = "bgr"
-    else:
-        if not fps or fps <= 0:
-            raise UserError("fps is required (and > 0) when frames are given instead of a video file")
-        frames = iter(video)
+def load_audio(audio, video: str | None = None) -> np.ndarray:
+    """Mono float32 at SAMPLE_RATE, as av_align scores it: `audio` is a path (read as librosa.load does), a
+    (samples, sample_rate) pair, or None for the first audio stream of the video file `video`."""
     if audio is None:
         if not isinstance(video, str):
             raise UserError("no audio given: pass an audio file or (samples, sample_rate) with frames")
@@ -289,40 +309,94 @@ def av_align(video, audio=None, fps: float | None = None, channel_order: str = "
         y = _prepare_audio(samples, sr)
     if len(y) == 0:
         raise UserError("the audio is empty")
+    return y
+
+
+def score_peaks(a_peaks, trajectory, fps: float) -> dict:
+    """AV-Align with the 0.1 px peak floor (TempoTokens' current definition) and without it."""
+    out = {}
+    for suffix, floor in (("", PEAK_MIN_FLOW), ("_unthresholded", 0.0)):
+        v = video_peaks(trajectory, fps, floor)
+        iou, hits = intersection_over_union(a_peaks, v, fps)
+        out[f"av_align{suffix}"] = float(iou)
+        out[f"hits{suffix}"] = int(hits)
+        out[f"video_peaks{suffix}"] = int(len(v))
+        out[f"video_peak_times{suffix}"] = [round(float(t), 4) for t in v]
+    return out
+
+
+def av_align(video, audio=None, fps: float | None = None, channel_order: str = "rgb") -> dict:
+    """AV-Align (thresholded and not), motion, silence and smoothness figures for a video and its audio.
+
+    video: a path (read with PyAV; fps from the file unless given) or an iterable of frames (HxWx3 uint8 in
+    `channel_order`, HxW gray, or floats in [0, 1]; `fps` required).  audio: a path, a (samples, sample_rate)
+    pair, or None to use the video file's own audio stream.
+    """
+    from sgvis.eval.motion import motion_figures, silence_figures
+    if isinstance(video, (str, os.PathLike)):
+        video = os.fspath(video)
+        frames, file_fps = _open_video(video)
+        fps = float(fps or file_fps)
+        channel_order = "bgr"
+    else:
+        if not fps or fps <= 0:
+            raise UserError("fps is required (and > 0) when frames are given instead of a video file")
+        frames = iter(video)
+    y = load_audio(audio, video if isinstance(video, str) else None)
 
     traj, info = flow_trajectory(frames, channel_order)
-    v = video_peaks(traj, fps)
     a = audio_peaks(y, SAMPLE_RATE)
-    iou, hits = intersection_over_union(a, v, fps)
+    scores = score_peaks(a, traj, fps)
+    smooth = smoothness(traj, info["frame_diffs"], (info["height"], info["width"]), info["frame_diffs_rel"])
+    motion = motion_figures(traj, info["frame_diffs_rel"])
+    silence = silence_figures(traj, y, SAMPLE_RATE, fps)
+    flags = (["frozen"] if motion["frozen"] else []) + (["cuts"] if motion.get("cuts") else [])
+    strobe = [k for k in smooth["strobe_flags"] if k != "cuts"]
+    flags += [f"strobe:{','.join(strobe)}"] if strobe else []
+    flags += ["pulses-in-silence"] if silence["pulses"] else []
     return {
-        "av_align": float(iou),
-        "hits": int(hits),
+        **{k: scores[k] for k in ("av_align", "av_align_unthresholded", "hits", "hits_unthresholded")},
         "audio_peaks": int(len(a)),
-        "video_peaks": int(len(v)),
+        "video_peaks": scores["video_peaks"],
+        "video_peaks_unthresholded": scores["video_peaks_unthresholded"],
+        "peak_min_flow": PEAK_MIN_FLOW,
         "fps": float(fps),
         "frames": int(info["frames"]),
         "video_seconds": info["frames"] / float(fps),
         "audio_seconds": len(y) / SAMPLE_RATE,
-        "smoothness": smoothness(traj, info["frame_diffs"], (info["height"], info["width"]),
-                                 info["frame_diffs_rel"]),
+        "motion": motion,
+        "silence": silence,
+        "smoothness": smooth,
+        "flags": flags,
         "audio_peak_times": [round(float(t), 4) for t in a],
-        "video_peak_times": [round(float(t), 4) for t in v],
+        "video_peak_times": scores["video_peak_times"],
+        "video_peak_times_unthresholded": scores["video_peak_times_unthresholded"],
         "flow": [round(float(x), 5) for x in traj],
     }
 
 
 # -- command line ------------------------------------------------------------------------------------------
 def format_report(r: dict) -> str:
-    s = r["smoothness"]
+    s, m, q = r["smoothness"], r["motion"], r["silence"]
+    if q["flow_mean"] is None:
+        quiet = f"no silence ({q['silence_seconds']:.1f} s measured)"
+    else:
+        quiet = (f"{q['silence_seconds']:.1f} s: flow mean {q['flow_mean']:.3g}, pulse (p95 - median) "
+                 f"{q['pulse_px']:.3g} px" + ("  PULSES" if q["pulses"] else ", calm"))
     lines = [
-        f"AV-Align      {r['av_align']:.3f}  (hits {r['hits']}, audio peaks {r['audio_peaks']}, "
-        f"video peaks {r['video_peaks']}; {r['frames']} frames at {r['fps']:.3g} fps)",
-        f"flow          mean {s['flow_mean']:.3g} px/frame ({s.get('flow_mean_pct_diag', 0):.2f}% of the "
-        f"diagonal), median {s['flow_median']:.3g}, p95 {s['flow_p95']:.3g}, max {s['flow_max']:.3g}",
+        f"AV-Align      {r['av_align']:.3f}  (hits {r['hits']}, audio peaks {r['audio_peaks']}, video peaks "
+        f"{r['video_peaks']} with flow >= {r['peak_min_flow']:g} px; {r['frames']} frames at {r['fps']:.3g} fps)",
+        f"unthresholded {r['av_align_unthresholded']:.3f}  (hits {r['hits_unthresholded']}, video peaks "
+        f"{r['video_peaks_unthresholded']}: every flow maximum)",
+        f"motion        mean {m['flow_mean']:.3g} px/frame ({s.get('flow_mean_pct_diag', 0):.2f}% of the diagonal), "
+        f"p95 {m['flow_p95']:.3g}, moving (>= 0.1 px) {100 * m['moving_share']:.0f}% of steps, cuts {m.get('cuts', 0)}"
+        + ("  FROZEN" if m["frozen"] else ""),
+        f"flow          median {s['flow_median']:.3g}, max {s['flow_max']:.3g}",
         f"smoothness    max/mean {s['max_over_mean']:.2f}, spikes (>3x median) {100 * s['spike_fraction']:.1f}%, "
         f"jerk {s['jerk']:.2f}, gray change p95 {s.get('frame_diff_p95', 0):.1f}/255 "
         f"({s.get('frame_change_p95', 0):.2f} of the contrast)",
-        "verdict       " + ("smooth" if not s["strobe_flags"] else "strobe-like: " + ", ".join(s["strobe_flags"])),
+        f"silence       {quiet}",
+        "verdict       " + ("fine" if not r["flags"] else ", ".join(r["flags"])),
     ]
     return "\n".join(lines)
 
@@ -344,12 +418,15 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a rendered video, or compare steerings on test audio")
     sub = p.add_subparsers(dest="eval_command", metavar="METRIC")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    q = sub.add_parser("av-align", help="AV-Align (TempoTokens) audio-video peak alignment + smoothness figures")
+    q = sub.add_parser("av-align", help="AV-Align (TempoTokens) audio-video peak alignment + motion figures",
+                       description="AV-Align as TempoTokens defines it now (video peaks need >= 0.1 px of flow) and "
+                                   "without that floor, plus motion (frozen, cuts), smoothness and silence figures.")
     q.add_argument("video", help="video file (any format PyAV reads)")
     q.add_argument("audio", nargs="?", default=None,
                    help="audio file (default: the video's own audio stream)")
     q.add_argument("--json", metavar="PATH", help="also write every figure (and the flow trajectory) as JSON")
     q.add_argument("--fps", type=float, default=None, help="override the video's frame rate")
     q.set_defaults(func=cmd_av_align)
-    from sgvis.eval.steering import add_steering_parser
+    from sgvis.eval.steering import add_report_parser, add_steering_parser
     add_steering_parser(sub)
+    add_report_parser(sub)
