@@ -176,3 +176,52 @@ def test_bad_inputs_are_one_line(files, tmp_path):
     one_line_error(run_cli("render", files["audio"], "-o", str(tmp_path / "y.mp4"), "--t2v", files["t2v"]),
                    "--backend tempotokens")
     assert not os.path.exists(tmp_path / "x.mp4")
+
+
+def test_windows_join_by_carried_noise_pinned_frames_and_crossfade(files, t2v, monkeypatch):
+    """Window 2 starts from window 1's noise for the shared frames, is given window 1's latents for them, and the
+    emitted shared frames fade from window 1's latents to window 2's."""
+    import sgvis.diffusion.t2v as t2v_module
+    from sgvis.diffusion import load_beats, load_mapper
+    from sgvis.diffusion.backend import TempoTokensBackend
+    backend = TempoTokensBackend(t2v, load_beats(files["beats"]), load_mapper(files["mapper"]), torch.device("cpu"),
+                                 torch.float32, size=(16, 16), steps=2, overlap=4)
+    calls, decoded = [], []
+    real_render = backend.render_window
+
+    def spy_render(audio, noise, carry=None, progress=None):
+        out = real_render(audio, noise, carry, progress)
+        calls.append((noise, carry, out))
+        return out
+    monkeypatch.setattr(backend, "render_window", spy_render)
+    real_decode = t2v_module.decode
+    monkeypatch.setattr(t2v_module, "decode", lambda vae, latents: decoded.append(latents) or real_decode(vae, latents))
+    frames = torch.cat(list(backend.frames_from_audio(torch.zeros(16000 * 3), fps=12, n_frames=36, seed=1)))
+    assert frames.shape == (36, 16, 16, 3) and len(calls) == 2
+    (noise1, carry1, out1), (noise2, carry2, out2) = calls
+    assert carry1 is None and torch.equal(noise2[:, :, :4], noise1[:, :, -4:])
+    assert torch.equal(carry2, out1[:, :, -4:])
+    assert torch.equal(decoded[0], out1[:, :, :20])                     # window 1 keeps its last 4 frames back
+    ramp = torch.tensor([0.2, 0.4, 0.6, 0.8]).view(1, 1, 4, 1, 1)
+    assert torch.allclose(decoded[1][:, :, :4], out1[:, :, -4:] * (1 - ramp) + out2[:, :, :4] * ramp)
+    assert torch.equal(decoded[1][:, :, 4:], out2[:, :, 4:16])
+
+
+def test_denoise_pins_carried_frames_at_every_step(t2v, monkeypatch):
+    import sgvis.diffusion.t2v as t2v_module
+    seen = []
+
+    def spy_unet(unet, sample, t, states):
+        seen.append((t, sample.clone()))
+        return torch.zeros_like(sample)
+    monkeypatch.setattr(t2v_module, "unet_per_frame", spy_unet)
+    g = torch.Generator().manual_seed(2)
+    noise, carry = torch.randn(1, 4, 6, 4, 4, generator=g), torch.randn(1, 4, 2, 4, 4, generator=g)
+    cond = torch.randn(6, 77, WIDTH, generator=g)
+    scheduler = t2v["scheduler"]
+    t2v_module.denoise(None, scheduler, cond, cond, noise, 3, 5.0, carry=carry)
+    assert len(seen) == 3
+    for t, sample in seen:
+        assert sample.shape[0] == 2                                      # guided: unconditional + conditional
+        expected = scheduler.add_noise(carry, noise[:, :, :2], t.reshape(1))
+        assert torch.allclose(sample[:1, :, :2], expected) and torch.allclose(sample[1:, :, :2], expected)

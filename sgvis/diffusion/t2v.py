@@ -59,8 +59,9 @@ def load_t2v(folder: str, device="cpu", dtype=torch.float32) -> dict:
         message = str(e).strip()
         raise UserError(f"{folder}: cannot load it as a diffusers text-to-video folder "
                         f"({message.splitlines()[0][:200] if message else type(e).__name__})") from None
-    for name in ("unet", "vae", "text_encoder"):
-        parts[name] = parts[name].to(device=device, dtype=dtype).eval().requires_grad_(False)
+    with _quiet():                                     # (no advice about casting with .to())
+        for name in ("unet", "vae", "text_encoder"):
+            parts[name] = parts[name].to(device=device, dtype=dtype).eval().requires_grad_(False)
     return parts
 
 
