@@ -91,7 +91,7 @@ class RenderJob:
     audio: str
     output: str
     model: str | None = None
-    fps: float = 30.0
+    fps: float | None = 30.0            # None: the backend's native_fps, else the config's render.fps
     size: tuple[int, int] | None = None
     fit: str | None = None              # crop | letterbox | stretch; None: the config's render.fit
     seed: int = 0
@@ -105,6 +105,7 @@ class RenderJob:
     steer: str | None = None            # steering mode; None: the config's steer.mode
     steering_path: str | None = None
     backend: str = "stylegan"
+    backend_options: dict = field(default_factory=dict)  # extra factory arguments (tempotokens: t2v, beats, ...)
     config: dict = field(default_factory=lambda: json.loads(json.dumps(RENDER_DEFAULTS)))
 
 
@@ -136,12 +137,14 @@ def render(job: RenderJob) -> dict:
     from sgvis.outputs.files import check_output_path, even
     cfg = job.config
     rcfg = check_render_settings(cfg["render"])
-    fps = check_number(job.fps, "--fps", 1, MAX_FPS)
+    # fps None: the backend's own frame rate (a diffusion model's), else render.fps
+    fps = None if job.fps is None else check_number(job.fps, "--fps", 1, MAX_FPS)
     if job.start is not None and not math.isfinite(job.start):
         raise UserError(f"--start must be a number of seconds, got {job.start!r}")
     if job.end is not None and math.isnan(job.end):
         raise UserError(f"--end must be a number of seconds, got {job.end!r}")
-    inputs = (job.audio, job.model, job.steering_path)
+    inputs = (job.audio, job.model, job.steering_path,
+              *(v for v in job.backend_options.values() if isinstance(v, str) and os.path.exists(v)))
     specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
     for spec in specs:
         check_sink_spec(spec, job.overwrite, inputs)
@@ -161,7 +164,12 @@ def render(job: RenderJob) -> dict:
     from sgvis.outputs.framing import check_fit
     fit = check_fit(job.fit) if job.fit is not None else check_fit(rcfg.get("fit"), "render.fit")
     backend = BACKENDS.create(job.backend, model=job.model, device=job.device, precision=rcfg["precision"],
-                              size=size, fit=fit)
+                              size=size, fit=fit, **job.backend_options)
+    if fps is None:
+        fps = check_number(getattr(backend, "native_fps", None) or rcfg["fps"], "--fps", 1, MAX_FPS)
+    if getattr(backend, "consumes", "states") == "audio":     # frames straight from the audio (sgvis.render_audio)
+        from sgvis.render_audio import render_from_audio
+        return render_from_audio(job, backend, start, end, fps, info, inputs)
     if size is None and any(v % 2 for v in backend.output_size):
         backend.size = tuple(even(v) for v in backend.output_size)
     from sgvis.steer import make_steering
@@ -374,12 +382,15 @@ def cmd_render(args) -> int:
     config = load_config(args.preset, args.config, args.set or [], defaults=RENDER_DEFAULTS)
     mode, steering_path = choose_steering(args.steer, args.steering, config, args.model)
     output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"
-    job = RenderJob(audio=args.audio, output=output, model=args.model,
-                    fps=args.fps if args.fps is not None else config["render"]["fps"],
+    options = {key: getattr(args, key) for key in ("t2v", "beats", "mapper", "prompt", "steps", "guidance")
+               if getattr(args, key) is not None}
+    if options and args.backend != "tempotokens":
+        raise UserError(f"--{', --'.join(options)} are for --backend tempotokens")
+    job = RenderJob(audio=args.audio, output=output, model=args.model, fps=args.fps,
                     size=parse_size(args.size), fit=args.fit, seed=args.seed, start=args.start, end=args.end,
                     png_dir=args.png_dir, outputs=args.out or [], stats=args.stats, overwrite=args.overwrite,
                     device=args.device, steer=mode, steering_path=steering_path, backend=args.backend,
-                    config=config)
+                    backend_options=options, config=config)
     if args.crf is not None:
         job.config["render"]["crf"] = args.crf
     stats = render(job)
@@ -397,7 +408,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("-o", "--output", help="output .mp4 (default: AUDIO's name with .mp4, in the current directory)")
     p.add_argument("--model", help="StyleGAN checkpoint (NVIDIA .pkl, TF .pkl, rosinality .pt, sgvis .safetensors); "
                                    "'default' (or leaving it out): the model shipped with sgvis")
-    p.add_argument("--fps", type=float, help="frames per second (default 30)")
+    p.add_argument("--fps", type=float, help="frames per second (default: the config's render.fps, 30; "
+                                             "tempotokens: 12)")
     p.add_argument("--size", help="output size WIDTHxHEIGHT or N (default: the model's resolution); "
                                   "resampled with antialiased bicubic; rounded up to even numbers")
     p.add_argument("--fit", metavar="MODE",
@@ -415,7 +427,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--steer", metavar="MODE",
                    help="steering mode: reactive (no training, any model), learned (a trained steering checkpoint), "
                         "auto (learned when --steering is given, else reactive); default: the config's steer.mode")
-    p.add_argument("--backend", default="stylegan", help="the generator (default stylegan)")
+    p.add_argument("--backend", default="stylegan", help="the generator: stylegan (default) or tempotokens "
+                                                         "(audio-conditioned text-to-video diffusion)")
+    d = p.add_argument_group("--backend tempotokens (docs/diffusion.md)")
+    d.add_argument("--t2v", metavar="DIR", help="diffusers text-to-video folder (e.g. zeroscope_v2_576w)")
+    d.add_argument("--beats", metavar="BEATS.pt", help="BEATs iter3+ AudioSet checkpoint ({'cfg', 'model'} .pt)")
+    d.add_argument("--mapper", metavar="MAPPER.pth", help="TempoTokens mapper weights (learned_embeds.pth)")
+    d.add_argument("--prompt", metavar="TEXT", help="text added to the audio tokens")
+    d.add_argument("--steps", type=int, help="DPM-Solver++ steps per window (default 25)")
+    d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
     p.add_argument("--steering", help="learned-steering checkpoint (.safetensors, from sgvis train-encoder) for --steer learned; default with the built-in model: its built-in checkpoint")
     p.add_argument("--preset", help="settings preset from configs/ (e.g. calm, energetic)")
     p.add_argument("--config", help="YAML file with settings (same sections as configs/default.yaml)")

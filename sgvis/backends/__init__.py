@@ -38,4 +38,5 @@ class Backend(Protocol):
 # picture fills a `size` of another aspect (sgvis.outputs.framing.FIT_MODES)
 BACKENDS = Registry("backend", {
     "stylegan": "sgvis.backends.stylegan:StyleGANBackend.from_settings",
+    "tempotokens": "sgvis.diffusion.backend:TempoTokensBackend.from_settings",
 })

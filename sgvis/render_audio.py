@@ -1,0 +1,78 @@
+"""`sgvis render` with an audio backend (`backend.consumes == "audio"`, e.g. tempotokens): the backend makes frames
+straight from the track's samples, so there is no feature analysis, steering or motion stage. The part of the
+track being rendered is decoded once, mono at `backend.sample_rate`, handed to `backend.frames_from_audio`, and
+every frame it yields goes to the sinks (the video with the track's audio muxed in, --png-dir, --out).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+
+def render_from_audio(job, backend, start: float, end: float, fps: float, info, inputs) -> dict:
+    """Called by sgvis.render.render once the backend exists; returns the same kind of stats."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from sgvis.audio import decode as audio_in
+    from sgvis.outputs import SinkContext, SourceAudio, open_sink
+
+    duration = end - start
+    n_frames = max(1, int(round(duration * fps)))
+    width, height = backend.output_size
+    context = SinkContext(fps=fps, size=(width, height), overwrite=job.overwrite, settings=job.config["render"],
+                          audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
+                          inputs=tuple(p for p in inputs if p))
+    specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
+    sinks = []
+    try:
+        for spec in specs:
+            sinks.append(open_sink(spec, context))
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+
+    started = time.perf_counter()
+    generated = 0
+    progress = tqdm(total=n_frames, unit="frame", desc="render", dynamic_ncols=True, disable=None)
+    try:
+        blocks = list(audio_in.decode_blocks(job.audio, backend.sample_rate, "mono", start, end))
+        audio = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.float32)
+        for frames in backend.frames_from_audio(torch.from_numpy(audio), fps=fps, n_frames=n_frames,
+                                                seed=job.seed):
+            for frame in frames.numpy():
+                for sink in sinks:
+                    sink.write(frame)
+            generated += len(frames)
+            progress.update(len(frames))
+        if generated != n_frames:
+            raise RuntimeError(f"backend {backend.name} made {generated} frames, not {n_frames}")
+        for sink in sinks:
+            sink.close()
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    finally:
+        progress.close()
+    wall = time.perf_counter() - started
+    stats = {
+        "frames": generated, "fps": fps, "seconds_of_audio": duration, "wall_seconds": wall,
+        "frames_per_second": generated / wall if wall > 0 else None,
+        "realtime_factor": duration / wall if wall > 0 else None,
+        "device": str(backend.device), "generator": backend.description, "backend": backend.name,
+        "resolution": [width, height], "steering": None, "seed": job.seed,
+        "audio": {"path": job.audio, "start": start, "end": end, "sample_rate": info.sample_rate},
+        "output": sinks[0].path, "png_dir": sinks[1].directory if job.png_dir else None,
+        "outputs": list(job.outputs),
+    }
+    if job.stats:
+        from stylegan.atomic import write_atomically
+
+        def write_stats(tmp):
+            with open(tmp, "w") as f:
+                json.dump(stats, f, indent=2)
+        write_atomically(job.stats, write_stats, suffix=".json.tmp")
+    return stats
