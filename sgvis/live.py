@@ -179,11 +179,8 @@ class LiveShow:
 
     # -- audio -----------------------------------------------------------------------------------
     def _open_input(self):
-        from sgvis.audio.live_input import FilePlayback, LiveInput
-        spec = self.job.device
-        if spec.startswith("file:"):
-            return FilePlayback(spec[5:], blocksize=int(self.lcfg["blocksize"]))
-        return LiveInput(spec, channels=self.job.channels, blocksize=int(self.lcfg["blocksize"]))
+        from sgvis.audio import open_live_source
+        return open_live_source(self.job.device, channels=self.job.channels, blocksize=int(self.lcfg["blocksize"]))
 
     def _pull_audio(self):
         """New captured samples (mono, device rate) and the capture time of the newest one."""
@@ -197,17 +194,10 @@ class LiveShow:
         return data[:, 0], captured
 
     def _analyse(self, samples, rate: int) -> None:
-        import numpy as np
-        import av
-        if self._resampler is None:
-            self._resampler = av.AudioResampler(format="fltp", layout="mono", rate=self.mel.sample_rate)
-        if len(samples) == 0:
-            return
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None], np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = rate
-        for out in self._resampler.resample(frame):
-            block = out.to_ndarray()[0]
+        if self._resampler is None or self._resampler.rate_in != rate:
+            from sgvis.audio import StreamResampler
+            self._resampler = StreamResampler(rate, self.mel.sample_rate)
+        for block in self._resampler.push(samples):
             self.extractor.push(block)
             self._analysed_samples += len(block)
 

@@ -333,3 +333,17 @@ def test_unknown_output_extension_is_refused(tmp_path, model, clicks):
     result = run_cli("render", clicks, "-o", str(tmp_path / "o.avi"), "--model", model)
     _one_clear_line(result, "cannot write a .avi video")
     assert not os.listdir(tmp_path)
+
+
+def test_stream_resampler_keeps_time_and_pitch_across_pushes():
+    from sgvis.audio import StreamResampler
+    rate_in, rate_out = 48000, 22050
+    t = np.arange(rate_in) / rate_in
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    r = StreamResampler(rate_in, rate_out)
+    out = np.concatenate([b for i in range(0, rate_in, 256) for b in r.push(tone[i:i + 256])])
+    assert abs(len(out) - rate_out) < 64                       # one second in, about one second out
+    spectrum = np.abs(np.fft.rfft(out[1000:1000 + 16384]))
+    assert abs(np.argmax(spectrum) * rate_out / 16384 - 440) < 3
+    same = StreamResampler(rate_out, rate_out)
+    assert np.array_equal(np.concatenate(same.push(out[:500])), out[:500])

@@ -255,10 +255,8 @@ class LiveRecorder:
         self.fps = float(fps)
         self.sink = VideoSink(path, self.fps, width, height, crf=crf, preset=preset, audio_rate=self.rate,
                               audio_channels=1, push_audio=True, overwrite=overwrite)
-        self._resampler = None
-        if self.rate != input_rate:
-            self._resampler = av.AudioResampler(format="fltp", layout="mono", rate=self.rate)
-            self._input_rate = input_rate
+        from sgvis.audio import StreamResampler
+        self._resampler = StreamResampler(input_rate, self.rate)
         self.samples = 0                 # audio recorded so far, at self.rate
         self._held = None                # the frame on screen while the newest audio was captured
 
@@ -272,19 +270,12 @@ class LiveRecorder:
 
     def write_audio(self, samples: np.ndarray) -> None:
         """Captured mono float32 samples at the input rate (silence for audio the input lost)."""
-        if self.sink.audio is None:
-            self.samples += int(round(len(samples) * self.rate / getattr(self, "_input_rate", self.rate)))
+        if self.sink.audio is None:            # a container without sound (gif): keep the clock only
+            self.samples += int(round(len(samples) * self.rate / self._resampler.rate_in))
             return
-        if len(samples) == 0:
-            return
-        blocks = [np.asarray(samples, np.float32)[None]]
-        if self._resampler is not None:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blocks[0]), format="fltp", layout="mono")
-            frame.sample_rate = self._input_rate
-            blocks = [out.to_ndarray() for out in self._resampler.resample(frame)]
-        for block in blocks:
-            self.sink.write_audio(block)
-            self.samples += block.shape[1]
+        for block in self._resampler.push(samples):
+            self.sink.write_audio(block[None])
+            self.samples += len(block)
 
     def write(self, frame: np.ndarray) -> None:
         """The frame generated from all audio recorded so far: it is shown from this audio position on."""
