@@ -9,7 +9,6 @@ producers (--control NAME) send to it from any thread, and the show applies the 
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -541,12 +540,8 @@ class LiveShow:
                           if hasattr(p, "report")},
         }
         if self.job.stats:
-            from stylegan.atomic import write_atomically
-
-            def write_stats(tmp):
-                with open(tmp, "w") as f:
-                    json.dump(stats, f, indent=2)
-            write_atomically(self.job.stats, write_stats, suffix=".json.tmp")
+            from stylegan.atomic import write_json_atomically
+            write_json_atomically(self.job.stats, stats)
         return stats
 
 

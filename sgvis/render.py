@@ -133,7 +133,7 @@ def render(job: RenderJob) -> dict:
     from sgvis.audio import decode as audio_in
     from sgvis.backends import BACKENDS
     from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
-    from sgvis.outputs import SinkContext, SourceAudio, check_sink_spec, open_sink, sink_target
+    from sgvis.outputs import SinkContext, SourceAudio, check_sink_spec, open_sinks, sink_target
     from sgvis.outputs.files import check_output_path, even
     cfg = job.config
     rcfg = check_render_settings(cfg["render"])
@@ -202,14 +202,7 @@ def render(job: RenderJob) -> dict:
     context = SinkContext(fps=fps, size=(width, height), overwrite=job.overwrite, settings=rcfg,
                           audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
                           inputs=tuple(p for p in inputs if p))
-    sinks = []
-    try:
-        for spec in specs:
-            sinks.append(open_sink(spec, context))
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
+    sinks = open_sinks(specs, context)
 
     batch = max(1, int(rcfg["batch"]))
     ws_queue: queue.Queue = queue.Queue(maxsize=4)
@@ -308,12 +301,8 @@ def render(job: RenderJob) -> dict:
         "outputs": list(job.outputs),
     }
     if job.stats:
-        from stylegan.atomic import write_atomically
-
-        def write_stats(tmp):
-            with open(tmp, "w") as f:
-                json.dump(stats, f, indent=2)
-        write_atomically(job.stats, write_stats, suffix=".json.tmp")
+        from stylegan.atomic import write_json_atomically
+        write_json_atomically(job.stats, stats)
     return stats
 
 

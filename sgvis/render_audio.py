@@ -5,7 +5,6 @@ every frame it yields goes to the sinks (the video with the track's audio muxed 
 """
 from __future__ import annotations
 
-import json
 import time
 
 
@@ -16,7 +15,7 @@ def render_from_audio(job, backend, start: float, end: float, fps: float, info, 
     from tqdm import tqdm
 
     from sgvis.audio import decode as audio_in
-    from sgvis.outputs import SinkContext, SourceAudio, open_sink
+    from sgvis.outputs import SinkContext, SourceAudio, open_sinks
 
     duration = end - start
     n_frames = max(1, int(round(duration * fps)))
@@ -25,14 +24,7 @@ def render_from_audio(job, backend, start: float, end: float, fps: float, info, 
                           audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
                           inputs=tuple(p for p in inputs if p))
     specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
-    sinks = []
-    try:
-        for spec in specs:
-            sinks.append(open_sink(spec, context))
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
+    sinks = open_sinks(specs, context)
 
     started = time.perf_counter()
     generated = 0
@@ -69,10 +61,6 @@ def render_from_audio(job, backend, start: float, end: float, fps: float, info, 
         "outputs": list(job.outputs),
     }
     if job.stats:
-        from stylegan.atomic import write_atomically
-
-        def write_stats(tmp):
-            with open(tmp, "w") as f:
-                json.dump(stats, f, indent=2)
-        write_atomically(job.stats, write_stats, suffix=".json.tmp")
+        from stylegan.atomic import write_json_atomically
+        write_json_atomically(job.stats, stats)
     return stats

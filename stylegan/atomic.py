@@ -40,3 +40,13 @@ def write_atomically(path, write: Callable[[str], None], suffix: str = ".tmp") -
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomically(path, data, indent: int = 2) -> None:
+    """`data` as JSON at `path`, written through a temporary file (never a half-written file)."""
+    import json
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=indent)
+    write_atomically(path, write, suffix=".json.tmp")

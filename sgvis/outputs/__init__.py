@@ -98,6 +98,19 @@ def open_sink(spec: str, context: SinkContext) -> FrameSink:
     return SINKS.create(name, target, context)
 
 
+def open_sinks(specs, context: SinkContext) -> list:
+    """Every output of a run, opened in order; if one cannot open, the ones already open are aborted."""
+    sinks = []
+    try:
+        for spec in specs:
+            sinks.append(open_sink(spec, context))
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    return sinks
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """--size WIDTHxHEIGHT or N -> (width, height); None stays None."""
     if text is None:
