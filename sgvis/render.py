@@ -125,7 +125,9 @@ class _Stage(threading.Thread):
             self.error = e
 
 
-def render(job: RenderJob) -> dict:
+def render(job: RenderJob, backend=None, steering=None) -> dict:
+    """Render `job`.  `backend` and `steering`, when given, are used instead of building them from the job (an
+    evaluation renders many tracks with one loaded model); a given steering is reset to the job's seed."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -163,8 +165,9 @@ def render(job: RenderJob) -> dict:
         size = (even(size[0]), even(size[1]))
     from sgvis.outputs.framing import check_fit
     fit = check_fit(job.fit) if job.fit is not None else check_fit(rcfg.get("fit"), "render.fit")
-    backend = BACKENDS.create(job.backend, model=job.model, device=job.device, precision=rcfg["precision"],
-                              size=size, fit=fit, **job.backend_options)
+    if backend is None:
+        backend = BACKENDS.create(job.backend, model=job.model, device=job.device, precision=rcfg["precision"],
+                                  size=size, fit=fit, **job.backend_options)
     if fps is None:
         fps = check_number(getattr(backend, "native_fps", None) or rcfg["fps"], "--fps", 1, MAX_FPS)
     if getattr(backend, "consumes", "states") == "audio":     # frames straight from the audio (sgvis.render_audio)
@@ -172,14 +175,17 @@ def render(job: RenderJob) -> dict:
         return render_from_audio(job, backend, start, end, fps, info, inputs)
     if size is None and any(v % 2 for v in backend.output_size):
         backend.size = tuple(even(v) for v in backend.output_size)
-    from sgvis.steer import make_steering
-    steer_cfg = dict(cfg.get("steer", {}))
-    if job.steer:
-        steer_cfg["mode"] = job.steer
-    try:
-        steering = make_steering(backend, steer_cfg, seed=job.seed, learned_path=job.steering_path)
-    except (ValueError, FileNotFoundError) as e:
-        raise UserError(str(e).splitlines()[0]) from None
+    if steering is None:
+        from sgvis.steer import make_steering
+        steer_cfg = dict(cfg.get("steer", {}))
+        if job.steer:
+            steer_cfg["mode"] = job.steer
+        try:
+            steering = make_steering(backend, steer_cfg, seed=job.seed, learned_path=job.steering_path)
+        except (ValueError, FileNotFoundError) as e:
+            raise UserError(str(e).splitlines()[0]) from None
+    else:
+        steering.reset(job.seed)
     from sgvis.steer.motion import MotionDriver
     motion = MotionDriver(cfg.get("motion"), seed=job.seed)
     backend.bend_resolution = int(motion.cfg["bend"]["resolution"])

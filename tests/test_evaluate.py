@@ -263,3 +263,18 @@ def test_clip_path_on_the_command_line(tmp_path, model, audio_dir, audio_encoder
     save_audio_encoder(AudioClipEncoder(8, channels=(8,), head_hidden=8), str(other))
     _one_clear_line(run_cli("eval", "steering", track, "--model", model[0], "--steering", "untrained",
                             "--clip-path", str(clip_dir), "--audio-clip", str(other)), "embeddings of size")
+
+
+def test_the_model_is_loaded_once_for_every_render(model, audio_dir, monkeypatch):
+    """Two tracks x two steerings: one model load, and the untrained steering never touches the disk."""
+    import stylegan as sg
+    from sgvis.eval.steering import evaluate_steering
+    loads, saves = [], []
+    real_load = sg.load
+    monkeypatch.setattr(sg, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    import sgvis.steer.learned as learned
+    monkeypatch.setattr(learned, "save_steering", lambda *a, **k: saves.append(a))
+    report = evaluate_steering([str(audio_dir)], ["reactive", "untrained"], model=model[0], fps=10,
+                               seconds=1.0, progress=False, overrides=["motion.amount=0"])
+    assert len(report["results"]) == 4
+    assert len(loads) == 1 and not saves

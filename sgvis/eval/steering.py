@@ -69,8 +69,9 @@ class SteeringSpec:
     """One column of the comparison."""
     label: str                 # column name in the table and key in the summary
     kind: str                  # reactive | untrained | learned
-    path: str | None = None    # the checkpoint rendered (untrained: a temporary one)
+    path: str | None = None    # the checkpoint rendered (learned)
     given: str = ""            # the --steering value as given
+    model: object = None       # untrained: the freshly initialised LearnedSteeringModel (kept in memory)
 
 
 # -- inputs ----------------------------------------------------------------------------------------------------
@@ -106,23 +107,22 @@ def find_audio(paths) -> list[str]:
     return found
 
 
-def _save_untrained(G, seed: int, path: str) -> None:
+def untrained_model(G, seed: int):
     """A freshly initialised LearnedSteeringModel for G (default MelConfig), weights seeded by `seed`."""
     import torch
 
     from sgvis.features.analysis import MelConfig
-    from sgvis.steer.learned import LearnedSteeringModel, save_steering
+    from sgvis.steer.learned import LearnedSteeringModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = LearnedSteeringModel(G.num_ws, G.w_dim, MelConfig())
-    save_steering(model, path, extra={"untrained": "1"})
+        return LearnedSteeringModel(G.num_ws, G.w_dim, MelConfig()).eval()
 
 
-def resolve_steerings(values, G, seed: int, workdir: str, model: str | None = None,
+def resolve_steerings(values, G, seed: int, model: str | None = None,
                       allow_none: bool = False) -> list[SteeringSpec]:
     """`--steering` values -> SteeringSpecs; checkpoints are read (and checked against G) here, before any
-    rendering, so a bad one fails at once.  The untrained checkpoint is written into `workdir`; `learned` is
-    the built-in checkpoint, for the built-in model (`model` None or 'default')."""
+    rendering, so a bad one fails at once.  `untrained` is a freshly initialised model, held in memory; `learned`
+    is the built-in checkpoint, for the built-in model (`model` None or 'default')."""
     from sgvis.steer.learned import load_steering, steering_checkpoint_for
     values = list(values or [])
     if not values and not allow_none:
@@ -141,11 +141,8 @@ def resolve_steerings(values, G, seed: int, workdir: str, model: str | None = No
             specs.append(SteeringSpec(label="learned", kind="learned", path=path, given=v))
             continue
         if v in BUILTIN_STEERINGS:
-            path = None
-            if v == "untrained":
-                path = os.path.join(workdir, "untrained.safetensors")
-                _save_untrained(G, seed, path)
-            specs.append(SteeringSpec(label=v, kind=v, path=path, given=v))
+            specs.append(SteeringSpec(label=v, kind=v, given=v,
+                                      model=untrained_model(G, seed) if v == "untrained" else None))
             continue
         if not os.path.isfile(v):
             raise UserError(f"--steering {v}: not reactive, learned, untrained or an existing steering checkpoint")
@@ -389,7 +386,7 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
 
     G = load_model(model)
     with tempfile.TemporaryDirectory(prefix="sgvis-eval-") as workdir:
-        specs = resolve_steerings(steerings, G, seed, workdir, model=model, allow_none=baselines)
+        specs = resolve_steerings(steerings, G, seed, model=model, allow_none=baselines)
         names = _track_names(tracks)
         stems = [os.path.splitext(os.path.basename(t))[0] for t in tracks]
         stems = [_safe(st) if stems.count(st) == 1 else f"{i:03d}-{_safe(st)}" for i, st in enumerate(stems)]
@@ -410,19 +407,33 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
         if clip:
             from sgvis.backends.stylegan import pick_device
             scorer = _ClipScorer(clip, audio_clip, text, pick_device(device))
-        del G
         from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
         lookahead = config["render"]["lookahead"]
         lookahead = OFFLINE_LOOKAHEAD_S if lookahead is None else float(lookahead)
+        # One generator for every render: the model is loaded once, not once per video.
+        from sgvis.backends.stylegan import StyleGANBackend, pick_device
+        from sgvis.outputs.files import even
+        from sgvis.outputs.framing import check_fit
+        from sgvis.render import check_render_settings
+        backend = StyleGANBackend(G, pick_device(device), precision=check_render_settings(config["render"])["precision"],
+                                  size=None if size is None else (even(size[0]), even(size[1])),
+                                  fit=check_fit(config["render"].get("fit"), "render.fit"))
+        del G
 
-        def render_one(i, kind, path, out, frames_dir, end):
+        def render_one(i, what, out, frames_dir, end):
+            from sgvis.steer import make_steering
+            from sgvis.steer.learned import LearnedSteering
             cfg = copy.deepcopy(config)
-            mode = "reactive" if kind == "reactive" else "learned"
+            mode = "reactive" if what.kind == "reactive" else "learned"
             cfg.setdefault("steer", {})["mode"] = mode
+            if what.kind == "untrained":
+                steering = LearnedSteering(backend.latent_model, what.model, cfg["steer"], seed)
+            else:
+                steering = make_steering(backend, cfg["steer"], seed, learned_path=what.path)
             job = RenderJob(audio=tracks[i], output=out, model=model, fps=fps, size=size, seed=seed, start=0.0,
                             end=end, png_dir=frames_dir, overwrite=True if not keep_videos else overwrite,
-                            device=device, steer=mode, steering_path=path, config=cfg)
-            return render(job)
+                            device=device, steer=mode, steering_path=what.path, config=cfg)
+            return render(job, backend=backend, steering=steering)
 
         results = []
         audio_cache: dict[int, np.ndarray] = {}
@@ -442,7 +453,7 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
                 n_frames = max(1, int(round(durations[i] * fps)))
                 frames_dir = os.path.join(workdir, "frames")
                 if not is_baseline:
-                    stats = render_one(i, what.kind, what.path, out, frames_dir, seconds)
+                    stats = render_one(i, what, out, frames_dir, seconds)
                     if i not in still_images:
                         still_images[i] = next(iter(_png_frames(frames_dir)))
                     rendered = av_align(out, (y, SAMPLE_RATE))
@@ -455,8 +466,8 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
                                  video=out if keep_videos else None)
                 else:
                     if i not in still_images:            # baselines alone: a 3-frame render for the picture
-                        render_one(i, "reactive", None, os.path.join(workdir, "first.mp4"), frames_dir,
-                                   min(durations[i], 3.0 / fps))
+                        render_one(i, SteeringSpec(label="reactive", kind="reactive"),
+                                   os.path.join(workdir, "first.mp4"), frames_dir, min(durations[i], 3.0 / fps))
                         still_images[i] = next(iter(_png_frames(frames_dir)))
                         shutil.rmtree(frames_dir, ignore_errors=True)
                     import cv2
