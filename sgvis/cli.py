@@ -24,11 +24,11 @@ COMMANDS = {
     "midi-learn": ("sgvis.control.midi", "write a MIDI map (CC/note -> control) by moving each knob in turn"),
     "doctor": ("sgvis.doctor", "report GPU, CUDA toolkit and compiled CUDA ops, and what to fix"),
     "dataset": ("sgvis.data.dataset", "build an image dataset (folder or zip) for train-gan / train-glo"),
-    "train-gan": ("sgvis.train.gan", "train a StyleGAN2 generator from scratch"),
-    "export-gan": ("sgvis.train.gan", "write the G_ema of a train-gan training state as a model file"),
-    "train-glo": ("sgvis.train.glo", "train a small generator fast with latent optimisation (GLO)"),
-    "train-encoder": ("sgvis.train.encoder", "train learned steering (sound inversion encoder + recurrent blocks)"),
-    "train-audio-clip": ("sgvis.train.audio_clip", "train an audio encoder into CLIP's embedding space"),
+    "train-gan": ("sgvis.train.commands", "train a StyleGAN2 generator from scratch"),
+    "export-gan": ("sgvis.train.commands", "write the G_ema of a train-gan training state as a model file"),
+    "train-glo": ("sgvis.train.commands", "train a small generator fast with latent optimisation (GLO)"),
+    "train-encoder": ("sgvis.train.commands", "train learned steering (sound inversion encoder + recurrent blocks)"),
+    "train-audio-clip": ("sgvis.train.commands", "train an audio encoder into CLIP's embedding space"),
 }
 
 

@@ -10,6 +10,7 @@ import torch
 
 import stylegan
 from sgvis.data import dataset as ds
+from sgvis.train import commands
 from sgvis.train import gan as train_gan
 from sgvis.train.augment import AdaptiveP, AugmentPipe
 from sgvis.errors import UserError
@@ -23,7 +24,7 @@ TINY = ["--resolution", "16", "--channel-base", "128", "--channel-max", "16", "-
 def run_command(*argv):
     """Local harness until `sgvis train-gan` is wired into sgvis.cli: parse with our subparser, run func."""
     parser = argparse.ArgumentParser(prog="sgvis")
-    train_gan.register_cli(parser.add_subparsers())
+    commands.register_gan(parser.add_subparsers())
     args = parser.parse_args(["train-gan"] + [str(a) for a in argv])
     return args.func(args)
 
@@ -281,8 +282,8 @@ def _torchrun(script, *args, nproc=2):
 def test_two_process_gloo_training(data16, tmp_path):
     """torchrun with two processes (gloo on CPU): the CLI trains, only rank 0 writes."""
     script = tmp_path / "run.py"
-    script.write_text("import argparse, sys\nfrom sgvis.train import gan as train_gan\n"
-                      "p = argparse.ArgumentParser(); train_gan.register_cli(p.add_subparsers())\n"
+    script.write_text("import argparse, sys\nfrom sgvis.train import commands\n"
+                      "p = argparse.ArgumentParser(); commands.register_gan(p.add_subparsers())\n"
                       "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n")
     out = tmp_path / "run"
     result = _torchrun(script, "train-gan", "--data", data16, "--outdir", out, *TINY, "--batch", "8",

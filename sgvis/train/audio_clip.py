@@ -42,31 +42,13 @@ from pathlib import Path
 import torch
 
 from sgvis.errors import UserError, first_line
+from sgvis.train.settings import AUDIO_CLIP_DEFAULTS as TRAIN_DEFAULTS
 from sgvis.train.state import load_training_state as _load_state, raise_keyboard_interrupt
 
-__all__ = ["TRAIN_DEFAULTS", "AudioClipTrainer", "train_audio_clip", "output_paths", "register_cli"]
+__all__ = ["TRAIN_DEFAULTS", "AudioClipTrainer", "train_audio_clip", "output_paths"]
 
 STATE_TAG = "sgvis-audio-clip-training-state"
 STATE_VERSION = 1
-TRAIN_DEFAULTS = {
-    "steps": 5000,
-    "batch": 64,               # total over all processes
-    "lr": 3e-4,
-    "weight_decay": 0.01,
-    "fps": 8.0,                # frames sampled per second of data (one mel window ends at each); lower: smaller
-                               #   frame cache, fewer distinct training pairs
-    "clip_frames": 1,          # frames per drawn clip; one random frame of each is used per step
-    "frame_weight": 1.0,       # audio <-> frame loss weight (0: audio-only, no video decoding)
-    "text_weight": 1.0,        # audio <-> label text loss weight (used when the data has labels)
-    "prompt": "{label}",       # text template for labels, e.g. "the sound of {label}"
-    "save_every": 500,         # checkpoint (encoder + state) every this many steps
-    "seed": 0,
-    "workers": None,           # data loader processes (None: 2 on CUDA, 0 on CPU)
-    "amp": "auto",             # CUDA only: auto (bf16 where supported, else fp16) | bf16 | fp16 | off
-    "max_seconds": None,       # use at most this much of each file (None: all)
-    "channels": [32, 64, 128, 256],
-    "head_hidden": 512,
-}
 LOG_COLUMNS = ["step", "seconds", "loss", "loss_frame", "loss_text", "acc_frame", "acc_text", "logit_scale", "lr"]
 
 
@@ -533,45 +515,3 @@ def cmd_train_audio_clip(args) -> int:
         print(f"wrote {summary['encoder']} after {summary['steps']} steps (loss {loss:.4f}); state "
               f"{summary['state']}, log {summary['log']}")
     return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train-audio-clip", help="train an audio encoder into CLIP's embedding space (for CLIP-guided steering)",
-        description="Contrastive training of an audio encoder (log-mel window -> CLIP embedding) against frozen "
-                    "CLIP image / text towers: audio <-> video frame of the same clip, and audio <-> label text "
-                    "when labels exist. Under torchrun each process trains on --batch / WORLD_SIZE clips.")
-    a = p.add_argument
-    a("--data", required=True, help="folder of video files with sound and/or audio files (class subfolders "
-                                    "give labels)")
-    a("--out", required=True, help="output encoder, PATH.safetensors (PATH.state.pt and PATH.log.csv go beside it)")
-    a("--labels", help="CSV of labels for the data files (the audio <-> text loss)")
-    a("--config", help="YAML file with a clip: section (path / name / config, prompt) and optionally a "
-                       "train_audio_clip: section")
-    a("--clip-path", help="local CLIP directory in the HuggingFace format (CLIPModel.save_pretrained)")
-    a("--clip-name", help="CLIP repository id, looked up only in the local HuggingFace cache")
-    a("--clip-cache", help="HuggingFace cache directory for --clip-name (default: HF_HOME's)")
-    a("--steps", type=int, help=f"total optimiser steps (default {TRAIN_DEFAULTS['steps']})")
-    a("--batch", type=int, help=f"clips per step over all processes (default {TRAIN_DEFAULTS['batch']})")
-    a("--lr", type=float, help=f"AdamW learning rate (default {TRAIN_DEFAULTS['lr']})")
-    a("--weight-decay", type=float, dest="weight_decay", help=f"(default {TRAIN_DEFAULTS['weight_decay']})")
-    a("--fps", type=float, help=f"frames sampled per second of data, each with the mel window ending there (default "
-                                f"{TRAIN_DEFAULTS['fps']:g}; lower: a smaller frame cache)")
-    a("--clip-frames", type=int, dest="clip_frames",
-      help=f"frames per drawn clip, one used per step (default {TRAIN_DEFAULTS['clip_frames']})")
-    a("--frame-weight", type=float, dest="frame_weight", help="audio <-> frame loss weight (default 1; 0: "
-                                                              "audio-only, text loss alone)")
-    a("--text-weight", type=float, dest="text_weight", help="audio <-> label text loss weight (default 1)")
-    a("--prompt", help="label text template (default '{label}', e.g. 'the sound of {label}')")
-    a("--save-every", type=int, dest="save_every", help=f"checkpoint every N steps (default "
-                                                        f"{TRAIN_DEFAULTS['save_every']})")
-    a("--seed", type=int, help="random seed (default 0)")
-    a("--workers", type=int, help="data loader processes (default 2 on CUDA, 0 on CPU)")
-    a("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision on CUDA (default auto: bf16 where "
-                                                             "supported, else fp16); CPU always uses fp32")
-    a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N (torchrun: one GPU per process)")
-    a("--resume", nargs="?", const="", metavar="STATE",
-      help="continue a run: from PATH.state.pt beside --out (no value) or a given state file; replaces --out")
-    a("--overwrite", action="store_true", help="replace an existing --out (and its state and log)")
-    a("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train_audio_clip)

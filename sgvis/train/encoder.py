@@ -36,20 +36,15 @@ import time
 import torch
 
 from sgvis.errors import UserError
+from sgvis.train.settings import OBJECTIVE_WEIGHTS
 from sgvis.train.state import check_outdir, load_training_state, raise_keyboard_interrupt
 
-__all__ = ["TRAIN_DEFAULTS", "OBJECTIVE_WEIGHTS", "EncoderTrainer", "train_encoder", "register_cli"]
+__all__ = ["TRAIN_DEFAULTS", "OBJECTIVE_WEIGHTS", "EncoderTrainer", "train_encoder"]
 
 STATE_TAG = "sgvis-steering-training-state"
 STATE_VERSION = 1
 WEIGHT_NAMES = ("clip_av", "clip_at", "latent_reg", "offset_reg", "image_adv", "video_adv", "onset_sync",
                 "onset_corr", "contrastive")
-OBJECTIVE_WEIGHTS = {
-    "clip": dict(clip_av=1.0, clip_at=1.0, latent_reg=0.1, offset_reg=0.0, image_adv=0.05, video_adv=0.05,
-                 onset_sync=0.0, onset_corr=0.0, contrastive=0.0),
-    "sync": dict(clip_av=0.0, clip_at=0.0, latent_reg=0.02, offset_reg=0.002, image_adv=0.05, video_adv=0.0,
-                 onset_sync=1.0, onset_corr=0.5, contrastive=0.1),
-}
 TRAIN_DEFAULTS = {
     "objective": "sync",
     "steps": 1000,
@@ -516,33 +511,3 @@ def cmd_train_encoder(args) -> int:
         print(f"wrote {summary['steering']} after {summary['steps']} steps "
               f"(render with: sgvis render TRACK --steer learned --steering {summary['steering']})")
     return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("train-encoder", help="train learned steering (sound inversion encoder + "
-                                                    "recurrent blocks) for a StyleGAN")
-    p.add_argument("--model", help="the StyleGAN to steer (any supported checkpoint; default: the built-in model)")
-    p.add_argument("--data", required=True, help="folder of video files with sound and/or audio files")
-    p.add_argument("--out", required=True, help="output folder (steering.safetensors, log.csv, previews/)")
-    p.add_argument("--objective", choices=sorted(OBJECTIVE_WEIGHTS),
-                   help="clip: the paper's CLIP-guided losses; sync: onset-following motion, no external model "
-                        "(default: the config's, sync)")
-    p.add_argument("--config", help="YAML file with a train_encoder: section (see configs/train/encoder-sync.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set train_encoder.weights.image_adv=0.1 (repeatable)")
-    p.add_argument("--labels", help="CSV of labels or captions for the data files (the clip objective's text loss)")
-    p.add_argument("--clip-path", help="local CLIP folder (HF format) for the clip objective")
-    p.add_argument("--audio-clip", help="audio encoder into CLIP space (from sgvis train-audio-clip)")
-    p.add_argument("--init", metavar="STEERING", help="start from this steering checkpoint's weights (e.g. one "
-                   "trained for an earlier version of the model; same num_ws and w_dim)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--clip-frames", type=int, dest="clip_frames", help="frames per training clip (T)")
-    p.add_argument("--fps", type=float, help="video frame rate the steering is trained for (default 30)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--compute", "--device", dest="device", default="auto", metavar="DEVICE",
-                   help="auto, cpu or cuda[:N] (torchrun: one GPU per process)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its training-state.pt")
-    p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --out folder")
-    p.set_defaults(func=cmd_train_encoder)

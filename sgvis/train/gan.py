@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
+from sgvis.train.settings import ARCH_DEFAULTS
 from sgvis.train.common import Dist, InfiniteSampler, parse_grid, resolve_device, save_image_grid
 from sgvis.train.state import atomic_torch_save, check_outdir, load_training_state, training_process
 
@@ -40,9 +41,6 @@ STATE_TAG = "sgvis-train-state"
 STATE_VERSION = 1
 FINAL_NAME = "network-final.safetensors"
 
-# Architecture options: None means "the dataset's / the resumed run's / the default".
-ARCH_DEFAULTS = dict(resolution=None, channel_base=16384, channel_max=512, z_dim=512, w_dim=512, map_layers=8,
-                     fp16_res=None, conv_clamp=None, noise=True)
 
 
 @dataclass
@@ -769,95 +767,3 @@ def cmd_train_gan(args) -> int:
         else:
             print(f"stopped at {s['kimg']:.3f} kimg; state in {s['state']} (continue with --resume)")
     return 0
-
-
-def register_cli(subparsers) -> None:
-    e = subparsers.add_parser("export-gan", help="write the G_ema of a train-gan training state as a model file")
-    e.add_argument("state", help="training-state.pt from a train-gan run (may still be running)")
-    e.add_argument("output", help="output .safetensors")
-    e.add_argument("--overwrite", action="store_true")
-    e.set_defaults(func=cmd_export_gan)
-
-    p = subparsers.add_parser(
-        "train-gan", help="train a StyleGAN2 generator on a dataset from 'sgvis dataset' (CPU, GPU or torchrun)",
-        description="Train StyleGAN2 from scratch. Writes sgvis-format snapshots of G_ema, sample grids and a "
-                    "training state for --resume to --outdir. Under torchrun (WORLD_SIZE > 1) each process "
-                    "trains on --batch / WORLD_SIZE images per step; only rank 0 writes.")
-    a = p.add_argument
-    a("--data", required=True, help="dataset folder or .zip written by 'sgvis dataset'")
-    a("--outdir", required=True, help="run folder (created); holds snapshots, samples and the training state")
-    g = p.add_argument_group("architecture (fixed by the run when resuming)")
-    g.add_argument("--resolution", type=int, help="image size (default: the dataset's)")
-    g.add_argument("--channel-base", type=int, help=f"channels = min(base / res, max) (default "
-                   f"{ARCH_DEFAULTS['channel_base']})")
-    g.add_argument("--channel-max", type=int, help=f"(default {ARCH_DEFAULTS['channel_max']})")
-    g.add_argument("--z-dim", type=int, help=f"latent size (default {ARCH_DEFAULTS['z_dim']})")
-    g.add_argument("--w-dim", type=int, help=f"style size (default {ARCH_DEFAULTS['w_dim']})")
-    g.add_argument("--map-layers", type=int, help=f"mapping network depth (default {ARCH_DEFAULTS['map_layers']})")
-    g.add_argument("--fp16-res", type=int, help="number of highest-resolution blocks run in fp16 on CUDA "
-                   "(mixed precision; default 4 on CUDA, 0 on CPU)")
-    g.add_argument("--conv-clamp", type=float, help="clamp conv outputs (default 256 when fp16 is used)")
-    g.add_argument("--noise", choices=("on", "off"), help="G's per-pixel noise inputs (default on). 'off' makes "
-                   "the latent the only source of variation, so every change of the image comes from w: what sgvis "
-                   "steers (render and live hold the noise constant)")
-    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size (default 4)")
-    g.add_argument("--grow-from", metavar="RUN", help="start from a trained lower-resolution run (its folder or "
-                   "training-state.pt): its layers are kept, the new resolutions are added (progressive growing; "
-                   "much faster on CPU than training at full resolution from scratch)")
-    g.add_argument("--init-from", metavar="MODEL", help="start G (and its EMA) from a generator file written by "
-                   "sgvis (train-gan, train-glo, export-gan; the built-in model too): fine-tuning, e.g. on your own "
-                   "images. The architecture and latent bank come from the file; D starts new")
-    g.add_argument("--fade-kimg", type=float, default=4.0, help="grown runs: kimg over which the discriminator "
-                   "fades from the old resolution's input to the new one (default 4)")
-    g = p.add_argument_group("schedule")
-    g.add_argument("--batch", type=int, default=16, help="total batch size over all processes (default 16)")
-    g.add_argument("--kimg", type=float, default=1000, help="train until this many thousand real images were shown "
-                   "(default 1000)")
-    g.add_argument("--tick", type=float, default=4, help="log every this many kimg (default 4)")
-    g.add_argument("--snap", type=float, default=50, help="snapshot + sample grid + state every this many kimg "
-                   "(default 50; 0: only at the end)")
-    g.add_argument("--state-minutes", type=float, default=10, help="also save the training state this often "
-                   "(minutes; default 10)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--max-steps", type=int, help="stop after this many iterations (the state is saved)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=0.0025, help="Adam learning rate (default 0.0025)")
-    g.add_argument("--d-lr", type=float, help="discriminator learning rate (default: --lr)")
-    g.add_argument("--beta1", type=float, default=0.0)
-    g.add_argument("--beta2", type=float, default=0.99)
-    g.add_argument("--gamma", type=float, help="R1 weight (default 0.0002 * resolution^2 / batch)")
-    g.add_argument("--r1-interval", type=int, default=16, help="lazy R1 every N D steps (default 16)")
-    g.add_argument("--pl-weight", type=float, default=2.0, help="path length regularisation weight (0: off; "
-                   "default 2)")
-    g.add_argument("--pl-interval", type=int, default=4)
-    g.add_argument("--style-mixing", type=float, default=0.9, help="style mixing probability (default 0.9)")
-    g.add_argument("--ema-kimg", type=float, help="G_ema half-life in kimg (default batch * 10 / 32)")
-    g.add_argument("--coverage", type=float, default=0.0, help="mode coverage weight (0: off, the default). Each "
-                   "real image pulls the nearest of --coverage-candidates generated images towards it at "
-                   "--coverage-res^2, so no part of the data is left without latents; against mode collapse on "
-                   "small datasets and short runs")
-    g.add_argument("--coverage-interval", type=int, default=4, help="coverage step every N steps (default 4)")
-    g.add_argument("--coverage-candidates", type=int, default=64, help="generated images searched per coverage "
-                   "step (default 64)")
-    g.add_argument("--coverage-res", type=int, default=16, help="resolution the images are compared at "
-                   "(default 16)")
-    g = p.add_argument_group("augmentation")
-    g.add_argument("--augment", choices=["ada", "fixed", "none"], default="ada",
-                   help="ada: adaptive probability (default); fixed: --augment-p throughout; none")
-    g.add_argument("--augment-p", type=float, default=0.0, help="initial (ada) or fixed probability (default 0)")
-    g.add_argument("--ada-target", type=float, default=0.6, help="target E[sign(D(real))] (default 0.6)")
-    g.add_argument("--ada-kimg", type=float, default=100, help="kimg for p to move 0 -> 1 (default 100)")
-    g.add_argument("--augment-ops", help="comma-separated subset of xflip,translate,brightness,contrast,"
-                   "saturation,cutout (default all)")
-    g = p.add_argument_group("running")
-    g.add_argument("--resume", nargs="?", const="latest", metavar="auto|PATH",
-                   help="continue from --outdir's training state (no value), from it if present ('auto'), or "
-                        "from a given training-state.pt")
-    g.add_argument("--compute", "--device", dest="device", default="auto", metavar="DEVICE",
-                   help="auto (cuda if available), cpu, cuda, cuda:N")
-    g.add_argument("--workers", type=int, help="data loader processes (default 2 on CUDA, 0 on CPU)")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, one per core); on a "
-                   "busy machine 1 can be faster than an oversubscribed 2")
-    g.add_argument("--grid", default="4x4", help="sample grid size, WxH (default 4x4)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train_gan)
