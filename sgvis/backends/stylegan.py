@@ -140,6 +140,3 @@ class StyleGANBackend:
             camera = camera + bend          # no layers to bend here: the picture moves as a whole instead
         return warp(img, camera)
 
-    def __call__(self, ws: torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
-        return self.frames(ws, keep_on_device)
-
