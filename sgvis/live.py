@@ -87,6 +87,8 @@ def _percentiles(values, qs=(50, 95)):
 
 class LiveShow:
     def __init__(self, job: LiveJob):
+        self._created = time.perf_counter()     # for time_to_first_frame_s
+        self.first_frame = None
         import torch
         from sgvis.features.analysis import FeatureExtractor, MelConfig
         from sgvis.config import load_config, presets
@@ -456,6 +458,8 @@ class LiveShow:
             self.latencies.append(t_shown - captured + offset)
             self.ready_latencies.append(t_ready - captured)
         self.frames_shown += 1
+        if self.first_frame is None:
+            self.first_frame = t_shown - self._created
         for sink in self.sinks:
             sink.write(frame)
         self.surface.poll()
@@ -522,6 +526,7 @@ class LiveShow:
         stats = {
             "frames_shown": self.frames_shown, "seconds": wall,
             "frames_per_second": self.frames_shown / wall if wall > 0 else None,
+            "time_to_first_frame_s": self.first_frame,
             "frame_time_ms": _percentiles(self.frame_times),
             "latency_ms": _percentiles(self.latencies),
             "audio_to_frame_ready_ms": _percentiles(self.ready_latencies),

@@ -128,6 +128,7 @@ class _Stage(threading.Thread):
 def render(job: RenderJob, backend=None, steering=None) -> dict:
     """Render `job`.  `backend` and `steering`, when given, are used instead of building them from the job (an
     evaluation renders many tracks with one loaded model); a given steering is reset to the job's seed."""
+    called = time.perf_counter()
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -252,6 +253,7 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
 
     analysis, encoder = _Stage("analysis", analyse), _Stage("encoder", encode)
     started = time.perf_counter()
+    first_frame = None                 # seconds from the call to the first generated frames (start-up cost)
     generated = 0
     gen_busy = 0.0
     progress = tqdm(total=n_frames, unit="frame", desc="render", dynamic_ncols=True, disable=None)
@@ -265,6 +267,8 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
             t0 = time.perf_counter()
             frames = backend.frames(item[0], motion=item[1])
             gen_busy += time.perf_counter() - t0
+            if first_frame is None:
+                first_frame = time.perf_counter() - called
             _put(frame_queue, frames, [encoder])
             generated += len(frames)
             progress.update(len(frames))
@@ -292,6 +296,7 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     wall = time.perf_counter() - started
     stats = {
         "frames": generated, "fps": fps, "seconds_of_audio": duration, "wall_seconds": wall,
+        "time_to_first_frame_s": first_frame, "setup_seconds": started - called,
         "frames_per_second": generated / wall if wall > 0 else None,
         "stage_frames_per_second": {
             "analysis": generated / analysis.busy if analysis.busy else None,

@@ -85,6 +85,7 @@ def test_headless_show_reacts_to_onsets_and_records(jack, model, tmp_path):
     assert torch.get_num_threads() == threads_before       # live's generation thread count is restored
     assert stats["frames_shown"] >= 15
     assert stats["latency_ms"]["p50"] is not None and stats["latency_ms"]["p95"] is not None
+    assert stats["time_to_first_frame_s"] > 0          # reported (start-up: model, directions, window)
     assert json.loads(stats_path.read_text())["frames_shown"] == stats["frames_shown"]
     # The recording is a valid mp4 with the captured audio.
     frames, vdur, adur, codec = read_video(record)

@@ -47,6 +47,7 @@ def test_render_writes_mp4_with_audio_of_equal_duration(tmp_path, model, clicks)
                 "device", "model", "steering"):
         assert key in s
     assert s["frames"] == 60 and s["steering"] == "reactive"
+    assert 0 < s["setup_seconds"] < s["time_to_first_frame_s"] < s["setup_seconds"] + s["wall_seconds"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".sgvis")]
 
 
