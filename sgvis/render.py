@@ -293,28 +293,38 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
         raise
     finally:
         progress.close()
-    wall = time.perf_counter() - started
-    stats = {
-        "frames": generated, "fps": fps, "seconds_of_audio": duration, "wall_seconds": wall,
+    stats = run_stats(job, backend, sinks, generated, fps, start, end, info.sample_rate,
+                      time.perf_counter() - started)
+    stats.update({
         "time_to_first_frame_s": first_frame, "setup_seconds": started - called,
-        "frames_per_second": generated / wall if wall > 0 else None,
         "stage_frames_per_second": {
             "analysis": generated / analysis.busy if analysis.busy else None,
             "generation": generated / gen_busy if gen_busy else None,
             "encoding": generated / encoder.busy if encoder.busy else None,
         },
-        "realtime_factor": duration / wall if wall > 0 else None,
-        "device": str(backend.device), "generator": backend.description, "backend": backend.name,
         "model": _model_source(backend, "path"), "model_format": _model_source(backend, "description"),
-        "resolution": [width, height], "fit": fit, "steering": steering.name, "seed": job.seed,
-        "audio": {"path": job.audio, "start": start, "end": end, "sample_rate": info.sample_rate},
-        "output": sinks[0].path, "png_dir": sinks[1].directory if job.png_dir else None,
-        "outputs": list(job.outputs),
-    }
+        "fit": fit, "steering": steering.name,
+    })
     if job.stats:
         from stylegan.atomic import write_json_atomically
         write_json_atomically(job.stats, stats)
     return stats
+
+
+def run_stats(job: RenderJob, backend, sinks, generated: int, fps: float, start: float, end: float,
+              sample_rate: int, wall: float) -> dict:
+    """What every render reports (--stats), whatever its backend: counts, speed, where it ran, what it wrote."""
+    duration = end - start
+    return {
+        "frames": generated, "fps": fps, "seconds_of_audio": duration, "wall_seconds": wall,
+        "frames_per_second": generated / wall if wall > 0 else None,
+        "realtime_factor": duration / wall if wall > 0 else None,
+        "device": str(backend.device), "generator": backend.description, "backend": backend.name,
+        "resolution": list(backend.output_size), "steering": None, "seed": job.seed,
+        "audio": {"path": job.audio, "start": start, "end": end, "sample_rate": sample_rate},
+        "output": sinks[0].path, "png_dir": sinks[1].directory if job.png_dir else None,
+        "outputs": list(job.outputs),
+    }
 
 
 def _model_source(backend, key: str):

@@ -49,17 +49,9 @@ def render_from_audio(job, backend, start: float, end: float, fps: float, info, 
         raise
     finally:
         progress.close()
-    wall = time.perf_counter() - started
-    stats = {
-        "frames": generated, "fps": fps, "seconds_of_audio": duration, "wall_seconds": wall,
-        "frames_per_second": generated / wall if wall > 0 else None,
-        "realtime_factor": duration / wall if wall > 0 else None,
-        "device": str(backend.device), "generator": backend.description, "backend": backend.name,
-        "resolution": [width, height], "steering": None, "seed": job.seed,
-        "audio": {"path": job.audio, "start": start, "end": end, "sample_rate": info.sample_rate},
-        "output": sinks[0].path, "png_dir": sinks[1].directory if job.png_dir else None,
-        "outputs": list(job.outputs),
-    }
+    from sgvis.render import run_stats
+    stats = run_stats(job, backend, sinks, generated, fps, start, end, info.sample_rate,
+                      time.perf_counter() - started)
     if job.stats:
         from stylegan.atomic import write_json_atomically
         write_json_atomically(job.stats, stats)
