@@ -348,3 +348,10 @@ def test_stream_resampler_keeps_time_and_pitch_across_pushes():
     assert abs(np.argmax(spectrum) * rate_out / 16384 - 440) < 3
     same = StreamResampler(rate_out, rate_out)
     assert np.array_equal(np.concatenate(same.push(out[:500])), out[:500])
+
+
+def test_demo_with_an_audio_name_is_refused_before_anything_is_written(tmp_path):
+    """`sgvis demo d.wav` used to write its track as d.wav and then fail on the existing d.wav, leaving it."""
+    result = run_cli("demo", str(tmp_path / "d.wav"))
+    _one_clear_line(result, "cannot write a .wav video")
+    assert not os.listdir(tmp_path)
