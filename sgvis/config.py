@@ -25,18 +25,20 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path, what: str = "config") -> dict:
+    """A YAML mapping from `path` (settings, a MIDI map, a user preset: `what` names it in messages); any
+    problem is one UserError line."""
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
     except OSError as e:
-        raise UserError(f"{path}: cannot read config ({e.strerror})") from None
+        raise UserError(f"{path}: cannot read {what} ({e.strerror})") from None
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not a YAML config (not text)") from None
+        raise UserError(f"{path}: not a YAML {what} (not text)") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a config must be a mapping of sections")
+        raise UserError(f"{path}: a {what} must be a mapping" + (" of sections" if what == "config" else ""))
     return data
 
 

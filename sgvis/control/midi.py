@@ -78,14 +78,8 @@ class MidiMap:
     # -- reading and writing -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str) -> "MidiMap":
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise UserError(f"{path}: cannot read the MIDI map ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-        return cls.from_dict(data, where=str(path))
+        from sgvis.config import read_yaml
+        return cls.from_dict(read_yaml(path, "MIDI map"), where=str(path))
 
     @classmethod
     def from_dict(cls, data, where: str = "MIDI map") -> "MidiMap":

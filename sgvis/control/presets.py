@@ -68,15 +68,10 @@ def save_preset(name: str, base: str | None, values: dict) -> Path:
 
 def load_preset(name: str) -> tuple[str | None, dict]:
     """(base preset or None, control values) of user preset `name`."""
+    from sgvis.config import read_yaml
     path = preset_dir() / f"{name}.yaml"
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise UserError(f"cannot read preset {path} ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("controls", {}), dict):
+    data = read_yaml(path, "user preset")
+    if not isinstance(data.get("controls", {}), dict):
         raise UserError(f"{path}: a user preset is a mapping with 'base' and 'controls'")
     base = data.get("base")
     return (str(base) if base else None), dict(data.get("controls") or {})
