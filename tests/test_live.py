@@ -21,6 +21,9 @@ def jack():
     proc, reason = start_jack()
     if reason:
         pytest.skip(reason)
+    import sounddevice as sd
+    if sd._initialized == 0:         # an earlier module's server went away and PortAudio was detached from it:
+        sd._initialize()             # attach again, to this server
     yield
     if proc is not None:
         # Detach PortAudio before its server goes away: its exit handler aborts the process if the JACK server
