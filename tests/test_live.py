@@ -21,9 +21,13 @@ def jack():
     proc, reason = start_jack()
     if reason:
         pytest.skip(reason)
+    # PortAudio lists the JACK server only if it was running when PortAudio started: restart PortAudio now that
+    # it is (an earlier test may have started it without one, and an earlier module may have stopped it).
     import sounddevice as sd
-    if sd._initialized == 0:         # an earlier module's server went away and PortAudio was detached from it:
-        sd._initialize()             # attach again, to this server
+    if proc is not None or sd._initialized == 0:
+        while sd._initialized > 0:
+            sd._terminate()
+        sd._initialize()
     yield
     if proc is not None:
         # Detach PortAudio before its server goes away: its exit handler aborts the process if the JACK server
