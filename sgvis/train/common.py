@@ -76,7 +76,10 @@ class Dist:
             self.dist.barrier()
 
     def close(self):
+        """Leave the process group together: a barrier first, so that no process tears down its gloo pairs
+        while another is still in its last collective (that peer then aborts with SIGABRT)."""
         if self.enabled and self.dist.is_initialized():
+            self.dist.barrier()
             self.dist.destroy_process_group()
 
 
