@@ -136,6 +136,10 @@ class LiveShow:
         from sgvis.steer.motion import MotionDriver
         self.motion = MotionDriver(self.config.get("motion"), seed=job.seed)
         self.generator.bend_resolution = int(self.motion.cfg["bend"]["resolution"])
+        from sgvis.backends.look import Look
+        from sgvis.backends.stylegan import is_builtin_model
+        self.look = Look(self.config.get("look"), builtin_model=is_builtin_model(job.model))
+        self.generator.look = self.look
         self.move = None
         from sgvis.control import PRODUCERS, ControlBus, standard_controls
         from sgvis.control.keys import KeyControls
@@ -143,7 +147,8 @@ class LiveShow:
         self.bus = ControlBus(standard_controls(
             presets=self.presets, intensity=float(steer_cfg.get("intensity", 1.0)),
             truncation=float(getattr(self.steering, "psi", 1.0) or 1.0),
-            crossfade_s=float(self.lcfg["crossfade_s"]), hud=bool(self.lcfg["hud"])))
+            crossfade_s=float(self.lcfg["crossfade_s"]), hud=bool(self.lcfg["hud"]),
+            look_contours=self.look.contours))
         self.keys = KeyControls()
         self.keys.start(self.bus)
         self.producers = [PRODUCERS.create(name, **job.control_options.get(name, {})) for name in job.controls]
@@ -285,6 +290,8 @@ class LiveShow:
             pass                       # read from the bus where they are used
         elif name.startswith("motion."):
             self.motion.apply_control(name, value)
+        elif name.startswith("look."):
+            self.look.apply_control(name, value)
         else:
             self.steering.apply_control(name, value)
             if name == "intensity":

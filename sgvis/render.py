@@ -190,9 +190,14 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     from sgvis.steer.motion import MotionDriver
     motion = MotionDriver(cfg.get("motion"), seed=job.seed)
     backend.bend_resolution = int(motion.cfg["bend"]["resolution"])
+    from sgvis.backends.look import Look
+    from sgvis.backends.stylegan import is_builtin_model
+    backend.look = Look(cfg.get("look"), builtin_model=is_builtin_model(job.model))
 
     mel = steering.mel_config or MelConfig()      # the features the steering was made for
-    held, beat_times = scan_audio(job.audio, mel, start, end, offline_beats=rcfg["beats"] == "offline")
+    held, beat_times, onset_times = scan_audio(job.audio, mel, start, end,
+                                               offline_beats=rcfg["beats"] == "offline",
+                                               offline_onsets=rcfg["beats"] == "offline")
     if held <= 0:
         raise UserError(f"{job.audio}: no audio could be decoded from {start:g}s on (its header says "
                         f"{info.duration:.2f}s; the file may be truncated or damaged)")
@@ -219,7 +224,7 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     lookahead = OFFLINE_LOOKAHEAD_S if rcfg["lookahead"] is None else float(rcfg["lookahead"])
 
     def analyse(stage: _Stage):
-        extractor = FeatureExtractor(mel, beat_times=beat_times)
+        extractor = FeatureExtractor(mel, beat_times=beat_times, onset_times=onset_times)
         blocks = audio_in.decode_blocks(job.audio, mel.sample_rate, "mono", start, end)
         pending: list[torch.Tensor] = []
         moves: list[np.ndarray] = []
@@ -367,22 +372,33 @@ def _drain(q: queue.Queue):
         pass
 
 
-def scan_audio(path: str, mel, start: float, end: float | None, offline_beats: bool = True):
+def scan_audio(path: str, mel, start: float, end: float | None, offline_beats: bool = True,
+               offline_onsets: bool = True):
     """A first, analysis-only pass over the rendered range: the seconds of audio the file really holds there (a
-    truncated file's header claims more) and, with `offline_beats`, whole-track beat times (seconds from `start`).
-    Memory stays bounded whatever the length: the beat tracker works through overlapping windows."""
+    truncated file's header claims more), with `offline_beats` whole-track beat times and with `offline_onsets`
+    whole-track onset times (both in seconds from `start`, or None).  Memory stays bounded whatever the length:
+    the beat tracker works through overlapping windows; the onset envelope is 43 floats per second."""
     from sgvis.audio import decode as audio_in
-    from sgvis.features.analysis import FeatureExtractor, OfflineBeatTracker
-    extractor = FeatureExtractor(mel, record_onsets=True) if offline_beats else None
+    import numpy as np
+
+    from sgvis.features.analysis import FeatureExtractor, OfflineBeatTracker, offline_onset_times
+    extractor = FeatureExtractor(mel, record_onsets=True) if (offline_beats or offline_onsets) else None
     tracker = OfflineBeatTracker(mel) if offline_beats else None
+    envelope: list[np.ndarray] = []
     samples = 0
     for block in audio_in.decode_blocks(path, mel.sample_rate, "mono", start, end):
         samples += block.shape[1]
         if extractor is not None:
             extractor.push(block[0])
-            tracker.push(extractor.onsets)
+            values = np.asarray(extractor.onsets, np.float32)
             extractor.onsets.clear()
-    return samples / mel.sample_rate, (tracker.finish() if tracker is not None else None)
+            if tracker is not None:
+                tracker.push(values)
+            if offline_onsets:
+                envelope.append(values)
+    beats = tracker.finish() if tracker is not None else None
+    onsets = offline_onset_times(np.concatenate(envelope), mel) if offline_onsets and envelope else None
+    return samples / mel.sample_rate, beats, onsets
 
 
 def cmd_render(args) -> int:

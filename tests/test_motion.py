@@ -51,7 +51,9 @@ def test_hits_kick_the_motion_and_silence_stays_calm():
     moves = [np.concatenate([m["bend"], m["camera"]]) for m in map(motion.step, features_of(
         np.concatenate([clicks, silence]), sr, 8.0))]
     speed = np.abs(np.diff(np.array(moves), axis=0)).sum(1)          # how far the transforms move per frame
-    assert motion.hits == pytest.approx(len(times), abs=1)
+    # A hit lands on every click; the only others are where the sound starts and stops (digital silence to
+    # sound and back reads as an onset to the analysis).
+    assert len(times) <= motion.hits <= len(times) + 2
     # The motion peaks on the clicks: most clicks have a speed peak within a frame of them.
     peaks = {k + 1 for k in range(1, len(speed) - 1) if speed[k] > speed[k - 1] and speed[k] >= speed[k + 1]}
     on_click = [any(abs(int(round(t * 30)) - p) <= 1 for p in peaks) for t in times]
@@ -69,7 +71,8 @@ def test_motion_controls_scale_and_switch_off_each_source():
         m = MotionDriver({}, seed=1)
         if name:
             assert m.apply_control(name, value)
-        out = [m.step(Features(time=k / 30, onset=1.0 if k % 15 == 0 else 0.0, rms=0.6)) for k in range(60)]
+        out = [m.step(Features(time=k / 30, onset=1.0 if k % 15 == 0 else 0.0, onset_peak=k % 15 == 0,
+                                        rms=0.6)) for k in range(60)]
         runs[name] = (np.abs([o["bend"] for o in out]).sum(), np.abs([o["camera"] for o in out]).sum())
     assert runs[None][0] > 0 and runs[None][1] > 0
     assert runs["motion.bend"][0] == 0 and runs["motion.bend"][1] == pytest.approx(runs[None][1])

@@ -35,6 +35,8 @@ def seq(n, fps=FPS, **series):
     out = []
     for i in range(n):
         kw = {k: (v(i) if callable(v) else v) for k, v in series.items()}
+        if "onset_peak" not in kw:        # an onset given here is a picked one (what the features stage marks)
+            kw["onset_peak"] = kw.get("onset", 0.0) > 0 or any(v > 0 for v in (kw.get("band_onsets") or {}).values())
         out.append(Features(time=i / fps, **kw))
     return out
 
@@ -127,7 +129,7 @@ def test_band_onsets_route_hits(G, cache):
 
     def frames(band):
         quiet = {"bass": 0.0, "mid": 0.0, "high": 0.0}
-        return [Features(time=i / FPS, onset=1.0 if i == 15 else 0.0,
+        return [Features(time=i / FPS, onset=1.0 if i == 15 else 0.0, onset_peak=i == 15,
                          band_onsets={**quiet, **({band: 1.0} if band and i == 15 else {})}) for i in range(30)]
 
     quiet = run(ReactiveSteering(G, {}, 2, cache_dir=cache), frames(None))

@@ -7,6 +7,7 @@ import os
 import torch
 
 import stylegan
+from sgvis.errors import UserError
 
 
 DEFAULT_MODEL_NAME = "default"
@@ -16,6 +17,14 @@ def default_model_path() -> str:
     """The small model shipped inside the package (`--model default`)."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
                         "default.safetensors")
+
+
+def is_builtin_model(path: str | None) -> bool:
+    """True when `path` names the model shipped with sgvis (None, "default" or its file)."""
+    try:
+        return os.path.realpath(resolve_model_path(path)) == os.path.realpath(default_model_path())
+    except UserError:                        # no built-in model installed
+        return False
 
 
 def resolve_model_path(path: str | None) -> str:
@@ -90,6 +99,7 @@ class StyleGANBackend:
         self.size = size                       # (width, height) or None for the native resolution
         self.bend_resolution = 16              # the block whose output motion "bends" (sgvis.steer.motion)
         self.fit = check_fit(fit)              # how the picture fills a size of another aspect
+        self.look = None                       # sgvis.backends.look.Look, applied before the camera moves
         self.synthesize = None
         try:
             from stylegan.fast import FastSynthesis
@@ -116,15 +126,22 @@ class StyleGANBackend:
         motion [N, 8]: per frame the bend and camera transforms (sgvis.steer.motion, sgvis.backends.warp)."""
         from sgvis.outputs.framing import fit_images
         ws = ws.to(self.device, torch.float32)
+        camera = None
         if motion is None:
             img = self.synthesize(ws)
         else:
-            img = self._synthesize_moving(ws, motion.to(self.device, torch.float32))
+            img, camera = self._synthesize_moving(ws, motion.to(self.device, torch.float32))
+        if self.look is not None and self.look.active:
+            img = self.look(img)
+        if camera is not None:
+            from sgvis.backends.warp import warp
+            img = warp(img, camera)
         img = fit_images(img, self.output_size, self.fit)
         frames = images_to_uint8(img)
         return frames if keep_on_device else frames.cpu()
 
-    def _synthesize_moving(self, ws: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    def _synthesize_moving(self, ws: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pictures with the layout bent, and the camera transform still to apply to them."""
         from sgvis.backends.warp import warp
         bend, camera = motion[:, :4], motion[:, 4:]
         res = self.bend_resolution
@@ -138,5 +155,5 @@ class StyleGANBackend:
         else:
             img = self.synthesize(ws)
             camera = camera + bend          # no layers to bend here: the picture moves as a whole instead
-        return warp(img, camera)
+        return img, camera
 

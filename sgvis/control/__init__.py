@@ -197,7 +197,7 @@ class ControlBus:
 
 
 def standard_controls(presets: list[str] = (), intensity: float = 1.0, truncation: float = 1.0,
-                      crossfade_s: float = 1.0, hud: bool = False) -> list[Control]:
+                      crossfade_s: float = 1.0, hud: bool = False, look_contours: float = 0.0) -> list[Control]:
     """The controls every show has (steering modes read the ones they support; see Steering.apply_control)."""
     return [
         Control("intensity", "float", intensity, 0.0, 8.0, help="scales all audio-driven motion"),
@@ -209,6 +209,8 @@ def standard_controls(presets: list[str] = (), intensity: float = 1.0, truncatio
         Control("motion.amount", "float", 1.0, 0.0, 4.0, help="scales all spatial motion (bend and camera)"),
         Control("motion.bend", "float", 1.0, 0.0, 4.0, help="layout moves on hits (0 = off)"),
         Control("motion.camera", "float", 1.0, 0.0, 4.0, help="camera push on hits and pan between (0 = off)"),
+        Control("look.contours", "float", look_contours, 0.0, 1.0,
+                help="isolines over the picture, so motion in soft colour fields shows (0 = off)"),
         Control("preset", "choice", None, choices=tuple(presets), help="settings preset, cross-faded"),
         Control("preset.save", "choice", "", pattern=r"[A-Za-z0-9_-]{0,64}",
                 help="save the current controls as a user preset of this name (empty: the next free userN)"),

@@ -57,6 +57,8 @@ class Features:
     tempo: float = 0.0                # beats per minute (0 while unknown)
     band_onsets: dict | None = None   # onset strength per band {"bass", "mid", "high"} (max since the previous
                                       #   video frame), as Features.onset but over that band's mel bins only
+    onset_peak: bool = False          # a picked onset (a peak of the onset strength, librosa's peak picking)
+                                      #   fell since the previous video frame: the moment a hit should land
     mel: np.ndarray | None = None     # [n_mels, window_frames] log-mel window ending now (learned steering)
 
 
@@ -127,12 +129,50 @@ class CausalBeatTracker:
         return 60 * self.frame_rate / self.period if self.period > 0 else 0.0
 
 
+class CausalOnsetPicker:
+    """librosa's onset peak picking (onset_detect's defaults: a maximum over the last 30 ms that clears the
+    mean of the last 100 ms by 0.07, at least 30 ms after the previous pick) using only past frames: librosa's
+    mean also looks 100 ms ahead, and its envelope is scaled by the whole track's range, here by a running peak
+    that halves in 8 s.  Live analysis picks its hits with this; offline renders use offline_onset_times."""
+
+    def __init__(self, frame_rate: float, delta: float = 0.07):
+        self.pre_max = max(1, int(0.03 * frame_rate))
+        self.pre_avg = max(1, int(0.10 * frame_rate))
+        self.wait = max(1, int(0.03 * frame_rate))
+        self.delta = delta
+        self.norm = _PeakNormaliser(frame_rate)
+        self.history = deque(maxlen=self.pre_avg + 1)
+        self.since_pick = self.wait + 1
+
+    def step(self, onset: float) -> bool:
+        x = self.norm(onset)
+        self.history.append(x)
+        self.since_pick += 1
+        recent = list(self.history)
+        if (len(recent) > self.pre_max and x >= max(recent[-self.pre_max - 1:])
+                and x >= float(np.mean(recent)) + self.delta and self.since_pick > self.wait):
+            self.since_pick = 0
+            return True
+        return False
+
+
+def offline_onset_times(onset_env: np.ndarray, config: MelConfig) -> np.ndarray:
+    """Whole-track onset picking (librosa.onset.onset_detect with its defaults, as AV-Align picks its audio
+    peaks) on an onset envelope sampled at the analysis frame rate; seconds."""
+    env = np.asarray(onset_env, np.float64)
+    if len(env) < 4 or not np.any(env):
+        return np.zeros(0)
+    frames = librosa.onset.onset_detect(onset_envelope=env, sr=config.sample_rate, hop_length=config.hop)
+    return librosa.frames_to_time(frames, sr=config.sample_rate, hop_length=config.hop)
+
+
 class FeatureExtractor:
     def __init__(self, config: MelConfig = MelConfig(), beat_times: np.ndarray | None = None,
-                 record_onsets: bool = False):
+                 record_onsets: bool = False, onset_times: np.ndarray | None = None):
         """`beat_times` (seconds), when known in advance (offline, whole-track tracking), replace the causal
-        beat tracker.  With `record_onsets`, the raw onset strength of every analysis frame is kept in
-        `self.onsets` (for whole-track beat tracking)."""
+        beat tracker; `onset_times` (offline_onset_times) likewise replace the causal onset picker.  With
+        `record_onsets`, the raw onset strength of every analysis frame is kept in `self.onsets` (for whole-track
+        beat and onset picking)."""
         self.cfg = c = config
         self.window = np.hanning(c.n_fft + 1)[:-1].astype(np.float32)
         self.mel_fb = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin,
@@ -160,6 +200,10 @@ class FeatureExtractor:
         self.beats = CausalBeatTracker(rate)
         self.beat_times = None if beat_times is None else np.sort(np.asarray(beat_times, np.float64))
         self.onsets: list[float] | None = [] if record_onsets else None
+        self.onset_times = None if onset_times is None else np.sort(np.asarray(onset_times, np.float64))
+        self.picker = CausalOnsetPicker(c.frame_rate)
+        self._peak_since = False
+        self._prev_at = None
         self.last = Features(time=0.0)
         self._onset_since = 0.0
         self._beat_since = False
@@ -224,11 +268,24 @@ class FeatureExtractor:
         n = self.norm
         self._onset_since = max(self._onset_since, n["onset"](onset))
         self._beat_since = self._beat_since or beat
+        if self.onset_times is None:
+            self._peak_since = self.picker.step(onset) or self._peak_since
         self.last = Features(time=t, rms=n["rms"](rms), low=n["low"](bands["low"]), mid=n["mid"](bands["mid"]),
                              high=n["high"](bands["high"]), onset=self._onset_since, flux=n["flux"](flux),
                              centroid=min(centroid, 1.0), chroma=chroma.astype(np.float32), beat=self._beat_since,
                              beat_phase=phase, tempo=tempo)
         self.frames_done += 1
+
+    def _onset_peak_until(self, time_s: float) -> bool:
+        """Whether a picked onset fell since the previous video frame: with known onset times, one in
+        (previous frame's time, time_s]; otherwise what the causal picker found since then."""
+        if self.onset_times is None:
+            peak, self._peak_since = self._peak_since, False
+            return peak
+        prev, self._prev_at = self._prev_at, time_s
+        lo = -np.inf if prev is None else prev
+        i = np.searchsorted(self.onset_times, lo, side="right")
+        return bool(i < len(self.onset_times) and self.onset_times[i] <= time_s)
 
     def _known_beat(self, t: float):
         bt = self.beat_times
@@ -247,7 +304,7 @@ class FeatureExtractor:
         out = Features(time=time_s, rms=f.rms, low=f.low, mid=f.mid, high=f.high, onset=self._onset_since,
                        flux=f.flux, centroid=f.centroid, chroma=f.chroma, beat=self._beat_since,
                        beat_phase=f.beat_phase, tempo=f.tempo, band_onsets=dict(self._band_since),
-                       mel=np.stack(self.mel_history, axis=1))
+                       mel=np.stack(self.mel_history, axis=1), onset_peak=self._onset_peak_until(time_s))
         self._band_since = {b: 0.0 for b in ONSET_BANDS}
         self._onset_since = 0.0
         self._beat_since = False

@@ -32,7 +32,7 @@ REF_FPS = 30.0
 # The `motion:` section of configs/default.yaml, key for key.
 DEFAULTS = {
     "amount": 1.0,                 # scales every move below (live control motion.amount); 0 = still picture
-    "hit": {"threshold": 0.1, "adapt_s": 3.0, "sensitivity": 1.0, "gamma": 0.7, "beat_accent": 1.5,
+    "hit": {"picked": 1.0, "threshold": 0.1, "adapt_s": 3.0, "sensitivity": 1.0, "gamma": 0.7, "beat_accent": 1.5,
             "release_s": 0.22, "min_interval_s": 0.1},
     "bend": {"amount": 1.0, "resolution": 16, "travel": 0.22, "turn_deg": 6.0, "zoom": 0.06, "return_s": 1.6,
              "limit": 0.45},
@@ -116,9 +116,15 @@ class MotionDriver:
         c = self.cfg["hit"]
         onset = min(max(_finite(f.onset), 0.0), 1.0)
         k = 1.0 - math.exp(-dt / max(c["adapt_s"], 1e-3))
-        level = max(c["threshold"], self.onset_mean + c["sensitivity"] * math.sqrt(max(self.onset_var, 0.0)))
-        self.onset_mean += k * (onset - self.onset_mean)
-        self.onset_var += k * ((onset - self.onset_mean) ** 2 - self.onset_var)
+        if c["picked"]:
+            # The features stage picked the onsets (Features.onset_peak): a hit lands on each, exactly on its frame.
+            level = c["threshold"]
+            if not getattr(f, "onset_peak", False):
+                onset = 0.0
+        else:
+            level = max(c["threshold"], self.onset_mean + c["sensitivity"] * math.sqrt(max(self.onset_var, 0.0)))
+            self.onset_mean += k * (onset - self.onset_mean)
+            self.onset_var += k * ((onset - self.onset_mean) ** 2 - self.onset_var)
         if onset < level or t - self.last_hit < c["min_interval_s"]:
             return 0.0
         strength = ((onset - level) / max(1.0 - level, 1e-6)) ** c["gamma"] + 0.25

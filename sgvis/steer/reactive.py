@@ -82,7 +82,7 @@ DEFAULTS: dict[str, Any] = {
             "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.2}},
     "high": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.20, "swell": 0.3, "swell_s": 1.5,
              "route": {"coarse": 0.0, "mid": 0.0, "fine": 1.0}},
-    "onset": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.25, "threshold": 0.1, "gamma": 0.5,
+    "onset": {"pulse": 0.8, "attack_s": 0.0, "release_s": 0.25, "threshold": 0.1, "gamma": 0.5, "picked": True,
               "route": {"coarse": 0.0, "mid": 0.7, "fine": 1.0}},
     "beat": {"pulse": 1.0, "attack_s": 0.0, "release_s": 0.25, "window_s": 0.06,
              "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
@@ -169,6 +169,8 @@ def resolve_config(cfg: dict | None) -> dict:
             if g not in GROUPS:
                 raise UserError(f"steer.{s}.route.{g}: unknown layer group (groups: {', '.join(GROUPS)})")
             number(f"steer.{s}.route.{g}", v)
+    if not isinstance(c["onset"]["picked"], bool):
+        raise UserError(f"steer.onset.picked must be true or false, got {c['onset']['picked']!r}")
     number("steer.learned.intensity", c["learned"]["intensity"], 0)
     for g, rows in c["groups"].items():
         if (not isinstance(rows, (list, tuple)) or len(rows) != 2
@@ -453,6 +455,10 @@ class ReactiveSteering(Steering):
         def gate(x):
             return min(max(_finite(x) - thr, 0.0) / max(1.0 - thr, 1e-6), 1.0) ** gamma
 
+        if c["onset"]["picked"] and not getattr(f, "onset_peak", False):
+            # Hits land only on the onsets the features stage picked (Features.onset_peak), so the picture's
+            # jolts are where the music's are, not on every rise of the onset strength in a dense mix.
+            return {**{b: 0.0 for b in BANDS}, "onset": 0.0, "beat": 0.0}
         onset = gate(f.onset)
         bands = getattr(f, "band_onsets", None)
         if bands is None:

@@ -1,0 +1,89 @@
+"""Looks: a treatment of the generator's picture, applied before the camera moves it.
+
+contours (``look.contours``): lines at evenly spaced brightness levels, like the isolines of a map.  They are a
+function of the picture itself, so they travel with whatever moves in it: when the layout shifts, turns or swells,
+every line moves with it.  On a model whose pictures are soft colour fields (the built-in model) this is what makes
+motion visible at all: a shift of a smooth gradient changes almost no pixel's neighbourhood, and optical flow (and the
+eye) reads it as a colour change in place.  Dark lines are drawn over bright parts and light lines over dark parts,
+so the lines show everywhere.
+
+    look = Look({"contours": {"amount": "auto"}}, builtin_model=True)
+    img = look(img)                 # [N, 3, H, W] in about [-1, 1], same shape
+
+``amount`` is 0..1 (0 = off) or "auto": on for the built-in model, off for a model you bring (a face or landscape
+model has edges of its own).  It is also the live control ``look.contours``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sgvis.errors import UserError
+
+# The `look:` section of configs/default.yaml, key for key.
+DEFAULTS = {
+    "contours": {"amount": "auto", "levels": 10.0, "width": 0.12, "ink": 0.6},
+}
+LIMITS = {"amount": (0.0, 1.0), "levels": (1.0, 64.0), "width": (0.01, 0.5), "ink": (0.0, 1.0)}
+
+
+def resolve_look(cfg: dict | None, builtin_model: bool) -> dict:
+    """The look: section merged over DEFAULTS, with "auto" resolved; a bad key or value is one UserError."""
+    from sgvis.config import merge
+    out = merge(DEFAULTS, cfg or {}, "look")
+    for name, section in out.items():
+        if not isinstance(section, dict):
+            raise UserError(f"look.{name} is a section ({', '.join(DEFAULTS[name])}), got {section!r}")
+        for key, value in section.items():
+            if key == "amount" and value == "auto":
+                section[key] = 1.0 if builtin_model else 0.0
+                continue
+            lo, hi = LIMITS[key]
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                v = math.nan
+            if not (lo <= v <= hi):
+                extra = ' or "auto"' if key == "amount" else ""
+                raise UserError(f"look.{name}.{key} must be a number from {lo:g} to {hi:g}{extra}, got {value!r}")
+            section[key] = v
+    return out
+
+
+class Look:
+    def __init__(self, cfg: dict | None = None, builtin_model: bool = False):
+        self.cfg = resolve_look(cfg, builtin_model)
+        self.contours = float(self.cfg["contours"]["amount"])
+
+    @property
+    def active(self) -> bool:
+        return self.contours > 0
+
+    def describe(self) -> str:
+        return f"contours {self.contours:.2g}" if self.contours > 0 else "none"
+
+    def apply_control(self, name: str, value) -> bool:
+        if name != "look.contours":
+            return False
+        self.contours = min(max(float(value), 0.0), 1.0)
+        return True
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] pictures in about [-1, 1] -> the same with the look applied."""
+        if self.contours <= 0 or img.shape[1] < 3:
+            return img
+        c = self.cfg["contours"]
+        x = ((img[:, :3].float().clamp(-1, 1) + 1) * 0.5)
+        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        level = torch.frac(lum * c["levels"])
+        distance = torch.minimum(level, 1 - level)                 # to the nearest level, in level spacings
+        line = torch.exp(-(distance / c["width"]) ** 2) * (c["ink"] * self.contours)
+        # Ink: dark over bright parts, light over dark parts, blended around mid grey.
+        bright = ((lum - 0.3) / 0.2).clamp(0, 1)
+        ink = bright * (0.15 * x) + (1 - bright) * (0.7 + 0.3 * x)
+        out = x + line * (ink - x)
+        out = out * 2 - 1
+        if img.shape[1] > 3:
+            out = torch.cat([out, img[:, 3:].float()], 1)
+        return out.to(img.dtype)
