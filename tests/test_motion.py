@@ -132,3 +132,29 @@ def test_render_with_motion_moves_what_optical_flow_measures(tmp_path, textured)
         flows[amount] = flow_trajectory(frames)[0]
     assert flows["0"].max() < 0.05                          # still latents, no motion: a still picture
     assert flows["1"].max() > 0.5 and np.mean(flows["1"] >= 0.1) > 0.2
+
+
+def test_offline_onsets_are_librosas_and_the_causal_picker_finds_each_click_once():
+    """Render picks the whole track's onsets as AV-Align does (librosa's peak picking); live picks them causally.
+    Either way Features.onset_peak marks the video frame each onset falls in."""
+    import librosa
+    from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features, offline_onset_times
+    mel = MelConfig()
+    sr = mel.sample_rate
+    clicks, times = click_track(4.0, sr, bpm=150)
+    y = np.concatenate([np.zeros(sr // 2, np.float32), clicks])      # sound starts and stops inside
+    times = times + 0.5
+    ex = FeatureExtractor(mel, record_onsets=True)
+    ex.push(y)
+    offline = offline_onset_times(np.asarray(ex.onsets), mel)
+    reference = librosa.frames_to_time(librosa.onset.onset_detect(y=y, sr=sr), sr=sr)
+    assert len(offline) == len(reference)
+    assert np.abs(offline - reference).max() <= 1.01 * mel.hop / sr     # within one analysis frame
+    for onset_times in (offline, None):
+        blocks = (y[None, i:i + 4096] for i in range(0, len(y), 4096))
+        feats = list(frame_features(FeatureExtractor(mel, onset_times=onset_times), blocks, 135, 30.0, 0.046))
+        marked = np.array([f.time for f in feats if f.onset_peak])
+        for t in times:                                                  # each click: one mark, on its frame
+            near = marked[np.abs(marked - t) < 1.5 / 30]
+            assert len(near) == 1, (onset_times is None, t, marked)
+        assert len(marked) <= len(times) + 2                             # besides: sound starting / stopping

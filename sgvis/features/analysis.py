@@ -163,7 +163,9 @@ def offline_onset_times(onset_env: np.ndarray, config: MelConfig) -> np.ndarray:
     if len(env) < 4 or not np.any(env):
         return np.zeros(0)
     frames = librosa.onset.onset_detect(onset_envelope=env, sr=config.sample_rate, hop_length=config.hop)
-    return librosa.frames_to_time(frames, sr=config.sample_rate, hop_length=config.hop)
+    # + 1: this envelope's frame k compares the windows ending at samples (k + 1) * hop and k * hop, which librosa
+    # (centred frames, its envelope padded to match) reports one frame later.
+    return librosa.frames_to_time(frames + 1, sr=config.sample_rate, hop_length=config.hop)
 
 
 class FeatureExtractor:
@@ -204,6 +206,8 @@ class FeatureExtractor:
         self.picker = CausalOnsetPicker(c.frame_rate)
         self._peak_since = False
         self._prev_at = None
+        self._recent_onsets = deque(maxlen=4)        # normalised onset strengths of the last 4 analysis frames
+        self._recent_bands = {b: deque(maxlen=4) for b in ONSET_BANDS}      # and per band
         self.last = Features(time=0.0)
         self._onset_since = 0.0
         self._beat_since = False
@@ -249,6 +253,7 @@ class FeatureExtractor:
             x = 0.0 if rise is None else float(rise[m].mean())
             self.band_peaks[b] = max(x, self.band_peaks[b] * self.band_decay, BAND_ONSET_FLOOR_DB)
             self._band_since[b] = max(self._band_since[b], min(x / self.band_peaks[b], 1.0))
+            self._recent_bands[b].append(min(x / self.band_peaks[b], 1.0))
         flux = 0.0 if self.prev_mag is None else float(np.maximum(mag - self.prev_mag, 0).sum() / (mag.sum() + 1e-8))
         self.prev_db, self.prev_mag = db, mag
         if self.onsets is not None:
@@ -266,7 +271,9 @@ class FeatureExtractor:
         else:
             beat, phase, tempo = self._known_beat(t)
         n = self.norm
-        self._onset_since = max(self._onset_since, n["onset"](onset))
+        normalised = n["onset"](onset)
+        self._onset_since = max(self._onset_since, normalised)
+        self._recent_onsets.append(normalised)
         self._beat_since = self._beat_since or beat
         if self.onset_times is None:
             self._peak_since = self.picker.step(onset) or self._peak_since
@@ -301,10 +308,18 @@ class FeatureExtractor:
     def at(self, time_s: float) -> Features:
         """Features for a video frame at `time_s` (audio up to that time must have been pushed)."""
         f = self.last
-        out = Features(time=time_s, rms=f.rms, low=f.low, mid=f.mid, high=f.high, onset=self._onset_since,
+        peak = self._onset_peak_until(time_s)
+        onset = self._onset_since
+        bands = dict(self._band_since)
+        if peak:
+            bands = {b: max(v, max(self._recent_bands[b], default=0.0)) for b, v in bands.items()}
+            # The picked onset's own strength: the analysis runs ahead of the frame, so the frame before may have
+            # taken it as its "since" maximum; the last 4 analysis frames (93 ms) still hold it.
+            onset = max(onset, max(self._recent_onsets, default=0.0))
+        out = Features(time=time_s, rms=f.rms, low=f.low, mid=f.mid, high=f.high, onset=onset,
                        flux=f.flux, centroid=f.centroid, chroma=f.chroma, beat=self._beat_since,
-                       beat_phase=f.beat_phase, tempo=f.tempo, band_onsets=dict(self._band_since),
-                       mel=np.stack(self.mel_history, axis=1), onset_peak=self._onset_peak_until(time_s))
+                       beat_phase=f.beat_phase, tempo=f.tempo, band_onsets=bands,
+                       mel=np.stack(self.mel_history, axis=1), onset_peak=peak)
         self._band_since = {b: 0.0 for b in ONSET_BANDS}
         self._onset_since = 0.0
         self._beat_since = False
