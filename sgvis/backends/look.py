@@ -23,7 +23,7 @@ from sgvis.errors import UserError
 
 # The `look:` section of configs/default.yaml, key for key.
 DEFAULTS = {
-    "contours": {"amount": "auto", "levels": 10.0, "width": 0.12, "ink": 0.6},
+    "contours": {"amount": "auto", "levels": 10.0, "width": 0.12, "ink": 0.4},
 }
 LIMITS = {"amount": (0.0, 1.0), "levels": (1.0, 64.0), "width": (0.01, 0.5), "ink": (0.0, 1.0)}
 
