@@ -104,3 +104,23 @@ def test_render_applies_the_look_to_your_model_only_when_asked(tmp_path):
                      "--set", "look.contours.amount=3")
     assert result.returncode == 2 and "look.contours.amount" in result.stderr
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_the_builtin_model_moves_on_the_beat_as_optical_flow_sees_it(tmp_path):
+    """End to end, as `sgvis render` runs for a user with the built-in model: a click track's render moves (not
+    frozen) and its flow peaks land on the clicks (AV-Align with TempoTokens' 0.1 px floor); with the look switched
+    off the same render is frozen to the flow."""
+    from sgvis.eval.av_align import av_align
+    samples, _ = click_track(4.0, 22050, bpm=100)
+    wav = tmp_path / "clicks.wav"
+    write_audio(wav, samples, 22050)
+    scores = {}
+    for name, extra in (("look", []), ("plain", ["--set", "look.contours.amount=0"])):
+        video = tmp_path / f"{name}.mp4"
+        result = run_cli("render", str(wav), "-o", str(video), "--size", "128", *extra)
+        assert result.returncode == 0, result.stderr
+        scores[name] = av_align(str(video))
+    assert "frozen" in scores["plain"]["flags"] and scores["plain"]["av_align"] == 0
+    look = scores["look"]
+    assert look["motion"]["moving_share"] > 0.5 and not look["flags"], look["flags"]
+    assert look["av_align"] >= 0.4 and look["hits"] >= 0.6 * look["audio_peaks"], (look["av_align"], look["hits"])

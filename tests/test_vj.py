@@ -289,8 +289,10 @@ def test_user_presets_save_and_recall_with_cross_fade(jack, model, tmp_path, mon
     monkeypatch.setenv("SGVIS_PRESETS", str(folder))
     show = make_show(model, tmp_path, duration=0.5, preset="energetic")
     try:
-        for name, value in (("intensity", 2.5), ("groups.coarse", 1.5), ("motion.camera", 0.5), ("speed", 2.0)):
+        for name, value in (("intensity", 2.5), ("groups.coarse", 1.5), ("motion.camera", 0.5), ("speed", 2.0),
+                            ("look.contours", 0.7)):
             assert show.act(name, value)
+        assert show.generator.look is show.look and show.look.contours == 0.7    # the look control reaches frames
         assert show.act("preset.save", "mine") and show.message == "saved preset mine"
         data = yaml.safe_load((folder / "mine.yaml").read_text())
         assert data["base"] == "energetic" and data["controls"]["intensity"] == 2.5
@@ -304,7 +306,8 @@ def test_user_presets_save_and_recall_with_cross_fade(jack, model, tmp_path, mon
         show.act("preset.save", "calm")                                # a shipped name is never replaced
         assert not (folder / "calm.yaml").exists() and "shipped" in show.message
         # Change everything, then recall: a cross-fade to the saved controls.
-        for name, value in (("intensity", 0.3), ("groups.coarse", 0.2), ("motion.camera", 2.0), ("speed", 0.5)):
+        for name, value in (("intensity", 0.3), ("groups.coarse", 0.2), ("motion.camera", 2.0), ("speed", 0.5),
+                            ("look.contours", 0.1)):
             show.act(name, value)
         show.act("crossfade", 2.0)
         show.act("preset", "mine")
@@ -312,7 +315,7 @@ def test_user_presets_save_and_recall_with_cross_fade(jack, model, tmp_path, mon
         values = show.bus.values()
         assert values["intensity"] == 2.5 and values["groups.coarse"] == 1.5 and values["motion.camera"] == 0.5
         assert show.steering.target.cfg["intensity"] == 2.5 and show.steering.target.speed == 2.0
-        assert show.motion.camera_amount == 0.5
+        assert show.motion.camera_amount == 0.5 and show.look.contours == 0.7
     finally:
         show.input.close()
     again = make_show(model, tmp_path, duration=0.5)                   # a new show lists the user presets

@@ -21,7 +21,7 @@ from sgvis.errors import UserError
 
 # The controls a preset keeps (the rest are actions or show state: freeze, hud, reseed...).
 SAVED_CONTROLS = ("intensity", "speed", "truncation", "groups.coarse", "groups.mid", "groups.fine",
-                  "motion.amount", "motion.bend", "motion.camera", "crossfade", "tempo")
+                  "motion.amount", "motion.bend", "motion.camera", "look.contours", "crossfade", "tempo")
 
 
 def preset_dir() -> Path:
