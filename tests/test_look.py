@@ -120,7 +120,8 @@ def test_the_builtin_model_moves_on_the_beat_as_optical_flow_sees_it(tmp_path):
         result = run_cli("render", str(wav), "-o", str(video), "--size", "128", *extra)
         assert result.returncode == 0, result.stderr
         scores[name] = av_align(str(video))
-    assert "frozen" in scores["plain"]["flags"] and scores["plain"]["av_align"] == 0
+    assert "frozen" in scores["plain"]["flags"]
     look = scores["look"]
     assert look["motion"]["moving_share"] > 0.5 and not look["flags"], look["flags"]
     assert look["av_align"] >= 0.4 and look["hits"] >= 0.6 * look["audio_peaks"], (look["av_align"], look["hits"])
+    assert look["av_align"] > scores["plain"]["av_align"] + 0.2
