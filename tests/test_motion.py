@@ -158,3 +158,16 @@ def test_offline_onsets_are_librosas_and_the_causal_picker_finds_each_click_once
             near = marked[np.abs(marked - t) < 1.5 / 30]
             assert len(near) == 1, (onset_times is None, t, marked)
         assert len(marked) <= len(times) + 2                             # besides: sound starting / stopping
+
+
+def test_hits_follow_picked_onsets_or_with_picked_0_the_adaptive_level():
+    from sgvis.features.analysis import Features
+    from sgvis.steer.motion import MotionDriver
+    feats = [Features(time=k / 30, onset=1.0 if k % 15 == 0 else 0.05, onset_peak=k == 30, rms=0.5)
+             for k in range(60)]
+    picked, adaptive = MotionDriver({}, seed=0), MotionDriver({"hit": {"picked": 0}}, seed=0)
+    for f in feats:
+        picked.step(f)
+        adaptive.step(f)
+    assert picked.hits == 1                   # only the frame the features stage picked
+    assert adaptive.hits == 4                 # every onset standing out of the recent level

@@ -115,13 +115,13 @@ class MotionDriver:
         onset activity is not a stream of hits) and of the fixed floor `threshold`."""
         c = self.cfg["hit"]
         onset = min(max(_finite(f.onset), 0.0), 1.0)
-        k = 1.0 - math.exp(-dt / max(c["adapt_s"], 1e-3))
         if c["picked"]:
             # The features stage picked the onsets (Features.onset_peak): a hit lands on each, exactly on its frame.
             level = c["threshold"]
             if not getattr(f, "onset_peak", False):
                 onset = 0.0
         else:
+            k = 1.0 - math.exp(-dt / max(c["adapt_s"], 1e-3))
             level = max(c["threshold"], self.onset_mean + c["sensitivity"] * math.sqrt(max(self.onset_var, 0.0)))
             self.onset_mean += k * (onset - self.onset_mean)
             self.onset_var += k * ((onset - self.onset_mean) ** 2 - self.onset_var)
