@@ -207,6 +207,20 @@ def test_quiet_passages_breathe_with_the_beat(G, cache):
     assert moving > 30 and holding > 20
 
 
+def test_silence_stops_the_breath_but_not_the_drift(G, cache):
+    """In a break (every level 0) the tracker's beat grid goes on, but the slow motions stop gliding on it: a
+    steady drift (no frame-to-frame jolts) until the sound returns, which brings the breath back."""
+    steer = ReactiveSteering(G, {}, 6, cache_dir=cache)
+    phase = lambda i: (i / 15) % 1.0                                    # 120 BPM at 30 fps
+    level = lambda i: 0.0 if 60 <= i < 150 else 0.2                      # a 3 s break
+    ws = run(steer, seq(210, tempo=120.0, beat_phase=phase, beat=lambda i: i % 15 == 0, low=level, mid=level))
+    d = (ws[1:] - ws[:-1]).norm(dim=(1, 2)).numpy()
+    silent = d[75:148]                                                   # half a second into the break on
+    assert silent.min() > 0                                              # still drifting, never holding
+    assert np.abs(np.diff(silent)).max() < 0.1 * silent.max()            # smoothly: no glide starting on a beat
+    assert (d[160:209] == 0).any()                                       # the breath holds still again
+
+
 def test_frame_rate_independent(G, cache):
     """Envelopes and drift use the real frame interval: 30 and 60 fps agree at common times."""
     def feats(fps):

@@ -96,6 +96,10 @@ DEFAULTS: dict[str, Any] = {
 # bench/bench_av_align.py: AV-Align 0.62 with it, 0.60 with 0.03, 0.2-0.3 without (as live).
 OFFLINE_LOOKAHEAD_S = 0.046
 
+# Level (the largest of Features.rms / low / mid / high, 0..1 of their recent peaks) below which the breath of the
+# slow motions fades out: silence.
+SILENCE_LEVEL = 0.03
+
 SPACES = ("auto", "w", "z")
 REF_FPS = 30.0
 
@@ -394,6 +398,7 @@ class ReactiveSteering(Steering):
         self.pulses = {s: Pulse(c[s]["attack_s"], c[s]["release_s"]) for s in SOURCES}
         self.swells = {s: Envelope(c[s]["swell_s"], c[s]["swell_s"]) for s in BANDS}
         self.loudness = Envelope(c["drift"]["loudness_smoothing_s"], c["drift"]["loudness_smoothing_s"])
+        self.sound = Envelope(0.0, 0.1)        # any band's level, released over 0.1 s (breath in silence)
         self.phase = 1.0                                   # drift position, in keyframes
         self._beats, self._last_ph = 0, None               # beat counter for the breath cycle
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xC4])
@@ -480,14 +485,18 @@ class ReactiveSteering(Steering):
             near = math.exp(-0.5 * (dist / w) ** 2) if w > 0 else 0.0
         return dict(bands, onset=onset, beat=near * onset)
 
-    def _breath(self, f) -> float:
+    def _breath(self, f, dt: float) -> float:
         """Time-warp factor for the slow motions (drift, swells, chroma), mean 1.  With a tempo, the slow
         motions glide once every `breath_beats` beats: fast at the beat, slowing linearly to a stop after
         `glide` of the cycle (a steady deceleration, so the frame-to-frame motion falls monotonically), and,
         with `breath` = 1, holding perfectly still for the rest of it: quiet passages still move, with the
         groove, and a held frame cannot flicker.  1 (continuous) while the tempo is unknown."""
         d = self.cfg["drift"]
-        depth = float(d["breath"])
+        # In silence the beat grid a tracker keeps through a break is no reason to move: gliding on it there would
+        # make the picture pulse while nothing plays.  The breath fades out with the sound (any band), and the
+        # slow motions run on steadily until it returns.
+        sound = max(_finite(x) for x in (f.rms, f.low, f.mid, f.high))
+        depth = float(d["breath"]) * min(self.sound(min(max(sound, 0.0), 1.0), dt) / SILENCE_LEVEL, 1.0)
         if depth <= 0 or _finite(f.tempo) <= 0:
             self._last_ph = None
             return 1.0
@@ -509,7 +518,7 @@ class ReactiveSteering(Steering):
 
         hits = self._hits(f)
         pulse = np.array([self.pulses[s](hits[s], dt) for s in SOURCES])                   # [n_src]
-        slow_dt = dt * self._breath(f) * self.speed      # slow motions move with the beat (see _breath)
+        slow_dt = dt * self._breath(f, dt) * self.speed      # slow motions move with the beat (see _breath)
         levels = {"bass": f.low, "mid": f.mid, "high": f.high}
         swell = np.array([self.swells[b](min(max(_finite(levels[b]), 0.0), 1.0), slow_dt) for b in BANDS])
         loud = self.loudness(min(max(_finite(f.rms), 0.0), 1.0), dt)
