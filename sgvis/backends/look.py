@@ -25,6 +25,7 @@ from sgvis.errors import UserError
 DEFAULTS = {
     "contours": {"amount": "auto", "levels": 10.0, "width": 0.12, "ink": 0.4},
 }
+LUMA = (0.299, 0.587, 0.114)      # Rec. 601 weights: the brightness the levels are drawn in
 LIMITS = {"amount": (0.0, 1.0), "levels": (1.0, 64.0), "width": (0.01, 0.5), "ink": (0.0, 1.0)}
 
 
@@ -70,20 +71,24 @@ class Look:
         return True
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        """[N, C, H, W] pictures in about [-1, 1] -> the same with the look applied."""
+        """[N, C, H, W] pictures in about [-1, 1] -> the same with the look applied.  Everything is worked out on
+        one-channel maps; the colour channels are touched once (out = img * gain + offset)."""
         if self.contours <= 0 or img.shape[1] < 3:
             return img
         c = self.cfg["contours"]
-        x = ((img[:, :3].float().clamp(-1, 1) + 1) * 0.5)
-        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        rgb = img[:, :3].float()
+        lum = torch.einsum("nchw,c->nhw", rgb, rgb.new_tensor(LUMA)).unsqueeze(1)
+        lum = ((lum + 1) * 0.5).clamp_(0, 1)
         level = torch.frac(lum * c["levels"])
         distance = torch.minimum(level, 1 - level)                 # to the nearest level, in level spacings
         line = torch.exp(-(distance / c["width"]) ** 2) * (c["ink"] * self.contours)
-        # Ink: dark over bright parts, light over dark parts, blended around mid grey.
-        bright = ((lum - 0.3) / 0.2).clamp(0, 1)
-        ink = bright * (0.15 * x) + (1 - bright) * (0.7 + 0.3 * x)
-        out = x + line * (ink - x)
-        out = out * 2 - 1
+        # Ink: dark over bright parts, light over dark parts, blended around mid grey.  In [0, 1] units the ink is
+        # x * (0.3 - 0.15 * bright) + 0.7 * (1 - bright), and out = x + line * (ink - x); in [-1, 1] units that is
+        # img * gain + offset with the maps below.
+        bright = ((lum - 0.3) / 0.2).clamp_(0, 1)
+        gain = 1 + line * (-0.7 - 0.15 * bright)
+        offset = gain - 1 + 2 * line * 0.7 * (1 - bright)
+        out = torch.addcmul(offset, rgb, gain)
         if img.shape[1] > 3:
             out = torch.cat([out, img[:, 3:].float()], 1)
         return out.to(img.dtype)
