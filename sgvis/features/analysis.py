@@ -132,20 +132,20 @@ class CausalBeatTracker:
 class CausalOnsetPicker:
     """librosa's onset peak picking (onset_detect's defaults: a maximum over the last 30 ms that clears the
     mean of the last 100 ms by 0.07, at least 30 ms after the previous pick) using only past frames: librosa's
-    mean also looks 100 ms ahead, and its envelope is scaled by the whole track's range, here by a running peak
-    that halves in 8 s.  Live analysis picks its hits with this; offline renders use offline_onset_times."""
+    mean also looks 100 ms ahead, and its envelope is scaled by the whole track's range, here by the running peak
+    that halves in 8 s (the features stage's normalised onset strength, which `step` takes).  Live analysis picks
+    its hits with this; offline renders use offline_onset_times."""
 
     def __init__(self, frame_rate: float, delta: float = 0.07):
         self.pre_max = max(1, int(0.03 * frame_rate))
         self.pre_avg = max(1, int(0.10 * frame_rate))
         self.wait = max(1, int(0.03 * frame_rate))
         self.delta = delta
-        self.norm = _PeakNormaliser(frame_rate)
         self.history = deque(maxlen=self.pre_avg + 1)
         self.since_pick = self.wait + 1
 
-    def step(self, onset: float) -> bool:
-        x = self.norm(onset)
+    def step(self, x: float) -> bool:
+        """x: this analysis frame's onset strength, normalised to its running peak (0..1)."""
         self.history.append(x)
         self.since_pick += 1
         recent = list(self.history)
@@ -252,8 +252,9 @@ class FeatureExtractor:
         for b, m in self.mel_band_masks.items():
             x = 0.0 if rise is None else float(rise[m].mean())
             self.band_peaks[b] = max(x, self.band_peaks[b] * self.band_decay, BAND_ONSET_FLOOR_DB)
-            self._band_since[b] = max(self._band_since[b], min(x / self.band_peaks[b], 1.0))
-            self._recent_bands[b].append(min(x / self.band_peaks[b], 1.0))
+            level = min(x / self.band_peaks[b], 1.0)
+            self._band_since[b] = max(self._band_since[b], level)
+            self._recent_bands[b].append(level)
         flux = 0.0 if self.prev_mag is None else float(np.maximum(mag - self.prev_mag, 0).sum() / (mag.sum() + 1e-8))
         self.prev_db, self.prev_mag = db, mag
         if self.onsets is not None:
@@ -276,7 +277,7 @@ class FeatureExtractor:
         self._recent_onsets.append(normalised)
         self._beat_since = self._beat_since or beat
         if self.onset_times is None:
-            self._peak_since = self.picker.step(onset) or self._peak_since
+            self._peak_since = self.picker.step(normalised) or self._peak_since
         self.last = Features(time=t, rms=n["rms"](rms), low=n["low"](bands["low"]), mid=n["mid"](bands["mid"]),
                              high=n["high"](bands["high"]), onset=self._onset_since, flux=n["flux"](flux),
                              centroid=min(centroid, 1.0), chroma=chroma.astype(np.float32), beat=self._beat_since,
