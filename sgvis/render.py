@@ -129,14 +129,10 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     """Render `job`.  `backend` and `steering`, when given, are used instead of building them from the job (an
     evaluation renders many tracks with one loaded model); a given steering is reset to the job's seed."""
     called = time.perf_counter()
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
     from sgvis.audio import decode as audio_in
     from sgvis.backends import BACKENDS
-    from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
-    from sgvis.outputs import SinkContext, SourceAudio, check_sink_spec, open_sinks, sink_target
+    from sgvis.features.analysis import MelConfig
+    from sgvis.outputs import check_sink_spec
     from sgvis.outputs.files import check_output_path, even
     cfg = job.config
     rcfg = check_render_settings(cfg["render"])
@@ -195,8 +191,28 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     backend.look = Look(cfg.get("look"), builtin_model=is_builtin_model(job.model))
 
     mel = steering.mel_config or MelConfig()      # the features the steering was made for
-    held, beat_times, onset_times = scan_audio(job.audio, mel, start, end,
-                                               offline_beats=rcfg["beats"] == "offline",
+    # The range is decoded once: the scan below reads it as it is decoded, the frame analysis and the video's
+    # sound read the copies the track keeps.
+    from sgvis.audio.track import DecodedTrack
+    from sgvis.outputs.files import sound_format
+    track = DecodedTrack(job.audio, start, end, mel.sample_rate,
+                         mux=sound_format(job.output, info.sample_rate, min(info.channels, 2)))
+    try:
+        return _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs, specs, fps, start,
+                             end, fit, called)
+    finally:
+        track.close()
+
+
+def _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs, specs, fps, start, end, fit,
+                  called) -> dict:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from sgvis.features.analysis import FeatureExtractor, frame_features
+    from sgvis.outputs import SinkContext, SourceAudio, open_sinks, sink_target
+    held, beat_times, onset_times = scan_audio(track.decode(), mel, offline_beats=rcfg["beats"] == "offline",
                                                offline_onsets=rcfg["beats"] == "offline")
     if held <= 0:
         raise UserError(f"{job.audio}: no audio could be decoded from {start:g}s on (its header says "
@@ -212,7 +228,7 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
 
     width, height = backend.output_size
     context = SinkContext(fps=fps, size=(width, height), overwrite=job.overwrite, settings=rcfg,
-                          audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
+                          audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels, track=track),
                           inputs=tuple(p for p in inputs if p))
     sinks = open_sinks(specs, context)
 
@@ -225,7 +241,7 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
 
     def analyse(stage: _Stage):
         extractor = FeatureExtractor(mel, beat_times=beat_times, onset_times=onset_times)
-        blocks = audio_in.decode_blocks(job.audio, mel.sample_rate, "mono", start, end)
+        blocks = track.analysis_blocks()
         pending: list[torch.Tensor] = []
         moves: list[np.ndarray] = []
         t0 = time.perf_counter()
@@ -372,13 +388,12 @@ def _drain(q: queue.Queue):
         pass
 
 
-def scan_audio(path: str, mel, start: float, end: float | None, offline_beats: bool = True,
-               offline_onsets: bool = True):
-    """A first, analysis-only pass over the rendered range: the seconds of audio the file really holds there (a
-    truncated file's header claims more), with `offline_beats` whole-track beat times and with `offline_onsets`
-    whole-track onset times (both in seconds from `start`, or None).  Memory stays bounded whatever the length:
-    the beat tracker works through overlapping windows; the onset envelope is 43 floats per second."""
-    from sgvis.audio import decode as audio_in
+def scan_audio(blocks, mel, offline_beats: bool = True, offline_onsets: bool = True):
+    """The whole-range analysis pass over mono `blocks` [1, n] at `mel.sample_rate` (a DecodedTrack's decode):
+    the seconds of audio the file really holds there (a truncated file's header claims more), with
+    `offline_beats` whole-track beat times and with `offline_onsets` whole-track onset times (both in seconds
+    from the range's start, or None).  Memory stays bounded whatever the length: the beat tracker works through
+    overlapping windows; the onset envelope is 43 floats per second."""
     import numpy as np
 
     from sgvis.features.analysis import FeatureExtractor, OfflineBeatTracker, offline_onset_times
@@ -386,7 +401,7 @@ def scan_audio(path: str, mel, start: float, end: float | None, offline_beats: b
     tracker = OfflineBeatTracker(mel) if offline_beats else None
     envelope: list[np.ndarray] = []
     samples = 0
-    for block in audio_in.decode_blocks(path, mel.sample_rate, "mono", start, end):
+    for block in blocks:
         samples += block.shape[1]
         if extractor is not None:
             extractor.push(block[0])

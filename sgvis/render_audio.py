@@ -1,7 +1,8 @@
 """`sgvis render` with an audio backend (`backend.consumes == "audio"`, e.g. tempotokens): the backend makes frames
 straight from the track's samples, so there is no feature analysis, steering or motion stage. The part of the
-track being rendered is decoded once, mono at `backend.sample_rate`, handed to `backend.frames_from_audio`, and
-every frame it yields goes to the sinks (the video with the track's audio muxed in, --png-dir, --out).
+track being rendered is decoded once (sgvis.audio.track: a mono copy at `backend.sample_rate` and a copy for the
+video's sound), the mono copy handed to `backend.frames_from_audio`, and every frame it yields goes to the sinks
+(the video with the track's audio muxed in, --png-dir, --out).
 """
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ import time
 def render_from_audio(job, backend, start: float, end: float, fps: float, info, inputs) -> dict:
     """Called by sgvis.render.render once the backend exists; returns the same kind of stats."""
     import numpy as np
+
+    from sgvis.audio.track import DecodedTrack
+    from sgvis.outputs.files import sound_format
+
+    with DecodedTrack(job.audio, start, end, backend.sample_rate,
+                      mux=sound_format(job.output, info.sample_rate, min(info.channels, 2))) as track:
+        audio = np.concatenate([b[0] for b in track.decode()] or [np.zeros(0, np.float32)])
+        return _render_decoded(job, backend, track, audio, start, end, fps, info, inputs)
+
+
+def _render_decoded(job, backend, track, audio, start, end, fps, info, inputs) -> dict:
     import torch
     from tqdm import tqdm
 
-    from sgvis.audio import decode as audio_in
     from sgvis.outputs import SinkContext, SourceAudio, open_sinks
 
     duration = end - start
     n_frames = max(1, int(round(duration * fps)))
     width, height = backend.output_size
     context = SinkContext(fps=fps, size=(width, height), overwrite=job.overwrite, settings=job.config["render"],
-                          audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels),
+                          audio=SourceAudio(job.audio, start, end, info.sample_rate, info.channels, track=track),
                           inputs=tuple(p for p in inputs if p))
     specs = [f"video:{job.output}"] + ([f"png:{job.png_dir}"] if job.png_dir else []) + list(job.outputs)
     sinks = open_sinks(specs, context)
@@ -30,8 +41,6 @@ def render_from_audio(job, backend, start: float, end: float, fps: float, info, 
     generated = 0
     progress = tqdm(total=n_frames, unit="frame", desc="render", dynamic_ncols=True, disable=None)
     try:
-        blocks = list(audio_in.decode_blocks(job.audio, backend.sample_rate, "mono", start, end))
-        audio = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.float32)
         for frames in backend.frames_from_audio(torch.from_numpy(audio), fps=fps, n_frames=n_frames,
                                                 seed=job.seed):
             for frame in frames.numpy():

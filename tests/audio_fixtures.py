@@ -24,12 +24,15 @@ def click_track(duration: float = 3.0, sr: int = 22050, bpm: float = 120.0, tone
 
 
 def write_audio(path, samples: np.ndarray, sr: int, codec: str | None = None, channels: int = 1) -> None:
-    """Write mono samples with PyAV in the container/codec the extension implies."""
+    """Write samples with PyAV in the container/codec the extension implies: mono samples repeated on `channels`
+    channels, or [channels, n] samples as they are."""
     ext = str(path).rsplit(".", 1)[-1].lower()
     fmt, default_codec = {"wav": ("wav", "pcm_s16le"), "flac": ("flac", "flac"), "ogg": ("ogg", "libopus"),
                           "mp3": ("mp3", "libmp3lame"), "m4a": ("ipod", "aac"), "mka": ("matroska", "pcm_f32le")}[ext]
+    if samples.ndim == 2:
+        channels = samples.shape[0]
     layout = "mono" if channels == 1 else "stereo"
-    data = np.repeat(samples[None], channels, axis=0).astype(np.float32)
+    data = (samples if samples.ndim == 2 else np.repeat(samples[None], channels, axis=0)).astype(np.float32)
     out_rate = 48000 if ext == "ogg" else sr          # Opus runs at 48 kHz
     with av.open(str(path), "w", format=fmt) as c:
         s = c.add_stream(codec or default_codec, rate=out_rate, layout=layout)

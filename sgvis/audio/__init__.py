@@ -55,3 +55,9 @@ class StreamResampler:
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
         frame.sample_rate = self.rate_in
         return [out.to_ndarray()[0] for out in self._resampler.resample(frame)]
+
+    def flush(self) -> list:
+        """The samples the resampler still holds (call once, after the last push)."""
+        if self._resampler is None:
+            return []
+        return [out.to_ndarray()[0] for out in self._resampler.resample(None)]

@@ -13,7 +13,7 @@ line in SINKS.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,12 +30,22 @@ class FrameSink(Protocol):
 
 @dataclass
 class SourceAudio:
-    """The part of an audio file a render covers (muxed into video outputs)."""
+    """The part of an audio file a render covers (muxed into video outputs).  `track`, when the render has
+    decoded the range already (sgvis.audio.track.DecodedTrack), lets a sink take its samples instead of decoding
+    the file again."""
     path: str
     start: float
     end: float
     sample_rate: int
     channels: int
+    track: Any = None
+
+    def blocks(self, rate: int, layout: str):
+        """Float32 blocks [channels, n] of the range at `rate` and `layout` ("mono" | "stereo")."""
+        if self.track is not None:
+            return self.track.blocks(rate, layout)
+        from sgvis.audio.decode import decode_blocks
+        return decode_blocks(self.path, rate, layout, self.start, self.end)
 
 
 @dataclass

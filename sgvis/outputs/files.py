@@ -112,6 +112,20 @@ def publish(tmp: str, path: str, overwrite: bool, directory: bool = False) -> st
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
+def sound_format(path: str, source_rate: int | None, channels: int) -> tuple[int, str] | None:
+    """(sample rate, "mono" | "stereo") a video at `path` encodes its sound in, for a source of `source_rate` Hz
+    and `channels` channels; None for a container without sound (gif)."""
+    audio_codec = video_format(path)[3]
+    if audio_codec is None:
+        return None
+    if audio_codec == "libopus":
+        rate = 48000
+    else:
+        rate = min(source_rate or 48000, 48000)
+        rate = rate if rate in AAC_RATES else 48000
+    return rate, "mono" if channels == 1 else "stereo"
+
+
 class VideoSink:
     """A video file in the container its extension names (VIDEO_FORMATS: H.264 + AAC in mp4/mov/mkv, VP9 + Opus
     in webm, gif without sound), with the source audio interleaved as frames arrive so that memory stays
@@ -120,10 +134,11 @@ class VideoSink:
     def __init__(self, path: str, fps: float, width: int, height: int, crf: int = 18, preset: str = "medium",
                  audio_path: str | None = None, audio_start: float = 0.0, audio_end: float | None = None,
                  audio_rate: int | None = None, audio_channels: int = 2, push_audio: bool = False,
-                 overwrite: bool = True):
-        """Audio comes from `audio_path` (decoded and interleaved as video is written) or, with `push_audio`,
-        from `write_audio()` calls (live capture) at `audio_rate`.  Without `overwrite`, close() never replaces
-        a file that appeared at `path` meanwhile."""
+                 overwrite: bool = True, audio_blocks=None):
+        """Audio comes from `audio_path` (decoded and interleaved as video is written; `audio_blocks(rate,
+        layout)`, when given, supplies those blocks instead, e.g. a render's already decoded track) or, with
+        `push_audio`, from `write_audio()` calls (live capture) at `audio_rate`.  Without `overwrite`, close()
+        never replaces a file that appeared at `path` meanwhile."""
         container_format, codec, pix_fmt, audio_codec = video_format(path)
         if codec == "libx264" and (width % 2 or height % 2):
             raise ValueError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
@@ -154,17 +169,16 @@ class VideoSink:
         self._audio_blocks = iter(())
         self._audio_source = None
         if (audio_path is not None or push_audio) and audio_codec is not None:
-            if audio_codec == "libopus":
-                self.audio_rate = 48000
-            else:
-                rate = min(audio_rate or 48000, 48000)
-                self.audio_rate = rate if rate in AAC_RATES else 48000
+            self.audio_rate, layout = sound_format(path, audio_rate, audio_channels)
             if push_audio and self.audio_rate != audio_rate:
                 raise ValueError(f"pushed audio must be at {self.audio_rate} Hz for {path}, got {audio_rate}")
-            layout = "mono" if audio_channels == 1 else "stereo"
             self.audio = self.container.add_stream(audio_codec, rate=self.audio_rate, layout=layout)
             if audio_path is not None:
-                self._audio_blocks = decode_blocks(audio_path, self.audio_rate, layout, audio_start, audio_end)
+                if audio_blocks is not None:
+                    self._audio_blocks = iter(audio_blocks(self.audio_rate, layout))
+                else:
+                    self._audio_blocks = decode_blocks(audio_path, self.audio_rate, layout, audio_start,
+                                                       audio_end)
                 self._audio_source = audio_path
             self._audio_pts = 0
             self._layout = layout
@@ -358,7 +372,8 @@ def open_video_sink(target: str, context) -> "VideoSink | LiveRecorder":
     return VideoSink(target, context.fps, width, height, crf=rs.get("crf", 18), preset=rs.get("preset", "medium"),
                      audio_path=a.path if a else None, audio_start=a.start if a else 0.0,
                      audio_end=a.end if a else None, audio_rate=a.sample_rate if a else None,
-                     audio_channels=min(a.channels, 2) if a else 2, overwrite=context.overwrite)
+                     audio_channels=min(a.channels, 2) if a else 2, overwrite=context.overwrite,
+                     audio_blocks=a.blocks if a and a.track is not None else None)
 
 
 def open_png_sink(target: str, context) -> PngSink:
