@@ -5,15 +5,19 @@ Audio (mono float32 at `sample_rate`) is pushed in blocks of any size.  Analysis
 energies, spectral flux and centroid, and chroma.  `at(sample_pos)` summarises everything analysed up to
 that sample into one `Features` for a video frame (onsets are max-pooled between video frames so none is
 missed at low frame rates).  Levels are normalised by slowly decaying running peaks (automatic gain), so
-any recording level steers the same way.  Filter banks come from librosa.
+any recording level steers the same way.  Filter banks (sgvis.features.filterbanks) and the whole-track onset
+and beat picking (sgvis.features.rhythm) are librosa's, written in numpy: librosa's own run numba kernels whose
+compilation held up the first frame.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 
-import librosa
 import numpy as np
+
+from sgvis.features.filterbanks import chroma_filterbank, mel_filterbank, mel_frequencies
+from sgvis.features.rhythm import beat_frames, onset_frames
 
 BANDS_HZ = {"low": (20.0, 250.0), "mid": (250.0, 2000.0), "high": (2000.0, 20000.0)}
 ONSET_BANDS = ("bass", "mid", "high")     # Features.band_onsets keys (bass: the "low" band)
@@ -158,14 +162,14 @@ class CausalOnsetPicker:
 
 def offline_onset_times(onset_env: np.ndarray, config: MelConfig) -> np.ndarray:
     """Whole-track onset picking (librosa.onset.onset_detect with its defaults, as AV-Align picks its audio
-    peaks) on an onset envelope sampled at the analysis frame rate; seconds."""
+    peaks; sgvis.features.rhythm) on an onset envelope sampled at the analysis frame rate; seconds."""
     env = np.asarray(onset_env, np.float64)
     if len(env) < 4 or not np.any(env):
         return np.zeros(0)
-    frames = librosa.onset.onset_detect(onset_envelope=env, sr=config.sample_rate, hop_length=config.hop)
+    frames = onset_frames(env, config.sample_rate, config.hop)
     # + 1: this envelope's frame k compares the windows ending at samples (k + 1) * hop and k * hop, which librosa
     # (centred frames, its envelope padded to match) reports one frame later.
-    return librosa.frames_to_time(frames + 1, sr=config.sample_rate, hop_length=config.hop)
+    return (frames + 1) * config.hop / float(config.sample_rate)
 
 
 class FeatureExtractor:
@@ -177,9 +181,8 @@ class FeatureExtractor:
         beat and onset picking)."""
         self.cfg = c = config
         self.window = np.hanning(c.n_fft + 1)[:-1].astype(np.float32)
-        self.mel_fb = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin,
-                                          fmax=min(c.fmax, c.sample_rate / 2)).astype(np.float32)
-        self.chroma_fb = librosa.filters.chroma(sr=c.sample_rate, n_fft=c.n_fft).astype(np.float32)
+        self.mel_fb = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, min(c.fmax, c.sample_rate / 2))
+        self.chroma_fb = chroma_filterbank(c.sample_rate, c.n_fft)
         freqs = np.fft.rfftfreq(c.n_fft, 1.0 / c.sample_rate)
         self.freqs = freqs.astype(np.float32)
         self.band_masks = {k: (freqs >= lo) & (freqs < hi) for k, (lo, hi) in BANDS_HZ.items()}
@@ -215,7 +218,7 @@ class FeatureExtractor:
 
     def _mel_band_masks(self) -> dict:
         c = self.cfg
-        f = librosa.mel_frequencies(c.n_mels + 2, fmin=c.fmin, fmax=min(c.fmax, c.sample_rate / 2))[1:-1]
+        f = mel_frequencies(c.n_mels + 2, c.fmin, min(c.fmax, c.sample_rate / 2))[1:-1]
         masks = {}
         for band, key in zip(ONSET_BANDS, ("low", "mid", "high")):
             lo, hi = BANDS_HZ[key]
@@ -355,12 +358,12 @@ def frame_features(extractor: FeatureExtractor, blocks, n_frames: int, fps: floa
 
 
 def offline_beat_times(onset_env: np.ndarray, config: MelConfig) -> np.ndarray:
-    """Whole-track beat tracking (librosa) on an onset envelope sampled at the analysis frame rate."""
+    """Whole-track beat tracking (librosa.beat.beat_track's tracker; sgvis.features.rhythm) on an onset envelope
+    sampled at the analysis frame rate; seconds."""
     if len(onset_env) < 4 or not np.any(onset_env):
         return np.zeros(0)
-    _, frames = librosa.beat.beat_track(onset_envelope=onset_env.astype(np.float64), sr=config.sample_rate,
-                                        hop_length=config.hop)
-    return librosa.frames_to_time(frames, sr=config.sample_rate, hop_length=config.hop)
+    frames = beat_frames(np.asarray(onset_env, np.float64), config.sample_rate, config.hop)
+    return frames * config.hop / float(config.sample_rate)
 
 
 class OfflineBeatTracker:
