@@ -167,8 +167,19 @@ def _gl_check():
     return rows
 
 
+def _tuning_check():
+    """The generator precisions chosen by measurement on this machine (sgvis.backends.tuning's cache)."""
+    from sgvis.backends.tuning import cache_path, describe, load_choices
+    choices = load_choices()
+    if not choices:
+        return [("cache", f"{cache_path()}: nothing measured yet (the first render or live show measures)")]
+    return [("cache", cache_path())] + [(key, describe(record)) for key, record in choices.items()
+                                         if isinstance(record, dict) and "seconds" in record]
+
+
 register_check("audio", _audio_check)
 register_check("OpenGL", _gl_check)
+register_check("generator precision", _tuning_check)
 
 if __name__ == "__main__":  # pragma: no cover
     import argparse

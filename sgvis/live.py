@@ -394,6 +394,8 @@ class LiveShow:
                  f"xruns {self.input.xruns}  input {self.input.device_name[:28]}"
                  + ("" if connected else "  LOST - reconnecting"),
                  f"{self.generator.description[:60]}",
+                 *([f"{self.generator.tuning['choice']} ({self.generator.tuning.get('basis', 'measured')})"]
+                   if getattr(self.generator, "tuning", None) else []),
                  f"intensity {self.intensity:.2f}  seed {self.seed}" + ("  FROZEN" if self.frozen else "")]
         for part in self.producers + self.sinks:         # an unplugged controller or a lost output
             if getattr(part, "status", ""):
@@ -541,6 +543,7 @@ class LiveShow:
             "input_disconnects": self.disconnects, "input_reconnects": self.reconnects,
             "device": self.input.device_name, "model": getattr(self.G, "source", {}).get("path"),
             "generator": self.generator.description, "headless": self.job.headless,
+            "generator_tuning": getattr(self.generator, "tuning", None),
             "resolution": list(self.frame_size), "fit": self.fit,
             "frame_upload": self.upload_path,
             "recorded_frames": self.frames_recorded, "record": self.job.record, "interrupted": interrupted["flag"],

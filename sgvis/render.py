@@ -28,7 +28,7 @@ RENDER_DEFAULTS = {
         "crf": 18,                # H.264 constant rate factor (lower = better quality, bigger file)
         "preset": "medium",       # x264 speed/size trade-off
         "batch": 8,               # frames generated per generator call
-        "precision": "auto",      # auto | fp32 | bf16 | fp16
+        "precision": "auto",      # auto | fp32 | bf16 | fp16 (auto on a CPU: measured once, sgvis.backends.tuning)
         "fit": "crop",            # a --size of another aspect than the model's: crop | letterbox | stretch
         "beats": "offline",       # offline: whole-track beat tracking; causal: the live tracker
         "lookahead": None,        # seconds the analysis runs ahead of each frame offline (None: the steering's
@@ -324,7 +324,7 @@ def _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs
             "encoding": generated / encoder.busy if encoder.busy else None,
         },
         "model": _model_source(backend, "path"), "model_format": _model_source(backend, "description"),
-        "fit": fit, "steering": steering.name,
+        "fit": fit, "steering": steering.name, "generator_tuning": getattr(backend, "tuning", None),
     })
     if job.stats:
         from stylegan.atomic import write_json_atomically

@@ -101,10 +101,14 @@ class StyleGANBackend:
         self.fit = check_fit(fit)              # how the picture fills a size of another aspect
         self.look = None                       # sgvis.backends.look.Look, applied before the camera moves
         self.synthesize = None
+        self.tuning = None                     # the measured precision choice (sgvis.backends.tuning)
+        self._tune = False
         try:
             from stylegan.fast import FastSynthesis
             self.synthesize = FastSynthesis(self.G, device=device, precision=precision)
             self.description = self.synthesize.describe()
+            # auto on a CPU: chosen by measurement at the first frames (the first batch size), not by CPU flags
+            self._tune = precision == "auto" and device.type == "cpu"
         except ImportError:
             pass
         if self.synthesize is None:
@@ -126,6 +130,11 @@ class StyleGANBackend:
         motion [N, 8]: per frame the bend and camera transforms (sgvis.steer.motion, sgvis.backends.warp)."""
         from sgvis.outputs.framing import fit_images
         ws = ws.to(self.device, torch.float32)
+        if self._tune:
+            self._tune = False
+            from sgvis.backends.tuning import describe, tune_precision
+            self.tuning = tune_precision(self.synthesize, self.G, len(ws))
+            self.description = f"{self.synthesize.describe()}; {describe(self.tuning)}"
         camera = None
         if motion is None:
             img = self.synthesize(ws)
