@@ -48,6 +48,30 @@ def test_never_a_candidate_outside_tolerance_and_not_for_a_few_percent():
     assert r["choice"] == "fp32"            # 7% faster is within the noise: the exact one stays
 
 
+def test_a_candidate_whose_rounding_does_not_follow_the_latents_is_rejected():
+    """Shimmer: over a small step of the latents, a candidate must change as the reference does."""
+    clock = FakeClock()
+    ws, ws_next = torch.zeros(1, 4, 4), torch.full((1, 4, 4), 0.01)
+
+    def reference(w):
+        clock.now += 0.3
+        return w.clone()
+
+    def noisy(w):                      # right on average, fast, but its error jumps with every input
+        clock.now += 0.1
+        return w + 0.005 * torch.sin(1e4 * w + torch.arange(16.0).reshape(1, 4, 4))
+
+    def faithful(w):
+        clock.now += 0.1
+        return w + 0.001
+    r = tuning.choose({"fp32": reference, "bf16": noisy}, ws, ws_next, timer=clock)
+    assert r["choice"] == "fp32" and r["rejected"] == ["bf16"] and r["shimmer"]["bf16"] > tuning.SHIMMER_TOLERANCE
+    assert r["error"]["bf16"] < tuning.TOLERANCE                   # close in value: only the shimmer test catches it
+    clock = FakeClock()
+    r = tuning.choose({"fp32": reference, "bf16": faithful}, ws, ws_next, timer=clock)
+    assert r["choice"] == "bf16" and r["shimmer"]["bf16"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_tune_precision_measures_once_and_caches_per_batch(tmp_path, monkeypatch):
     from stylegan.fast import FastSynthesis
     G = tiny_generator("stylegan2", resolution=32)
@@ -59,9 +83,10 @@ def test_tune_precision_measures_once_and_caches_per_batch(tmp_path, monkeypatch
     def counting(*a, **k):
         calls.append(1)
         r = real_choose(*a, **k)
-        # as if the model were big and bf16 much faster (it is within tolerance, so it wins)
+        # as if the model were big and bf16 much faster and passed the tests
         r["seconds"].update(fp32=1.0, bf16=0.1)
         r["choice"] = "bf16"
+        r["rejected"] = []
         return r
 
     monkeypatch.setattr(tuning, "choose", counting)
@@ -81,7 +106,8 @@ def test_a_model_too_fast_to_time_keeps_the_cpu_flag_default(tmp_path, monkeypat
     G = tiny_generator("stylegan2", resolution=32)
     synth = FastSynthesis(G, precision="auto")
     monkeypatch.setattr(tuning, "choose", lambda *a, **k: {"choice": "bf16", "seconds": {"fp32": 0.001, "bf16": 0.0005},
-                                                           "error": {"fp32": 0.0, "bf16": 0.001}, "rejected": []})
+                                                           "error": {"fp32": 0.0, "bf16": 0.001}, "shimmer": {},
+                                                           "rejected": []})
     r = tuning.tune_precision(synth, G, 2, path=str(tmp_path / "t.json"))
     assert r["basis"] == "too fast to measure: CPU flags"
     assert r["choice"] == synth.precision == ("bf16" if cpu_bf16_support()["amx"] else "fp32")
