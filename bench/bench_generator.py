@@ -43,23 +43,12 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from stylegan import Generator, load  # noqa: E402
-from stylegan.fast import FastSynthesis, cpu_bf16_support  # noqa: E402
+from stylegan.fast import FastSynthesis, cpu_bf16_support, cpu_model  # noqa: E402
 
 CPU_VARIANTS = ["reference", "unfused", "native_bf16", "fast", "channels_last", "fused", "activations",
                 "bf16", "compile", "auto"]
 CUDA_VARIANTS = ["reference", "unfused", "native_fp16", "fast", "channels_last", "fused", "activations",
                  "bf16", "fp16", "compile", "auto"]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_generator(args, device) -> Generator:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import platform
 
 import numpy as np
 import torch
@@ -41,6 +42,18 @@ _HOMOGENEOUS = {"linear", "relu", "lrelu"}   # act(g * x) == g * act(x) for g > 
 
 # ---------------------------------------------------------------------------------------------
 # Hardware probing
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _cpu_flags() -> set[str]:

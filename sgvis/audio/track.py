@@ -54,10 +54,10 @@ class SampleSpool:
         while position < self.samples:
             n = min(block_samples, self.samples - position)
             with self._lock:
+                if self._file.closed:                # closed under us (a stopped render): nothing more
+                    return
                 self._file.seek(position * frame_bytes)
                 data = self._file.read(n * frame_bytes)
-            if len(data) < n * frame_bytes:          # closed under us (a stopped render): nothing more
-                return
             position += n
             yield np.frombuffer(data, np.float32).reshape(n, self.channels).T.copy()
 

@@ -5,7 +5,7 @@ short trial: each candidate precision (fp32, bf16) renders the same latents a fe
 with fp32's (as they are, and how they change over a small step of the latents), and the fastest within
 `TOLERANCE` and `SHIMMER_TOLERANCE` is kept (bf16 only where it is at least `MARGIN` faster: where the
 two are close, the exact one wins).  The choice is cached on disk per (CPU model, torch version and threads,
-model, batch size, resolution) in $SGVIS_CACHE/generator-tuning.json, so the trial runs once per machine and model;
+model, batch size, resolution) in $SGVIS_CACHE/generator-tuning-v2.json, so the trial runs once per machine and model;
 `--stats` (generator_tuning) and `sgvis doctor` show it.  An explicit `--set render.precision=fp32|bf16` skips it.
 
     choice = choose(candidates, ws)     # candidates: {name: callable ws -> images}; pure, testable
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from typing import Callable
 
@@ -23,8 +22,8 @@ import torch
 TOLERANCE = 0.02        # mean |image - fp32 image|, images in [-1, 1] (about 2.5 grey levels)
 # A small step of the latents (STEP of the way toward other images, about one frame of slow steering) must change
 # a candidate's images as it changes the reference's, within this share of the reference's change: rounding that
-# does not follow the latents makes the picture shimmer from frame to frame (bf16 on the built-in model: 0.40 at
-# this step, which cost the learned steering's AV-Align 0.565 -> 0.456 on the real held-out clips).
+# does not follow the latents makes the picture shimmer from frame to frame (bf16 on the built-in model: 0.41-0.44
+# at this step, which cost AV-Align on the real held-out clips: learned 0.492 -> 0.456, reactive 0.590 -> 0.561).
 SHIMMER_TOLERANCE = 0.1
 STEP = 0.005
 MARGIN = 1.15           # a candidate other than the reference must be this much faster to be chosen
@@ -86,19 +85,9 @@ def cache_path() -> str:
     return os.path.join(default_cache_dir(), CACHE_NAME)
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def tuning_key(model_hash: str, batch: int, resolution: int) -> str:
-    return (f"{cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}|model {model_hash[:16]}"
+    from stylegan.fast import cpu_model
+    return (f"{cpu_model()}|torch {torch.__version__}|threads {torch.get_num_threads()}|model {model_hash[:16]}"
             f"|batch {batch}|{resolution}px")
 
 
