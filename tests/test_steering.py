@@ -396,6 +396,49 @@ def test_checkpoint_round_trip_and_errors(G, tmp_path):
         make_steering(G, {"mode": "learned"}, 0)
 
 
+def test_onset_input_kicks_the_recurrent_state_on_picked_onsets_and_round_trips(G, tmp_path):
+    import dataclasses
+    torch.manual_seed(3)
+    m = LearnedSteeringModel(G.num_ws, G.w_dim, MelConfig(), None, SMALL["hidden"], SMALL["channels"],
+                             SMALL["head_hidden"], onset_input=True).eval()
+    feats = mel_seq(6, 7)
+    picked = [dataclasses.replace(f, onset=0.8, onset_peak=k == 3) for k, f in enumerate(feats)]
+    # Untrained (Out_g zero): still exactly w^ = E(x) + w, whatever the onsets.
+    a, b = LearnedSteering(G, m, {}, 2), LearnedSteering(G, small_model(G), {}, 2)
+    for f in picked:
+        assert torch.allclose(a.step(f), b.step(f), atol=1e-6)
+    with torch.no_grad():
+        for out in m.outs.values():
+            out.weight.normal_(0, 0.05)
+    plain, kicked = LearnedSteering(G, m, {}, 2), LearnedSteering(G, m, {}, 2)
+    for k in range(6):
+        x, y = plain.step(feats[k]), kicked.step(picked[k])
+        # Frames before the pick are the same; from the picked frame on the kicked state differs.  An onset
+        # strength without a picked peak is no kick (only picked onsets drive it).
+        assert torch.equal(x, y) == (k < 3)
+    path = str(tmp_path / "onset.safetensors")
+    save_steering(m, path)
+    loaded = load_steering(path, G)
+    assert loaded.onset_input and loaded.config() == m.config()
+    s1, s2 = LearnedSteering(G, m, {}, 5), LearnedSteering(G, loaded, {}, 5)
+    for f in picked:
+        assert torch.allclose(s1.step(f), s2.step(f), atol=1e-6)
+    # The batched training forward with onsets equals stepping.
+    mels = torch.from_numpy(np.stack([f.mel for f in picked]))[None]
+    onsets = torch.tensor([[0.8 if f.onset_peak else 0.0 for f in picked]])
+    with torch.no_grad():
+        seq = m(mels, s1.w[None], onsets=onsets)[0]
+        st, stepped = None, []
+        for f, o in zip(picked, onsets[0]):
+            y, st = m.step(f.mel, s1.w, st, float(o))
+            stepped.append(y)
+    assert torch.allclose(seq, torch.stack(stepped), atol=1e-5)
+    # A checkpoint from before the onset input loads as one without it.
+    old = str(tmp_path / "old.safetensors")
+    save_steering(small_model(G, randomize=True), old)
+    assert load_steering(old, G).onset_input is False
+
+
 def test_learned_steering_checks_the_mel_window(G):
     steer = LearnedSteering(G, small_model(G), {}, 0)
     with pytest.raises(ValueError, match="mel"):

@@ -100,6 +100,60 @@ def test_sync_objective_learns_onset_following_motion_on_a_fixed_batch():
     assert motion[on].mean() > 1.5 * motion[~on].mean()
 
 
+def test_onset_input_learns_to_move_on_picked_onsets_that_the_mel_does_not_show():
+    """Mel windows carry no sign of the onsets here, so only the picked-onset input (sgvis.steer.learned
+    onset_input) can tell the recurrent blocks when to move: after training, the rendered frames (the last 6 of 10,
+    seen through the contour look) move more on the picked frames, and the latent steps follow them too."""
+    from sgvis.backends.look import Look
+    torch.manual_seed(0)
+    G = tiny_generator(resolution=32)
+    weights = dict(TRAIN_DEFAULTS["weights"], onset_sync=1.0, onset_corr=0.5, latent_sync=0.3, offset_limit=1.0,
+                   contrastive=0.0, latent_reg=0.0, offset_reg=0.0, image_adv=0.0)
+    cfg = config(objective="sync", onset_input=True, clip_frames=10, render_frames=6, lr=1e-3, weights=weights,
+                 motion=dict(base=0.01, gain=0.1, release_s=0.0, onsets="picked"),
+                 latent_motion=dict(base=0.05, gain=0.5), offset_limit=2.0)
+    trainer = EncoderTrainer(G, cfg, torch.device("cpu"), MelConfig(),
+                             look=Look({"contours": {"amount": 1.0}}, builtin_model=False))
+    assert trainer.look is not None
+    batch = fixed_batch(T=10)
+    batch["mels"][:] = batch["mels"][:, :1].clone()                     # the same window on every frame
+    batch["onset_peak"] = batch["onset"].clone()
+    trainer.calibrate_inputs(batch["mels"])
+    with torch.no_grad():                 # off the still start, where |frame change| has no gradient (as --init)
+        for out in trainer.model.outs.values():
+            torch.nn.init.normal_(out.weight, std=1e-3)
+    history = [trainer.step(batch) for _ in range(40)]
+    assert all(np.isfinite(v) for h in history for v in h.values())
+    assert {"latent_sync", "offset_limit", "onset_sync"} <= set(history[0])
+    with torch.no_grad():
+        ws = trainer.model(batch["mels"], trainer.model._base(torch.zeros(4, G.num_ws, G.w_dim)),
+                           onsets=batch["onset"])
+        img = G.synthesis(ws.flatten(0, 1), noise_mode="const").view(4, 10, 3, 32, 32)
+    on = batch["onset"][:, 1:] > 0
+    motion = frame_motion(img)
+    assert motion[on].mean() > 2 * motion[~on].mean()
+    steps = (ws[:, 1:] - ws[:, :-1]).norm(dim=-1).mean(-1)
+    assert steps[on].mean() > 2 * steps[~on].mean()
+    # The timing comes through the onset input: driven without it, the same model moves far less on those frames.
+    with torch.no_grad():
+        blind = trainer.model(batch["mels"], trainer.model._base(torch.zeros(4, G.num_ws, G.w_dim)))
+    blind_steps = (blind[:, 1:] - blind[:, :-1]).norm(dim=-1).mean(-1)
+    assert steps[on].mean() > 1.5 * blind_steps[on].mean()
+
+
+def test_picked_onset_target_needs_picked_onsets_in_the_data():
+    from sgvis.errors import UserError
+    G = tiny_generator(resolution=32)
+    trainer = EncoderTrainer(G, config(objective="sync", motion=dict(base=0.01, gain=0.1, release_s=0.2,
+                                                                    onsets="picked")),
+                             torch.device("cpu"), MelConfig())
+    with pytest.raises(UserError, match="picked onsets"):
+        trainer.step(fixed_batch())
+    with pytest.raises(UserError, match="motion.onsets"):
+        EncoderTrainer(G, config(motion=dict(base=0.01, gain=0.1, release_s=0.2, onsets="loud")),
+                       torch.device("cpu"), MelConfig())
+
+
 def test_clip_objective_lowers_clip_losses_on_a_fixed_batch():
     from sgvis.train.clip_models import AudioClipEncoder, load_clip
     torch.manual_seed(0)

@@ -42,7 +42,7 @@ from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
 __all__ = ["ClipSetConfig", "ClipSet", "collate_clips", "write_synth_music", "AUDIO_EXTS", "VIDEO_EXTS"]
 
 from sgvis.audio.decode import AUDIO_EXTS, VIDEO_EXTS  # noqa: E402
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2                 # 2: onset_peak per frame
 MEMORY_LIMIT = 2 << 30        # cached arrays up to this size (bytes on disk) are held in memory
 
 
@@ -123,7 +123,8 @@ def _video_frames(path: str, n: int, fps: float, size: int) -> np.ndarray | None
 
 def decode_file(path: str, config: ClipSetConfig, mel: MelConfig) -> dict:
     """The cached arrays of one source: mel_rows float16 [L, n_mels], ends int64 [N] (frame k's window is
-    mel_rows[ends[k] - window_frames:ends[k]]), onset / rms float32 [N], has_video, frames uint8 [N, 3, S, S]."""
+    mel_rows[ends[k] - window_frames:ends[k]]), onset / rms float32 [N], onset_peak bool [N] (a picked onset on that frame,
+    Features.onset_peak), has_video, frames uint8 [N, 3, S, S]."""
     info = audio_in.probe(path)
     duration = info.duration if config.max_seconds is None else min(info.duration, config.max_seconds)
     n = int(np.floor(duration * config.fps + 1e-6))
@@ -131,6 +132,7 @@ def decode_file(path: str, config: ClipSetConfig, mel: MelConfig) -> dict:
     W = mel.window_frames
     rows = [np.stack(extractor.mel_history)]          # the window before any audio
     ends, onset, rms = np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    peak = np.zeros(n, np.bool_)
     done, length = 0, W
     blocks = audio_in.decode_blocks(path, mel.sample_rate, "mono", 0.0, duration)
     for k, f in enumerate(frame_features(extractor, blocks, n, config.fps, config.lookahead)):
@@ -140,9 +142,9 @@ def decode_file(path: str, config: ClipSetConfig, mel: MelConfig) -> dict:
         if new:
             rows.append(f.mel[:, W - min(new, W):].T)
         length += new
-        ends[k], onset[k], rms[k] = length, f.onset, f.rms
+        ends[k], onset[k], rms[k], peak[k] = length, f.onset, f.rms, f.onset_peak
     out = dict(format=np.int64(CACHE_FORMAT), mel_rows=np.concatenate(rows).astype(np.float16), ends=ends,
-               onset=onset, rms=rms, has_video=np.bool_(False))
+               onset=onset, onset_peak=peak, rms=rms, has_video=np.bool_(False))
     if info.has_video and config.frame_size:
         frames = _video_frames(path, n, config.fps, config.frame_size)
         if frames is not None:
@@ -345,6 +347,7 @@ class ClipSet(torch.utils.data.Dataset):
         frames = a["frames"][start:start + T] if has_video else np.zeros((T, 3, S, S), np.uint8)
         return {"mels": torch.from_numpy(np.ascontiguousarray(mels.transpose(0, 2, 1), np.float32)),
                 "onset": torch.from_numpy(a["onset"][start:start + T].copy()),
+                "onset_peak": torch.from_numpy(a["onset_peak"][start:start + T].astype(np.float32)),
                 "rms": torch.from_numpy(a["rms"][start:start + T].copy()),
                 "frames": torch.from_numpy(np.ascontiguousarray(frames)),
                 "has_video": torch.tensor(has_video),

@@ -18,12 +18,22 @@ video frame t with mel window x_t (the audio up to frame t: the paper's "previou
     h_t[g]    = GRU_g(in_t[g], h_{t-1}[g])                             (h_{-1} = 0)
     w^_t[rows_g] = w[rows_g] + e_t[rows_g] + Out_g(h_t[g])
 
-Out_g starts at zero, so an untrained model is exactly the paper's w^ = E(x) + w at every frame.  The
+With `onset_input` (sgvis's addition, checkpoints since 2026-12-02), each GRU also takes the frame's picked onset
+p_t (Features.onset_peak: the onset's strength on the frame a peak was picked, else 0), through a learned vector
+per group added to in_t[g] (equivalent to one more input column of the GRU):
+
+    h_t[g]    = GRU_g(in_t[g] + P_g * p_t, h_{t-1}[g])
+
+The mel window shows an onset for its whole second, smeared over 43 columns; p_t says on which frame the
+analysis stage picked it, the same event the reactive steering's hits and AV-Align's audio peaks use.
+
+Out_g starts at zero (P_g at random, unit variance), so an untrained model is exactly the paper's w^ = E(x) + w at
+every frame.  The
 features arrive causally, so using x_t for frame t adds no delay in sgvis (the paper's index shift only says
 the latent follows the audio before the frame).
 
 Checkpoint: one .safetensors file (weights) whose metadata holds format 'sgvis-steering', version, num_ws,
-w_dim, the mel config, the group rows, hidden size, encoder channels and (optionally) the hash of the mapping
+w_dim, the mel config, the group rows, hidden size, encoder channels, whether the GRUs take the picked onset and (optionally) the hash of the mapping
 network it was trained for (sgvis.steer.directions.model_hash).
 """
 from __future__ import annotations
@@ -105,8 +115,10 @@ class LearnedSteeringModel(nn.Module):
     """Sound inversion encoder + coarse/mid/fine GRU cells (see the module docstring)."""
 
     def __init__(self, num_ws: int, w_dim: int, mel_config: MelConfig | dict = MelConfig(),
-                 groups: dict | None = None, hidden: int = 256, channels=DEFAULT_CHANNELS, head_hidden: int = 512):
+                 groups: dict | None = None, hidden: int = 256, channels=DEFAULT_CHANNELS, head_hidden: int = 512,
+                 onset_input: bool = False):
         super().__init__()
+        self.onset_input = bool(onset_input)
         if isinstance(mel_config, dict):
             mel_config = MelConfig(**mel_config)
         self.num_ws, self.w_dim, self.hidden = int(num_ws), int(w_dim), int(hidden)
@@ -118,6 +130,7 @@ class LearnedSteeringModel(nn.Module):
                                              self.channels, self.head_hidden)
         self.grus = nn.ModuleDict()
         self.outs = nn.ModuleDict()
+        self.onset_in = nn.ParameterDict()
         for g in GROUPS:
             s, e = self.groups[g]
             n = (e - s) * self.w_dim
@@ -125,11 +138,15 @@ class LearnedSteeringModel(nn.Module):
             self.outs[g] = nn.Linear(self.hidden, n)
             nn.init.zeros_(self.outs[g].weight)
             nn.init.zeros_(self.outs[g].bias)
+            if self.onset_input:
+                # A kick of the size of a whole input: the GRU's input weights (trained) learn what to make of it,
+                # much faster than a zero vector could grow into one; Out_g keeps an untrained model at E(x) + w.
+                self.onset_in[g] = nn.Parameter(torch.randn(n))
 
     def config(self) -> dict:
         return dict(num_ws=self.num_ws, w_dim=self.w_dim, mel_config=self.mel_config.to_dict(),
                     groups={g: list(v) for g, v in self.groups.items()}, hidden=self.hidden,
-                    channels=list(self.channels), head_hidden=self.head_hidden)
+                    channels=list(self.channels), head_hidden=self.head_hidden, onset_input=self.onset_input)
 
     def _base(self, w: torch.Tensor) -> torch.Tensor:
         if w.ndim == 2 and w.shape[1] == self.w_dim and w.shape[0] != self.num_ws:
@@ -144,15 +161,20 @@ class LearnedSteeringModel(nn.Module):
         device = device or next(self.parameters()).device
         return {"h": {g: torch.zeros([batch, self.hidden], device=device) for g in GROUPS}, "prev": None}
 
-    def _advance(self, e: torch.Tensor, w: torch.Tensor, state: dict) -> torch.Tensor:
-        """One frame: e = E(x_t) [B, num_ws, w_dim], w base [B, num_ws, w_dim]; updates state in place."""
+    def _advance(self, e: torch.Tensor, w: torch.Tensor, state: dict, onset: torch.Tensor | None = None) \
+            -> torch.Tensor:
+        """One frame: e = E(x_t) [B, num_ws, w_dim], w base [B, num_ws, w_dim], onset: the picked onset p_t [B]
+        (None: 0); updates state in place."""
         prev = w if state["prev"] is None else state["prev"]
         inp = e + prev - w                                            # (E(x) + w^_{t-1}) - w
         out = w + e
         pieces = []
         for g in GROUPS:
             s, t = self.groups[g]
-            h = self.grus[g](inp[:, s:t].flatten(1), state["h"][g])
+            x = inp[:, s:t].flatten(1)
+            if self.onset_input and onset is not None:
+                x = x + onset.to(x.dtype)[:, None] * self.onset_in[g]
+            h = self.grus[g](x, state["h"][g])
             state["h"][g] = h
             pieces.append((s, t, self.outs[g](h).view(-1, t - s, self.w_dim)))
         delta = torch.zeros_like(out)
@@ -170,21 +192,25 @@ class LearnedSteeringModel(nn.Module):
         return self.encoder(mels.reshape(B * T, *mels.shape[2:])).view(B, T, self.num_ws, self.w_dim)
 
     def forward(self, mels: torch.Tensor, w: torch.Tensor, state: dict | None = None,
-                return_state: bool = False, offsets: torch.Tensor | None = None):
+                return_state: bool = False, offsets: torch.Tensor | None = None, onsets: torch.Tensor | None = None):
         """mels [B, T, n_mels, window], w [B, num_ws, w_dim] (or [B, w_dim]) -> w^ [B, T, num_ws, w_dim].
-        `offsets`: E(x) already computed by `encode(mels)` (training reuses them for other losses)."""
+        `offsets`: E(x) already computed by `encode(mels)` (training reuses them for other losses); `onsets`: the
+        picked onsets p_t [B, T] (None: none; ignored by a model without onset_input)."""
         e = self.encode(mels) if offsets is None else offsets
         B, T = e.shape[:2]
         w = self._base(w)
         if w.shape[0] == 1 and B > 1:
             w = w.expand(B, -1, -1)
         state = state or self.init_state(B, e.device)
-        out = torch.stack([self._advance(e[:, t], w, state) for t in range(T)], dim=1)
+        if onsets is not None and tuple(onsets.shape) != (B, T):
+            raise ValueError(f"onsets must be [B, T] = [{B}, {T}], got {tuple(onsets.shape)}")
+        out = torch.stack([self._advance(e[:, t], w, state, None if onsets is None else onsets[:, t])
+                           for t in range(T)], dim=1)
         return (out, state) if return_state else out
 
-    def step(self, mel, w: torch.Tensor, state: dict | None = None):
-        """Inference, one frame: mel [n_mels, window] (numpy or tensor) or [B, n_mels, window] ->
-        (w^ [num_ws, w_dim] or [B, num_ws, w_dim], state)."""
+    def step(self, mel, w: torch.Tensor, state: dict | None = None, onset: float = 0.0):
+        """Inference, one frame: mel [n_mels, window] (numpy or tensor) or [B, n_mels, window], and the frame's
+        picked onset p_t -> (w^ [num_ws, w_dim] or [B, num_ws, w_dim], state)."""
         device = next(self.parameters()).device
         m = torch.as_tensor(np.asarray(mel, np.float32) if not torch.is_tensor(mel) else mel,
                             dtype=torch.float32, device=device)
@@ -195,7 +221,8 @@ class LearnedSteeringModel(nn.Module):
         if wb.shape[0] == 1 and m.shape[0] > 1:
             wb = wb.expand(m.shape[0], -1, -1)
         state = state or self.init_state(m.shape[0], device)
-        out = self._advance(self.encoder(m), wb, state)
+        p = torch.full([m.shape[0]], float(onset), device=device) if self.onset_input else None
+        out = self._advance(self.encoder(m), wb, state, p)
         return (out[0] if single else out), state
 
 
@@ -227,7 +254,8 @@ def save_steering(model: LearnedSteeringModel, path: str, model_hash: str | None
     meta = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "num_ws": str(cfg["num_ws"]), "w_dim": str(cfg["w_dim"]),
             "mel_config": json.dumps(cfg["mel_config"]), "groups": json.dumps(cfg["groups"]),
             "hidden": str(cfg["hidden"]), "channels": json.dumps(cfg["channels"]),
-            "head_hidden": str(cfg["head_hidden"]), "model_hash": model_hash or ""}
+            "head_hidden": str(cfg["head_hidden"]), "onset_input": "1" if cfg["onset_input"] else "0",
+            "model_hash": model_hash or ""}
     for k, v in (extra or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
@@ -264,13 +292,14 @@ def load_steering(path: str, G=None, device=None) -> LearnedSteeringModel:
         hidden = int(meta["hidden"])
         channels = tuple(json.loads(meta.get("channels", json.dumps(list(DEFAULT_CHANNELS)))))
         head_hidden = int(meta.get("head_hidden", 512))
+        onset_input = {"0": False, "1": True}[meta.get("onset_input", "0")]
     except (KeyError, TypeError, ValueError) as e:
         raise SteeringFileError(f"{path}: the steering metadata is invalid ({first_line(e)})") from None
     if G is not None and (num_ws != G.num_ws or w_dim != G.w_dim):
         raise SteeringMismatch(f"steering checkpoint {name} was made for num_ws={num_ws}, w_dim={w_dim}; "
                                f"this model has num_ws={G.num_ws}, w_dim={G.w_dim}")
     try:
-        model = LearnedSteeringModel(num_ws, w_dim, mel, groups, hidden, channels, head_hidden)
+        model = LearnedSteeringModel(num_ws, w_dim, mel, groups, hidden, channels, head_hidden, onset_input)
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except (RuntimeError, ValueError, KeyError) as e:
         raise SteeringFileError(f"{path}: the weights do not match the stored architecture "
@@ -343,8 +372,9 @@ class LearnedSteering(Steering):
         if shape != (mc.n_mels, mc.window_frames):
             raise ValueError(f"learned steering expects mel windows of shape ({mc.n_mels}, {mc.window_frames}) "
                              f"(its MelConfig); got {shape}")
+        onset = float(features.onset) if features.onset_peak else 0.0
         with torch.no_grad():
-            ws, self.state = self.model.step(mel, self.w, self.state)
+            ws, self.state = self.model.step(mel, self.w, self.state, onset)
         if self.intensity != 1:
             ws = self.w + self.intensity * (ws - self.w)
         return ws.float().contiguous()

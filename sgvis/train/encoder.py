@@ -44,14 +44,20 @@ __all__ = ["TRAIN_DEFAULTS", "OBJECTIVE_WEIGHTS", "EncoderTrainer", "train_encod
 STATE_TAG = "sgvis-steering-training-state"
 STATE_VERSION = 1
 WEIGHT_NAMES = ("clip_av", "clip_at", "latent_reg", "offset_reg", "image_adv", "video_adv", "onset_sync",
-                "onset_corr", "contrastive")
+                "onset_corr", "contrastive", "offset_limit", "latent_sync")
 TRAIN_DEFAULTS = {
     "objective": "sync",
     "steps": 1000,
     "batch": 4,
-    "clip_frames": 8,
+    "clip_frames": 8,               # T: frames per training clip, all run through the recurrent model
+    "render_frames": None,          # the last this many of them are rendered for the image losses (None: all T);
+                                    #   the frames before only warm up the recurrent state and feed the latent losses
     "fps": 30.0,
-    "loss_resolution": 64,          # generated frames are area-downsampled to this for motion and discriminators
+    "loss_resolution": 64,          # generated frames are area-downsampled to this for the discriminators
+    "motion_resolution": 64,        # ... and to this for the motion measure (after the look)
+    "look": "off",                  # auto: measure motion on frames with the look render gives this model (the
+                                    #   built-in model's contour lines), as optical flow sees them; off: raw frames
+    "onset_input": False,           # the GRUs also take the picked onset of each frame (sgvis.steer.learned)
     "lr": 1e-4,
     "d_lr": 2e-4,
     "truncation_psi": "auto",       # base latents w, as steer.truncation_psi at render time
@@ -59,7 +65,11 @@ TRAIN_DEFAULTS = {
     "encoder_channels": [32, 64, 128, 256],    # sound inversion encoder conv widths
     "seed": 0,
     # onset_sync target (mean |frame change|, images in [-1, 1]): base + gain * onset envelope with this release
-    "motion": {"base": 0.008, "gain": 0.04, "release_s": 0.25},
+    # onsets: "strength" (the onset strength of every frame) or "picked" (only picked onsets, at their strength)
+    "motion": {"base": 0.008, "gain": 0.04, "release_s": 0.25, "onsets": "strength"},
+    # latent_sync target (RMS over W+ rows of the per-frame latent step): base + gain * the same envelope
+    "latent_motion": {"base": 0.2, "gain": 0.8},
+    "offset_limit": 6.0,            # offset_limit: W+ rows may move this far from w before the hinge penalty
     "contrastive_temperature": 0.1,
     "sample_bank": 256,             # generator samples kept as the image discriminator's reals (audio-only data)
     "r1_gamma": 0.05,
@@ -110,7 +120,7 @@ class EncoderTrainer:
     """The networks, optimisers and one training step; `step(batch)` returns the losses as floats."""
 
     def __init__(self, G, cfg: dict, device: torch.device, mel=None, clip=None, audio_clip=None,
-                 label_texts: list[str] | None = None, dist=None):
+                 label_texts: list[str] | None = None, dist=None, look=None):
         from sgvis.features.analysis import MelConfig
         from sgvis.steer.learned import LearnedSteeringModel
         from sgvis.train.steering_objectives import VideoPatchDiscriminator
@@ -121,7 +131,11 @@ class EncoderTrainer:
         self.weights = resolve_weights(cfg)
         self.G = G.to(device).eval().requires_grad_(False)
         self.model = LearnedSteeringModel(G.num_ws, G.w_dim, mel or MelConfig(), hidden=int(cfg["hidden"]),
-                                          channels=tuple(int(c) for c in cfg["encoder_channels"])).to(device)
+                                          channels=tuple(int(c) for c in cfg["encoder_channels"]),
+                                          onset_input=bool(cfg.get("onset_input"))).to(device)
+        self.look = look if look is not None and look.active else None
+        if cfg["motion"].get("onsets", "strength") not in ("strength", "picked"):
+            raise UserError(f"train_encoder.motion.onsets must be strength or picked, got {cfg['motion']['onsets']!r}")
         res = int(cfg["loss_resolution"])
         if res < 8 or res & (res - 1):
             raise UserError(f"train_encoder.loss_resolution {res}: must be a power of two >= 8")
@@ -194,15 +208,29 @@ class EncoderTrainer:
         mels = batch["mels"].to(self.device).float()
         onset = batch["onset"].to(self.device).float()
         B, T = mels.shape[:2]
+        picked = onset.clamp(0, 1) * batch["onset_peak"].to(self.device).float() if "onset_peak" in batch else None
+        if (cfg["motion"].get("onsets") == "picked" or self.model.onset_input) and picked is None:
+            raise UserError("this data has no picked onsets (onset_peak); build its clip cache again")
+        R = min(int(cfg.get("render_frames") or T), T)                # rendered frames: the last R of the T
         w = base_latents(self.G, B, cfg["truncation_psi"], self.rng)
         self.model.train()
         e = self.model.encode(mels)
-        ws_hat = self.model(mels, w, offsets=e)                                  # [B, T, num_ws, w_dim]
+        ws_hat = self.model(mels, w, offsets=e, onsets=picked if self.model.onset_input else None)  # [B, T, num_ws, w_dim]
+        release = float(cfg["motion"]["release_s"])
+        decay = math.exp(-1.0 / (release * float(cfg["fps"]))) if release > 0 else 0.0
+        drive = picked if cfg["motion"].get("onsets") == "picked" else onset
+        envelope = so.onset_envelope(drive, decay)                              # [B, T]: what each frame asks for
         losses: dict[str, torch.Tensor] = {}
         if wt["latent_reg"]:
             losses["latent_reg"] = so.latent_regulariser(ws_hat)
         if wt["offset_reg"]:
             losses["offset_reg"] = so.offset_regulariser(ws_hat, w)
+        if wt["offset_limit"]:
+            losses["offset_limit"] = so.offset_limit_penalty(ws_hat, w, float(cfg["offset_limit"]))
+        if wt["latent_sync"] and T > 1:
+            lm = cfg["latent_motion"]
+            losses["latent_sync"] = so.onset_sync_loss(so.latent_motion(ws_hat), envelope[:, 1:], float(lm["base"]),
+                                                       float(lm["gain"]))
         if wt["contrastive"] and B > 1:
             half = max(T // 2, 1)
             losses["contrastive"] = so.encoder_contrastive_loss(e[:, :half].mean(1), e[:, half:].mean(1) if T > 1
@@ -212,14 +240,15 @@ class EncoderTrainer:
                                            "clip_at"))
         small = None
         if needs_frames:
-            img = self._synthesize(ws_hat.flatten(0, 1))                          # [B*T, 3, R, R]
+            mels, T = mels[:, T - R:], R                                       # from here on: the rendered frames
+            img = self._synthesize(ws_hat[:, -R:].flatten(0, 1))                 # [B*R, 3, S, S]
             small = so.downsample(img, self.res)
             clips = small.view(B, T, *small.shape[1:])
             if (wt["onset_sync"] or wt["onset_corr"]) and T > 1:
-                motion = so.frame_motion(clips)
-                release = float(cfg["motion"]["release_s"])
-                decay = math.exp(-1.0 / (release * float(cfg["fps"]))) if release > 0 else 0.0
-                target_onset = so.onset_envelope(onset, decay)[:, 1:]
+                seen = self.look(img) if self.look is not None else img
+                mres = min(int(cfg.get("motion_resolution") or self.res), img.shape[-1])
+                motion = so.frame_motion(so.downsample(seen, mres).view(B, T, 3, mres, mres))
+                target_onset = envelope[:, -R + 1:]
                 if wt["onset_sync"]:
                     losses["onset_sync"] = so.onset_sync_loss(motion, target_onset, float(cfg["motion"]["base"]),
                                                               float(cfg["motion"]["gain"]))
@@ -275,7 +304,7 @@ class EncoderTrainer:
         if small is not None and "video_adv" in losses:
             self.D_vid.requires_grad_(True)
             hv = batch["has_video"].bool()
-            real = batch["frames"][hv].to(self.device).float() / 127.5 - 1              # [b, T, 3, S, S]
+            real = batch["frames"][hv][:, -T:].to(self.device).float() / 127.5 - 1       # [b, T, 3, S, S]
             real = so.downsample(real.flatten(0, 1), self.res).view(real.shape[0], T, 3, self.res, self.res)
             fake = small.detach().view(B, T, 3, self.res, self.res)
             loss_v = d_logistic(self.D_vid(real), self.D_vid(fake))
@@ -395,7 +424,8 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
                           mel=mel, labels=cfg.get("labels"), progress=progress and dist.main)
         clip, audio_clip, texts = _load_guidance(cfg, weights, device, dataset)
         torch.manual_seed(int(cfg["seed"]) + dist.rank)
-        trainer = EncoderTrainer(G, cfg, device, mel, clip, audio_clip, texts, dist)
+        trainer = EncoderTrainer(G, cfg, device, mel, clip, audio_clip, texts, dist,
+                                 look=training_look(cfg.get("look"), builtin_model=model_path is None))
         batch_per_rank = int(cfg["batch"]) // dist.world
         if state is not None:
             trainer.load_state_dict(state)
@@ -474,6 +504,17 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
             "previews": previews, "last": last, "clips": len(dataset), "seconds": time.perf_counter() - started}
 
 
+def training_look(setting, builtin_model: bool):
+    """train_encoder.look: "auto" gives the Look render applies to this model by default, "off" None."""
+    if setting in (None, "off", False):
+        return None
+    if setting != "auto":
+        raise UserError(f"train_encoder.look must be auto or off, got {setting!r}")
+    from sgvis.backends.look import Look
+    look = Look(None, builtin_model=builtin_model)
+    return look if look.active else None
+
+
 def _init_steering(model, path: str) -> None:
     """Start from the weights of an existing steering checkpoint (same architecture), e.g. one trained for an
     earlier version of the model: the sound encoder's features carry over, and the steps needed drop."""
@@ -483,11 +524,14 @@ def _init_steering(model, path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")               # trained for another model: that is the point here
         init = load_steering(path)
-    if init.config() != model.config():
-        differ = sorted(k for k in model.config() if init.config().get(k) != model.config()[k])
+    differ = sorted(k for k in model.config() if init.config().get(k) != model.config()[k])
+    if differ and differ != ["onset_input"]:
         raise UserError(f"--init {path}: that checkpoint's architecture differs from this run's "
                         f"({', '.join(differ)}); train from scratch or match the settings")
-    model.load_state_dict(init.state_dict())
+    # A checkpoint without the onset input starts a run with one: its onset vectors start at zero.
+    missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("onset_in.") for k in missing):
+        raise UserError(f"--init {path}: its weights do not fit this run's model")
 
 
 def cmd_train_encoder(args) -> int:

@@ -9,9 +9,9 @@ ARCH_DEFAULTS = dict(resolution=None, channel_base=16384, channel_max=512, z_dim
 
 OBJECTIVE_WEIGHTS = {
     "clip": dict(clip_av=1.0, clip_at=1.0, latent_reg=0.1, offset_reg=0.0, image_adv=0.05, video_adv=0.05,
-                 onset_sync=0.0, onset_corr=0.0, contrastive=0.0),
+                 onset_sync=0.0, onset_corr=0.0, contrastive=0.0, offset_limit=0.0, latent_sync=0.0),
     "sync": dict(clip_av=0.0, clip_at=0.0, latent_reg=0.02, offset_reg=0.002, image_adv=0.05, video_adv=0.0,
-                 onset_sync=1.0, onset_corr=0.5, contrastive=0.1),
+                 onset_sync=1.0, onset_corr=0.5, contrastive=0.1, offset_limit=0.0, latent_sync=0.0),
 }
 
 

@@ -17,6 +17,16 @@ The sync objective, for when no CLIP weights are at hand (no external model at a
     contrastive  InfoNCE on encoder outputs: two windows of the same clip are positives, other clips in the
                  batch negatives, so different sounds map to different W+ regions
     offset_reg   mean || w^_t - w ||^2 (keeps w^ near the prior; the image discriminator does the rest)
+    offset_limit mean relu(|| w^_t - w ||_row - limit)^2: free to roam within `limit` of w, bounded beyond (over
+                 the whole clip, also the frames that only warm up the recurrent state)
+    latent_sync  onset_sync on the latent: the per-frame W+ step (RMS over rows of ||w^_t - w^_{t-1}||) is
+                 regressed onto latent_motion.base + latent_motion.gain * envelope (cheap: no frames needed, so
+                 it covers every frame of a long clip, teaching the recurrent blocks the timing over a horizon
+                 longer than the frames rendered)
+
+With train_encoder.motion.onsets = picked, the envelope is built from the picked onsets only (Features.onset_peak,
+at their strength: the peaks AV-Align takes from the music), and with train_encoder.look = auto the frame change is
+measured on the frames as render shows them (the built-in model's contour lines), which is what optical flow sees.
 """
 from __future__ import annotations
 
@@ -24,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["frame_motion", "onset_envelope", "onset_sync_loss", "onset_corr_loss", "latent_regulariser", "offset_regulariser",
+__all__ = ["frame_motion", "latent_motion", "offset_limit_penalty", "onset_envelope", "onset_sync_loss", "onset_corr_loss", "latent_regulariser", "offset_regulariser",
            "encoder_contrastive_loss", "cosine_distance", "VideoPatchDiscriminator", "downsample"]
 
 
@@ -38,6 +48,18 @@ def downsample(img: torch.Tensor, size: int) -> torch.Tensor:
 def frame_motion(frames: torch.Tensor) -> torch.Tensor:
     """frames [B, T, C, H, W] -> motion [B, T-1]: mean absolute change between consecutive frames."""
     return (frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(2, 3, 4))
+
+
+def latent_motion(ws_hat: torch.Tensor) -> torch.Tensor:
+    """ws_hat [B, T, num_ws, w_dim] -> [B, T-1]: RMS over W+ rows of the per-frame step norm."""
+    step = (ws_hat[:, 1:] - ws_hat[:, :-1]).square().sum(dim=-1)             # [B, T-1, num_ws]
+    return (step.mean(dim=-1) + 1e-8).sqrt()
+
+
+def offset_limit_penalty(ws_hat: torch.Tensor, w: torch.Tensor, limit: float) -> torch.Tensor:
+    """ws_hat [B, T, num_ws, w_dim], w [B, num_ws, w_dim]: mean relu(||w^_t - w||_row - limit)^2."""
+    dist = ((ws_hat - w[:, None]).square().sum(dim=-1) + 1e-8).sqrt()
+    return torch.relu(dist - limit).square().mean()
 
 
 def onset_envelope(onset: torch.Tensor, decay: float) -> torch.Tensor:
