@@ -622,7 +622,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--record", help="record what is shown, with the captured audio, to this .mp4")
     p.add_argument("--out", action="append", metavar="NAME:TARGET",
                    help="also send what is shown to an output, e.g. png:frames/, video:take.mkv, v4l2:/dev/video10 "
-                        "(virtual camera) or ndi:NAME (repeatable)")
+                        "(virtual camera), ndi:NAME, spout:NAME (Windows) or syphon:NAME (macOS) (repeatable)")
     p.add_argument("--control", action="append", metavar="NAME",
                    help="start a control producer (remote control) by name (repeatable); keys always work in a window")
     from sgvis.control.cli import add_live_arguments
