@@ -154,6 +154,9 @@ class LiveShow:
         self.producers = [PRODUCERS.create(name, **job.control_options.get(name, {})) for name in job.controls]
         from sgvis.control.tempo import TempoClock
         self.tempo_clock = TempoClock()      # tap tempo / set BPM; replaces the tracker's beat while it has one
+        for producer in self.producers:      # a shared beat (--link: Ableton Link) goes before taps and a set BPM
+            if hasattr(producer, "tempo_and_beat"):
+                self.tempo_clock.follow(producer)
         self.mel = self.steering.mel_config or MelConfig()     # the features the steering was made for
         self.extractor = FeatureExtractor(self.mel)
         self.input = self._open_input()

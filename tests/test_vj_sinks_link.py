@@ -1,7 +1,11 @@
-"""VJ integration, part two: Spout (Windows) and Syphon (macOS) video out.
+"""VJ integration, part two: Spout (Windows) and Syphon (macOS) video out, Ableton Link tempo.
 
-Neither can run here (Linux), so each is tested at its OS boundary: the sinks with `make_sender` replaced, and
-the boundary classes themselves against stand-in modules (SpoutGL, syphon) that record the calls they get."""
+None of the three can run here (Linux, and Link multicasts on the network), so each is tested at its OS
+boundary: the sinks with `make_sender` replaced, Link with `make_link` replaced; and the boundary classes
+themselves against stand-in modules (SpoutGL, syphon, aalink) that record the calls they get.  No real Link
+object is ever made."""
+import asyncio
+import json
 import sys
 import threading
 import time
@@ -296,3 +300,146 @@ def test_render_sends_to_spout_and_ndi_and_stops_at_an_unavailable_syphon(model,
                     "--out syphon:mac needs macOS", "syphon-python")
     assert not again.exists()
     assert fake_senders["spout"][-1].closed                       # the Spout sender opened first was closed
+
+
+# -- Ableton Link ------------------------------------------------------------------------------------------------
+class FakeLink:
+    """Stands in for the Link boundary (sgvis.control.link.AbletonLink): a session at `tempo` whose beat runs
+    with the clock from `first_beat`; every read is kept as (beats, peers)."""
+    made = []
+
+    def __init__(self, bpm, quantum, tempo=128.0, peers=2, first_beat=3.9):
+        self.args, self.tempo, self.peers = (bpm, quantum), tempo, peers
+        self.start, self.first_beat = time.perf_counter(), first_beat
+        self.reads, self.closed = [], False
+        FakeLink.made.append(self)
+
+    def read(self):
+        beats = self.first_beat + (time.perf_counter() - self.start) * self.tempo / 60.0
+        self.reads.append((beats, self.peers))
+        return self.tempo, beats, self.peers
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_link(monkeypatch):
+    """aalink "installed" (an empty stand-in module: nothing may make a real Link) and make_link replaced."""
+    import sgvis.control.link as link
+    FakeLink.made = []
+    monkeypatch.setitem(sys.modules, "aalink", types.ModuleType("aalink"))
+    monkeypatch.setattr(link, "make_link", FakeLink)
+    return FakeLink.made
+
+
+def test_link_drives_the_tempo_clock_tempo_phase_and_beats(fake_link):
+    from sgvis.control.link import NO_PEERS, LinkTempo
+    from sgvis.control.tempo import TempoClock
+    from sgvis.features.analysis import Features
+    producer = LinkTempo()
+    clock = TempoClock()
+    clock.follow(producer)
+    audio = Features(time=0.0, tempo=97.0, beat_phase=0.9)
+    assert clock.features(audio, 1.0) is audio                   # not started: nothing to follow yet
+    producer.start(bus=None)
+    (link,) = fake_link
+    assert link.args == (120.0, 4.0)                             # offers 120 BPM until it meets the session
+    link.read = lambda: (link.tempo, link.beat, link.peers)
+    for beat, phase, fell in ((7.25, 0.25, False), (7.75, 0.75, False), (8.02, 0.02, True), (8.5, 0.5, False),
+                              (-0.25, 0.75, True)):
+        link.beat = beat
+        f = clock.features(audio, 5.0)
+        assert f.tempo == 128.0 and f.beat_phase == pytest.approx(phase) and f.beat is fell, beat
+    # Taps while the session has peers: the session's beat still wins.
+    for t in (10.0, 10.5, 11.0):
+        clock.tap(t)
+    link.beat = 9.5
+    assert clock.features(audio, 11.25).tempo == 128.0 and producer.status == ""
+    # Alone in the session: the tapped tempo (120 BPM, a beat at 11.0), and the HUD says why.
+    link.peers = 0
+    f = clock.features(audio, 11.25)
+    assert f.tempo == pytest.approx(120.0) and f.beat_phase == pytest.approx(0.5) and producer.status == NO_PEERS
+    clock.set_bpm(0, 12.0)                                       # no taps either: the audio tracker's beat
+    assert clock.features(audio, 12.5) is audio
+    link.peers, link.tempo, link.beat = 3, 90.0, 2.5             # peers again, at the session's new tempo
+    assert clock.features(audio, 13.0).tempo == 90.0
+    assert producer.report() == {"peers": 3, "most_peers": 3, "tempo": 90.0, "frames_followed": 7}
+    producer.stop()
+    assert link.closed and clock.features(audio, 14.0) is audio
+
+
+def test_link_boundary_makes_one_enabled_link_inside_a_loop_and_reads_it(monkeypatch):
+    """AbletonLink against a stand-in aalink module: the Link is made in a running asyncio loop (aalink 0.2
+    takes the running loop), given the quantum and enabled; read() maps its properties; close() disables it."""
+    from sgvis.control.link import AbletonLink
+    made = []
+
+    class StandInLink:
+        def __init__(self, bpm):
+            self.loop = asyncio.get_running_loop()              # raises outside a running loop, as aalink does
+            self.bpm, self.quantum, self.enabled = bpm, 1.0, False
+            self.tempo, self.beat, self.num_peers = 133.0, 17.5, 1
+            made.append(self)
+
+    stand_in = types.ModuleType("aalink")
+    stand_in.Link = StandInLink
+    monkeypatch.setitem(sys.modules, "aalink", stand_in)
+    boundary = AbletonLink(120.0, 4.0)
+    (link,) = made
+    assert link.bpm == 120.0 and link.quantum == 4.0 and link.enabled is True
+    assert boundary.read() == (133.0, 17.5, 1)
+    boundary.close()
+    assert link.enabled is False and boundary.link is None and link.loop.is_closed()
+    assert AbletonLink.available()
+
+
+def test_link_in_a_show_locks_the_steering_to_the_session_beat(jack, model, tmp_path, fake_link):
+    """A show with the Link producer: every frame's features carry the session's tempo and beat phase (and a
+    beat where the session's beat number changed) until the session has no other peer, then the audio's."""
+    show = make_show(model, tmp_path, duration=1.5, fps=20, controls=["link"], stats=str(tmp_path / "s.json"))
+    seen = []
+    step = show.steering.step
+    show.steering.step = lambda f: (seen.append(f), step(f))[1]
+    show_step = show.step
+
+    def step_and_leave():
+        if show.frames_shown == 12:
+            fake_link[0].peers = 0                               # the other peers left the session
+        show_step()
+    show.step = step_and_leave
+    stats = show.run()
+    (link,) = fake_link
+    assert link.closed
+    followed = seen[1:]                                          # the first step is the show's start (time 0)
+    assert len(followed) == len(link.reads) == stats["frames_shown"] > 15
+    previous = None
+    for f, (beats, peers) in zip(followed, link.reads):
+        if peers:
+            assert f.tempo == 128.0 and f.beat_phase == pytest.approx(beats % 1.0)
+            assert f.beat == (previous is not None and int(beats // 1) != int(previous // 1))
+            previous = beats
+        else:
+            assert f.tempo != 128.0
+    assert sum(f.beat for f in followed[:12]) >= 1                # 128 BPM from beat 3.9: a beat in the first 12
+    report = json.loads((tmp_path / "s.json").read_text())["producers"]["link"]
+    assert report == {"peers": 0, "most_peers": 2, "tempo": 128.0, "frames_followed": 12}
+
+
+def test_link_flag_on_the_command_line(jack, model, tmp_path, fake_link):
+    stats_path = tmp_path / "stats.json"
+    result = run_cli("live", "--device", "system", "--model", model, "--headless", "--duration", "1", "--fps", "20",
+                     "--link", "--stats", str(stats_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(stats_path.read_text())["producers"]["link"]
+    assert report["most_peers"] == 2 and report["frames_followed"] > 5
+    assert fake_link[0].closed
+
+
+def test_missing_aalink_is_one_line_and_exit_2(model, monkeypatch):
+    from sgvis.control.link import LinkTempo
+    from sgvis.errors import UserError
+    monkeypatch.setitem(sys.modules, "aalink", None)              # not installed
+    with pytest.raises(UserError, match=r"^--link \(Ableton Link\) needs aalink: pip install aalink$"):
+        LinkTempo()
+    _one_clear_line(run_cli("live", "--model", model, "--headless", "--link"), "needs aalink: pip install aalink")
