@@ -154,6 +154,9 @@ class LiveShow:
         self.producers = [PRODUCERS.create(name, **job.control_options.get(name, {})) for name in job.controls]
         from sgvis.control.tempo import TempoClock
         self.tempo_clock = TempoClock()      # tap tempo / set BPM; replaces the tracker's beat while it has one
+        for producer in self.producers:      # a shared beat (--link: Ableton Link) goes before taps and a set BPM
+            if hasattr(producer, "tempo_and_beat"):
+                self.tempo_clock.follow(producer)
         self.mel = self.steering.mel_config or MelConfig()     # the features the steering was made for
         self.extractor = FeatureExtractor(self.mel)
         self.input = self._open_input()
@@ -622,7 +625,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--record", help="record what is shown, with the captured audio, to this .mp4")
     p.add_argument("--out", action="append", metavar="NAME:TARGET",
                    help="also send what is shown to an output, e.g. png:frames/, video:take.mkv, v4l2:/dev/video10 "
-                        "(virtual camera) or ndi:NAME (repeatable)")
+                        "(virtual camera), ndi:NAME, spout:NAME (Windows) or syphon:NAME (macOS) (repeatable)")
     p.add_argument("--control", action="append", metavar="NAME",
                    help="start a control producer (remote control) by name (repeatable); keys always work in a window")
     from sgvis.control.cli import add_live_arguments

@@ -239,4 +239,5 @@ class ControlProducer(Protocol):
 PRODUCERS = Registry("control producer", {
     "osc": "sgvis.control.osc:OscControls",       # --osc-port / --osc-out
     "midi": "sgvis.control.midi:MidiControls",    # --midi / --midi-map
+    "link": "sgvis.control.link:LinkTempo",       # --link: Ableton Link tempo and beat (aalink)
 })

@@ -5,6 +5,9 @@ and pulses breathe to the shared tempo.  Tempo 0 hands the beat back to the audi
     clock = TempoClock()
     clock.tap(0.0); clock.tap(0.5); clock.tap(1.0)     # 120 BPM, beat at 1.0
     features = clock.features(features, now)          # tempo, beat_phase and beat from the clock
+
+A shared beat (Ableton Link, `--link`: sgvis.control.link) goes first: `clock.follow(source)` takes tempo and
+beat from `source.tempo_and_beat()` whenever it has them, and the clock's own taps or BPM otherwise.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ class TempoClock:
         self.bpm = 0.0
         self.anchor = 0.0                 # a time (perf_counter seconds) where a beat fell
         self.taps: list[float] = []
+        self.source = None                # a shared beat followed first (follow())
         self._last_beat_index = None
+        self._last_from_source = False
 
     def tap(self, now: float) -> float:
         """One tap at `now`; returns the tempo (0 until two taps of one run)."""
@@ -51,12 +56,25 @@ class TempoClock:
         beats = (now - self.anchor) * self.bpm / 60.0
         return beats - int(beats // 1)
 
+    def follow(self, source) -> None:
+        """Take tempo and beat from `source` first: its tempo_and_beat() gives (BPM, beats on its timeline), or
+        None while it has none (Ableton Link without other peers); None stops following."""
+        self.source = source
+
     def features(self, features, now: float):
-        """`features` with tempo, beat phase and beat from this clock (unchanged when it has no tempo)."""
-        if self.bpm <= 0:
+        """`features` with tempo, beat phase and beat from the followed source, else from this clock's taps or
+        BPM (unchanged when neither has a tempo)."""
+        shared = self.source.tempo_and_beat() if self.source is not None else None
+        if shared is not None:
+            bpm, beats = float(shared[0]), float(shared[1])
+        elif self.bpm > 0:
+            bpm, beats = self.bpm, (now - self.anchor) * self.bpm / 60.0
+        else:
             return features
-        beats = (now - self.anchor) * self.bpm / 60.0
+        if (shared is not None) != self._last_from_source:     # another timeline: its beat numbers are not ours
+            self._last_beat_index = None
+            self._last_from_source = shared is not None
         index = int(beats // 1)
         beat = self._last_beat_index is not None and index != self._last_beat_index
         self._last_beat_index = index
-        return dataclasses.replace(features, tempo=self.bpm, beat_phase=beats - index, beat=beat)
+        return dataclasses.replace(features, tempo=bpm, beat_phase=beats - index, beat=beat)

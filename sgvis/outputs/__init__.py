@@ -72,6 +72,8 @@ SINKS = Registry("output", {
     "v4l2": "sgvis.outputs.virtualcam:open_virtualcam_sink",      # virtual camera (pyvirtualcam)
     "virtualcam": "sgvis.outputs.virtualcam:open_virtualcam_sink",  # the same; target auto on macOS/Windows
     "ndi": "sgvis.outputs.ndi:open_ndi_sink",                     # NDI sender (ndi-python)
+    "spout": "sgvis.outputs.spout:open_spout_sink",               # Spout sender, Windows (SpoutGL)
+    "syphon": "sgvis.outputs.syphon:open_syphon_sink",            # Syphon server, macOS (syphon-python)
 })
 FILE_SINKS = ("video", "png")      # outputs whose target is a path (checked before a show starts)
 
