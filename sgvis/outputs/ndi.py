@@ -7,7 +7,7 @@ import numpy as np
 
 from sgvis.errors import first_line
 from sgvis.outputs import OutputUnavailable, SinkContext
-from sgvis.outputs.stream import StreamSink
+from sgvis.outputs.stream import StreamSink, opaque_rgba
 
 INSTALL = "pip install 'sgvis[vj]' (ndi-python)"
 
@@ -48,10 +48,7 @@ class NdiSink(StreamSink):
     what = "NDI"
 
     def convert(self, frame: np.ndarray) -> np.ndarray:
-        rgbx = np.empty((frame.shape[0], frame.shape[1], 4), np.uint8)
-        rgbx[..., :3] = frame
-        rgbx[..., 3] = 255
-        return rgbx
+        return opaque_rgba(frame)
 
 
 def open_ndi_sink(target: str, context: SinkContext) -> NdiSink:

@@ -19,7 +19,7 @@ import numpy as np
 
 from sgvis.errors import first_line
 from sgvis.outputs import OutputUnavailable, SinkContext
-from sgvis.outputs.stream import StreamSink
+from sgvis.outputs.stream import StreamSink, opaque_rgba
 
 INSTALL = "pip install 'sgvis[vj]' (SpoutGL)"
 
@@ -71,10 +71,7 @@ class SpoutSink(StreamSink):
     what = "Spout"
 
     def convert(self, frame: np.ndarray) -> np.ndarray:
-        rgba = np.empty((frame.shape[0], frame.shape[1], 4), np.uint8)
-        rgba[..., :3] = frame
-        rgba[..., 3] = 255
-        return rgba
+        return opaque_rgba(frame)
 
 
 def open_spout_sink(target: str, context: SinkContext) -> SpoutSink:

@@ -16,6 +16,14 @@ from sgvis.errors import first_line
 RETRY_S = 2.0
 
 
+def opaque_rgba(frame: np.ndarray) -> np.ndarray:
+    """An RGB uint8 frame as RGBA with alpha 255 (NDI, Spout and Syphon take four channels)."""
+    rgba = np.empty((frame.shape[0], frame.shape[1], 4), np.uint8)
+    rgba[..., :3] = frame
+    rgba[..., 3] = 255
+    return rgba
+
+
 class StreamSink:
     what = "output"
 
