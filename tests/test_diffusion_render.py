@@ -153,7 +153,16 @@ def test_render_tempotokens_mp4_with_audio(files, tmp_path):
     again = tmp_path / "again.mp4"
     assert run_cli(*[str(again) if a == str(out) else a for a in args if a not in ("--stats", str(stats))]
                    ).returncode == 0
-    assert np.array_equal(read_video(again)[0], frames)      # same seed, same video
+    # Same seed, same video: up to float rounding (BLAS kernels may sum in another order from one process to
+    # the next, and H.264 turns a changed pixel into a changed block), so compare with a tolerance far below
+    # what another seed changes.
+    same = np.abs(read_video(again)[0].astype(np.int16) - frames).mean()
+    other = tmp_path / "other.mp4"
+    other_args = [str(other) if a == str(out) else a for a in args if a not in ("--stats", str(stats))]
+    other_args[other_args.index("--seed") + 1] = "4"
+    assert run_cli(*other_args).returncode == 0
+    differs = np.abs(read_video(other)[0].astype(np.int16) - frames).mean()
+    assert same < 1.0 and differs > 5 * max(same, 1.0), (same, differs)
 
 
 def one_line_error(result, *expected):
