@@ -141,6 +141,86 @@ def test_onset_input_learns_to_move_on_picked_onsets_that_the_mel_does_not_show(
     assert steps[on].mean() > 1.5 * blind_steps[on].mean()
 
 
+def silence_batch(T=12, seed=1):
+    """fixed_batch with picked onsets and the window-end rows of 30 fps frames (22050 Hz, hop 512)."""
+    batch = fixed_batch(T=T, seed=seed)
+    batch["onset_peak"] = batch["onset"].clone()
+    rows = torch.round(torch.arange(T) * 22050 / 512 / 30).long()
+    batch["mel_rows"] = rows[None].repeat(batch["onset"].shape[0], 1)
+    return batch
+
+
+def test_silence_augmentation_floors_one_span_of_mel_rows_and_drops_its_onsets():
+    from sgvis.features.analysis import SILENT_LOG_MEL
+    G = tiny_generator(resolution=32)
+    cfg = config(objective="sync", onset_input=True, silence=dict(probability=1.0, min_s=0.4, max_s=0.4),
+                 motion=dict(base=0.01, gain=0.1, release_s=0.0, onsets="picked"))
+    trainer = EncoderTrainer(G, cfg, torch.device("cpu"), MelConfig())
+    batch = silence_batch()
+    B, T, _, W = batch["mels"].shape
+    rows = batch["mel_rows"]
+    spans = 0
+    for _ in range(6):
+        mels, onset, picked, quiet = trainer._silence(batch, batch["mels"], batch["onset"], batch["onset_peak"])
+        for b in range(B):
+            col_rows = rows[b][:, None] - W + torch.arange(W)                  # [T, W]
+            floored = (mels[b] == SILENT_LOG_MEL).all(dim=1)                     # [T, W]: whole mel rows at the floor
+            silent_rows = torch.unique(col_rows[floored])
+            assert torch.equal(mels[b][~floored[:, None, :].expand_as(mels[b])],
+                               batch["mels"][b][~floored[:, None, :].expand_as(mels[b])])   # the rest untouched
+            if len(silent_rows):
+                spans += 1
+                lo, hi = int(silent_rows.min()), int(silent_rows.max())
+                assert len(silent_rows) == hi - lo + 1                           # one contiguous span of rows ...
+                assert len(silent_rows) <= round(0.4 * 22050 / 512) + 1          # ... 0.4 s long at most
+                # the same rows are silent in every window that holds them
+                assert torch.equal(floored, (col_rows >= lo) & (col_rows <= hi))
+                ends = rows[b] - 1
+                expect = ((ends >= lo) & (ends <= hi)).float()
+                assert torch.equal(quiet[b], expect)
+            assert torch.equal(onset[b], batch["onset"][b] * (1 - quiet[b]))
+            assert torch.equal(picked[b], batch["onset_peak"][b] * (1 - quiet[b]))
+    assert spans >= B * 6 // 2                 # probability 1: spans that fall before the clip hold no window rows
+    trainer.cfg["silence"]["probability"] = 0.0
+    mels, onset, _, quiet = trainer._silence(batch, batch["mels"], batch["onset"], batch["onset_peak"])
+    assert torch.equal(mels, batch["mels"]) and not quiet.any()
+
+
+def test_silence_augmentation_teaches_the_steering_to_hold_still_in_silence():
+    """Trained on the latent motion target alone (base motion everywhere, more on onsets), a model that also saw
+    silent spans keeps its latent nearly still once its mel window is silent; one that never did moves on."""
+    def silent_steps(probability):
+        torch.manual_seed(0)
+        G = tiny_generator(resolution=32)
+        weights = dict(TRAIN_DEFAULTS["weights"], onset_sync=0.0, onset_corr=0.0, latent_sync=1.0, offset_limit=0.0,
+                       contrastive=0.0, latent_reg=0.0, offset_reg=0.0, image_adv=0.0)
+        cfg = config(objective="sync", onset_input=True, clip_frames=12, lr=1e-3, weights=weights,
+                     motion=dict(base=0.01, gain=0.1, release_s=0.0, onsets="picked"),
+                     latent_motion=dict(base=0.3, gain=0.6),
+                     silence=dict(probability=probability, min_s=0.5, max_s=1.0))
+        trainer = EncoderTrainer(G, cfg, torch.device("cpu"), MelConfig())
+        batches = [silence_batch(seed=s) for s in range(4)]
+        trainer.calibrate_inputs(torch.cat([b["mels"] for b in batches]))
+        with torch.no_grad():                             # off the still start (as --init from a trained model)
+            for out in trainer.model.outs.values():
+                torch.nn.init.normal_(out.weight, std=1e-3)
+        for i in range(60):
+            trainer.step(batches[i % 4])
+        from sgvis.features.analysis import SILENT_LOG_MEL
+        test = silence_batch(seed=9)
+        mels, onsets = test["mels"].clone(), test["onset"].clone()
+        mels[:, 4:] = SILENT_LOG_MEL                       # the music stops after frame 3: whole windows silent
+        onsets[:, 4:] = 0
+        with torch.no_grad():
+            ws = trainer.model(mels, trainer.model._base(torch.zeros(4, G.num_ws, G.w_dim)), onsets=onsets)
+        steps = (ws[:, 1:] - ws[:, :-1]).norm(dim=-1).mean(-1)
+        return float(steps[:, 5:].mean()), float(steps[:, :3].mean())
+    calm, before = silent_steps(0.7)
+    restless, _ = silent_steps(0.0)
+    assert calm < 0.3 * restless, (calm, restless)
+    assert calm < 0.3 * before, (calm, before)             # it still moved while there was sound
+
+
 def test_picked_onset_target_needs_picked_onsets_in_the_data():
     from sgvis.errors import UserError
     G = tiny_generator(resolution=32)

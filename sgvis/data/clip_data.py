@@ -348,6 +348,7 @@ class ClipSet(torch.utils.data.Dataset):
         return {"mels": torch.from_numpy(np.ascontiguousarray(mels.transpose(0, 2, 1), np.float32)),
                 "onset": torch.from_numpy(a["onset"][start:start + T].copy()),
                 "onset_peak": torch.from_numpy(a["onset_peak"][start:start + T].astype(np.float32)),
+                "mel_rows": torch.from_numpy((ends - ends[0]).astype(np.int64)),   # each frame's window end, in mel rows
                 "rms": torch.from_numpy(a["rms"][start:start + T].copy()),
                 "frames": torch.from_numpy(np.ascontiguousarray(frames)),
                 "has_video": torch.tensor(has_video),

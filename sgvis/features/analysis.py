@@ -22,6 +22,8 @@ from sgvis.features.rhythm import beat_frames, onset_frames
 BANDS_HZ = {"low": (20.0, 250.0), "mid": (250.0, 2000.0), "high": (2000.0, 20000.0)}
 ONSET_BANDS = ("bass", "mid", "high")     # Features.band_onsets keys (bass: the "low" band)
 BAND_ONSET_FLOOR_DB = 1.5
+MEL_FLOOR = 1e-6                          # added to mel power before the log
+SILENT_LOG_MEL = float(np.log(MEL_FLOOR))  # a log-mel row of digital silence (the mel window before any audio)
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ class FeatureExtractor:
         self.pending = np.zeros(0, np.float32)
         self.samples_seen = 0
         self.frames_done = 0
-        self.mel_history = deque([np.full(c.n_mels, np.log(1e-6), np.float32)] * c.window_frames,
+        self.mel_history = deque([np.full(c.n_mels, SILENT_LOG_MEL, np.float32)] * c.window_frames,
                                  maxlen=c.window_frames)
         self.prev_db = None
         self.prev_mag = None
@@ -247,7 +249,7 @@ class FeatureExtractor:
         power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32) / (self.window ** 2).sum()
         mag = np.sqrt(power)
         mel = self.mel_fb @ power
-        log_mel = np.log(mel + 1e-6).astype(np.float32)
+        log_mel = np.log(mel + MEL_FLOOR).astype(np.float32)
         self.mel_history.append(log_mel)
         db = 10 * np.log10(mel + 1e-10)
         rise = None if self.prev_db is None else np.maximum(db - self.prev_db, 0)

@@ -70,6 +70,9 @@ TRAIN_DEFAULTS = {
     # latent_sync target (RMS over W+ rows of the per-frame latent step): base + gain * the same envelope
     "latent_motion": {"base": 0.2, "gain": 0.8},
     "offset_limit": 6.0,            # offset_limit: W+ rows may move this far from w before the hinge penalty
+    # silence augmentation: with this probability a clip gets a span of digital silence (its mel rows at the
+    # floor, no onsets), where the motion targets ask for stillness (a hit's release may still ease out)
+    "silence": {"probability": 0.0, "min_s": 0.5, "max_s": 3.0},
     "contrastive_temperature": 0.1,
     "sample_bank": 256,             # generator samples kept as the image discriminator's reals (audio-only data)
     "r1_gamma": 0.05,
@@ -199,6 +202,34 @@ class EncoderTrainer:
             return downsample(self._synthesize(base_latents(self.G, n, self.cfg["truncation_psi"],
                                                             self.rng)), self.res)
 
+    def _silence(self, batch: dict, mels: torch.Tensor, onset: torch.Tensor, picked: torch.Tensor | None):
+        """Silence augmentation: each clip, with probability silence.probability, gets one span of digital
+        silence (min_s to max_s long, anywhere from before the clip's first window to its last frame): its mel
+        rows in every window become the analysis floor, and the frames whose window ends inside it lose their
+        onsets.  Returns (mels, onset, picked, quiet [B, T]: 1 on those frames)."""
+        from sgvis.features.analysis import SILENT_LOG_MEL
+        sc = self.cfg["silence"]
+        if "mel_rows" not in batch:
+            raise UserError("silence augmentation needs the clips' mel row positions; build the clip cache again")
+        rows = batch["mel_rows"].to(self.device).long()                      # [B, T]: window ends, relative
+        B, T, _, W = mels.shape
+        rate = self.model.mel_config.sample_rate / self.model.mel_config.hop     # mel rows per second
+        lo, hi = float(sc["min_s"]) * rate, float(sc["max_s"]) * rate
+        u = torch.rand(B, 3, generator=self.rng).to(self.device)
+        on = u[:, 0] < float(sc["probability"])
+        length = lo + (hi - lo) * u[:, 1]
+        first, last = -W, rows[:, -1].float()                                # rows a window of the clip can hold
+        r0 = first + (last - first) * u[:, 2]
+        r1 = torch.where(on, r0 + length, r0)                                # an empty span where it is off
+        col = rows[:, :, None] - W + torch.arange(W, device=self.device)     # [B, T, W]: each column's row
+        silent_col = (col >= r0[:, None, None]) & (col < r1[:, None, None])
+        mels = torch.where(silent_col[:, :, None, :], torch.full_like(mels, SILENT_LOG_MEL), mels)
+        end = (rows - 1).float()
+        quiet = ((end >= r0[:, None]) & (end < r1[:, None])).float()
+        onset = onset * (1 - quiet)
+        picked = picked * (1 - quiet) if picked is not None else None
+        return mels, onset, picked, quiet
+
     # -- one step --------------------------------------------------------------------------------------
     def step(self, batch: dict) -> dict:
         from sgvis.train.losses import d_logistic, g_nonsaturating, r1_penalty
@@ -212,6 +243,9 @@ class EncoderTrainer:
         if (cfg["motion"].get("onsets") == "picked" or self.model.onset_input) and picked is None:
             raise UserError("this data has no picked onsets (onset_peak); build its clip cache again")
         R = min(int(cfg.get("render_frames") or T), T)                # rendered frames: the last R of the T
+        quiet = torch.zeros(B, T, device=self.device)                   # 1 where the clip was made silent
+        if float((cfg.get("silence") or {}).get("probability", 0.0)) > 0:
+            mels, onset, picked, quiet = self._silence(batch, mels, onset, picked)
         w = base_latents(self.G, B, cfg["truncation_psi"], self.rng)
         self.model.train()
         e = self.model.encode(mels)
@@ -229,8 +263,8 @@ class EncoderTrainer:
             losses["offset_limit"] = so.offset_limit_penalty(ws_hat, w, float(cfg["offset_limit"]))
         if wt["latent_sync"] and T > 1:
             lm = cfg["latent_motion"]
-            losses["latent_sync"] = so.onset_sync_loss(so.latent_motion(ws_hat), envelope[:, 1:], float(lm["base"]),
-                                                       float(lm["gain"]))
+            losses["latent_sync"] = so.onset_sync_loss(so.latent_motion(ws_hat), envelope[:, 1:],
+                                                       float(lm["base"]) * (1 - quiet[:, 1:]), float(lm["gain"]))
         if wt["contrastive"] and B > 1:
             half = max(T // 2, 1)
             losses["contrastive"] = so.encoder_contrastive_loss(e[:, :half].mean(1), e[:, half:].mean(1) if T > 1
@@ -250,7 +284,8 @@ class EncoderTrainer:
                 motion = so.frame_motion(so.downsample(seen, mres).view(B, T, 3, mres, mres))
                 target_onset = envelope[:, -R + 1:]
                 if wt["onset_sync"]:
-                    losses["onset_sync"] = so.onset_sync_loss(motion, target_onset, float(cfg["motion"]["base"]),
+                    base = float(cfg["motion"]["base"]) * (1 - quiet[:, -R + 1:])
+                    losses["onset_sync"] = so.onset_sync_loss(motion, target_onset, base,
                                                               float(cfg["motion"]["gain"]))
                 if wt["onset_corr"]:
                     losses["onset_corr"] = so.onset_corr_loss(motion, target_onset)
