@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Train the built-in learned-steering checkpoint for the built-in model (sync objective: no CLIP, no download) and
-# compare it with the reactive mode and the untrained initialisation on held-out music.
+# Train the built-in learned-steering checkpoint for the built-in model (sync objective: no CLIP, no download) in
+# two stages, and compare it with the reactive mode on held-out real music.
+#   1. synthesized music (sgvis.audio.synth), configs/train/encoder-sync.yaml: the mel -> motion mapping
+#   2. real music (tools/real_music.py: clips of Debian game-music packages), configs/train/encoder-onsets.yaml,
+#      from stage 1's checkpoint: the picked onsets as input, motion measured on the looked frames
 #
 #   bash tools/recipes/train_default_steering.sh [OUTDIR]       # OUTDIR defaults to ./runs/steer
 #
-# Resumable: run it again with the same OUTDIR and training continues from OUTDIR/run/training-state.pt.
+# Resumable: run it again with the same OUTDIR and each stage continues from its training-state.pt.
 # Environment overrides (defaults = the shipped recipe): STEPS=820 BATCH=2 TRACKS=24 HELDOUT=6 SECONDS=30
-#   INIT=PATH   start from that steering checkpoint (train-encoder --init), e.g. the previous built-in one when
-#               the built-in model was retrained; fewer STEPS are then needed
+#   ONSET_STEPS=400 (stage 2), MUSIC=DIR (the real-music clips; default /work/sgvis-runs/real-music, built by
+#   tools/real_music.py when missing: it fetches the Debian packages with apt)
+#   INIT=PATH   start stage 1 from that steering checkpoint (train-encoder --init), e.g. the previous built-in one
+#               when the built-in model was retrained; fewer STEPS are then needed
 set -euo pipefail
 
 OUT="${1:-./runs/steer}"
@@ -17,6 +22,8 @@ TRACKS="${TRACKS:-24}"
 HELDOUT="${HELDOUT:-6}"
 SECONDS_PER_TRACK="${SECONDS:-30}"
 INIT="${INIT:-}"
+ONSET_STEPS="${ONSET_STEPS:-400}"
+MUSIC="${MUSIC:-/work/sgvis-runs/real-music}"
 HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 mkdir -p "$OUT"
 
@@ -38,7 +45,14 @@ sgvis train-encoder --data "$OUT/train" --out "$OUT/run" --config "$HERE/configs
     --batch "$BATCH" --steps "$STEPS" --set train_encoder.preview_every=0 --set train_encoder.checkpoint_every=10 \
     "${RESUME[@]}"
 
-# 3. Held-out comparison: AV-Align and smoothness per steering.
-sgvis eval steering "$OUT/heldout" --steering reactive --steering untrained --steering "$OUT/run/steering.safetensors" \
-    --seconds 20 --json "$OUT/eval.json"
-echo "ship it with: cp $OUT/run/steering.safetensors $HERE/sgvis/assets/default-steering.safetensors"
+# 3. Stage 2 on real music (resumes when a state exists).
+if [[ ! -d "$MUSIC/train" ]]; then python "$HERE/tools/real_music.py" --out "$MUSIC"; fi
+RESUME=(--init "$OUT/run/steering.safetensors")
+if [[ -f "$OUT/onsets/training-state.pt" ]]; then RESUME=(--resume); fi
+sgvis train-encoder --data "$MUSIC/train" --out "$OUT/onsets" --config "$HERE/configs/train/encoder-onsets.yaml" \
+    --steps "$ONSET_STEPS" "${RESUME[@]}"
+
+# 4. Held-out comparison on real music nobody tuned on: AV-Align, motion and flags per steering.
+sgvis eval steering "$MUSIC/heldout" --steering reactive --steering "$OUT/onsets/steering.safetensors" \
+    --json "$OUT/eval.json"
+echo "ship it with: cp $OUT/onsets/steering.safetensors $HERE/sgvis/assets/default-steering.safetensors"
