@@ -309,7 +309,7 @@ def small_model(G, seed=0, randomize=False):
 def mel_seq(n, seed):
     rng = np.random.default_rng(seed)
     mc = MelConfig()
-    return [Features(time=i / FPS, mel=rng.normal(-6, 3, (mc.n_mels, mc.window_frames)).astype(np.float32))
+    return [Features(time=i / FPS, rms=0.5, mel=rng.normal(-6, 3, (mc.n_mels, mc.window_frames)).astype(np.float32))
             for i in range(n)]
 
 
@@ -495,3 +495,29 @@ def test_space_auto_drifts_bank_models_through_their_learned_images(cache):
         assert torch.isfinite(ws).all() and ws.shape == (240, banked.num_ws, banked.w_dim)
         gaps[space] = float(torch.cdist(ws[:, 0], bank_w).min(dim=1).values.median()) / spread
     assert gaps["w"] > 0.2 and gaps["z"] < 0.05, gaps     # measured: w 0.36, z 0.005
+
+
+def test_learned_steering_holds_still_in_silence_and_rejoins_without_a_jump(G):
+    import dataclasses
+    torch.manual_seed(5)
+    m = small_model(G)
+    with torch.no_grad():                                  # a "trained" model: every weight away from its init
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    feats = mel_seq(90, 11)
+    # 1 s of sound, 1 s of silence (levels 0; the mel is still noise, as the model's input would be), 1 s of sound.
+    feats = [dataclasses.replace(f, rms=0.0) if 30 <= k < 60 else f for k, f in enumerate(feats)]
+    held = LearnedSteering(G, m, {}, 2)
+    free = LearnedSteering(G, m, {"learned": {"hold_in_silence": False}}, 2)
+    a = torch.stack([held.step(f) for f in feats])
+    b = torch.stack([free.step(f) for f in feats])
+    step_a = (a[1:] - a[:-1]).flatten(1).norm(dim=1)
+    step_b = (b[1:] - b[:-1]).flatten(1).norm(dim=1)
+    assert torch.equal(a[:30], b[:30])                     # with sound: the model's own W+, bit for bit
+    assert step_b[35:59].min() > 1e-3                      # the model alone keeps moving in silence
+    assert step_a[55:59].max() == 0                        # held: still, once the gate's release has run out
+    assert step_a[30:50].max() > 0                         # (it eases into the hold over that release)
+    assert step_a[30:35].max() <= step_b[30:35].max()      # and it slows down into the silence, no jolt
+    # Sound again: the picture moves from where it held and catches up with the model, never in one jump.
+    assert step_a[59:].max() < 3 * step_b[59:].max()
+    assert (a[89] - b[89]).norm() < 0.5 * (a[60] - b[60]).norm()

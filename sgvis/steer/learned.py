@@ -39,6 +39,7 @@ network it was trained for (sgvis.steer.directions.model_hash).
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 
@@ -50,6 +51,7 @@ from sgvis.errors import UserError, first_line
 from sgvis.features.analysis import MelConfig
 from sgvis.steer import Steering
 from sgvis.steer.reactive import DEFAULTS, GROUPS, base_latent, resolve_config, resolve_groups, resolve_psi
+from sgvis.steer.silence import SilenceGate
 
 __all__ = ["SoundInversionEncoder", "LearnedSteeringModel", "LearnedSteering", "save_steering", "load_steering",
            "SteeringMismatch", "SteeringFileError", "FORMAT_TAG", "FORMAT_VERSION", "DEFAULT_STEERING",
@@ -58,6 +60,7 @@ __all__ = ["SoundInversionEncoder", "LearnedSteeringModel", "LearnedSteering", "
 FORMAT_TAG = "sgvis-steering"
 FORMAT_VERSION = "1"
 DEFAULT_CHANNELS = (32, 64, 128, 256)
+HOLD_CATCH_UP_S = 1.0       # after a silence, the held picture rejoins the model's over about this long
 
 
 class SteeringFileError(UserError, ValueError):
@@ -226,6 +229,16 @@ class LearnedSteeringModel(nn.Module):
         return (out[0] if single else out), state
 
 
+def _finite_time(features, default: float | None) -> float:
+    try:
+        t = float(features.time)
+    except (TypeError, ValueError, AttributeError):
+        t = float("nan")
+    if math.isfinite(t):
+        return t
+    return 0.0 if default is None else default + 1.0 / 30.0
+
+
 # -- checkpoints ---------------------------------------------------------------------------------------------
 DEFAULT_STEERING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
                                 "default-steering.safetensors")
@@ -333,6 +346,8 @@ class LearnedSteering(Steering):
         self.model = model.to(G.device).eval()
         self.mel_config = model.mel_config
         self.intensity = float(self.cfg["learned"]["intensity"])
+        self.hold_in_silence = bool(self.cfg["learned"]["hold_in_silence"])
+        self.silence = SilenceGate()
         self.reset(seed)
 
     @classmethod
@@ -361,6 +376,9 @@ class LearnedSteering(Steering):
         psi = resolve_psi(self.G, self.cfg["truncation_psi"])
         self.w = base_latent(self.G, self.seed, self.cfg["class_idx"], psi)
         self.state = None
+        self.silence.reset()
+        self._held = None           # (the model's last W+, the W+ shown) while hold_in_silence
+        self._time = None
 
     def step(self, features) -> torch.Tensor:
         mel = features.mel
@@ -377,4 +395,26 @@ class LearnedSteering(Steering):
             ws, self.state = self.model.step(mel, self.w, self.state, onset)
         if self.intensity != 1:
             ws = self.w + self.intensity * (ws - self.w)
+        if self.hold_in_silence:
+            ws = self._hold(ws, features)
         return ws.float().contiguous()
+
+    def _hold(self, ws: torch.Tensor, features) -> torch.Tensor:
+        """The model's W+ with its frame-to-frame steps scaled by the silence gate: in silence the picture holds
+        where it was (the recurrent state runs on); with sound it moves as the model says and, over
+        HOLD_CATCH_UP_S, catches up with what the model drew meanwhile, so no frame jumps."""
+        t = _finite_time(features, self._time)
+        dt = 1.0 / 30.0 if self._time is None else min(max(t - self._time, 1e-3), 0.5)
+        self._time = t
+        gate = self.silence(features, dt)
+        if self._held is None:
+            self._held = (ws, ws)
+            return ws
+        last, shown = self._held
+        if gate >= 1.0 and torch.equal(shown, last):      # never held back: the model's own W+, bit for bit
+            self._held = (ws, ws)
+            return ws
+        shown = shown + gate * (ws - last)
+        shown = shown + (1.0 - math.exp(-gate * dt / HOLD_CATCH_UP_S)) * (ws - shown)
+        self._held = (ws, shown)
+        return shown

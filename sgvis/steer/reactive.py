@@ -55,6 +55,7 @@ import torch
 
 from sgvis.errors import UserError
 from sgvis.steer import STEERINGS, Steering
+from sgvis.steer.silence import SilenceGate
 
 __all__ = ["ReactiveSteering", "resolve_config", "resolve_groups", "DEFAULTS", "SOURCES", "GROUPS",
            "OFFLINE_LOOKAHEAD_S"]
@@ -88,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
              "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
     "chroma": {"amount": 0.8, "smoothing_s": 1.0, "first_component": 0,
                "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.0}},
-    "learned": {"intensity": 1.0},
+    "learned": {"intensity": 1.0, "hold_in_silence": True},
 }
 
 # Recommended feature lookahead for offline rendering (seconds): the frame at time t gets the Features of the
@@ -96,9 +97,6 @@ DEFAULTS: dict[str, Any] = {
 # bench/bench_av_align.py: AV-Align 0.62 with it, 0.60 with 0.03, 0.2-0.3 without (as live).
 OFFLINE_LOOKAHEAD_S = 0.046
 
-# Level (the largest of Features.rms / low / mid / high, 0..1 of their recent peaks) below which the breath of the
-# slow motions fades out: silence.
-SILENCE_LEVEL = 0.03
 
 SPACES = ("auto", "w", "z")
 REF_FPS = 30.0
@@ -176,6 +174,9 @@ def resolve_config(cfg: dict | None) -> dict:
     if not isinstance(c["onset"]["picked"], bool):
         raise UserError(f"steer.onset.picked must be true or false, got {c['onset']['picked']!r}")
     number("steer.learned.intensity", c["learned"]["intensity"], 0)
+    if not isinstance(c["learned"]["hold_in_silence"], bool):
+        raise UserError(f"steer.learned.hold_in_silence must be true or false, got "
+                        f"{c['learned']['hold_in_silence']!r}")
     for g, rows in c["groups"].items():
         if (not isinstance(rows, (list, tuple)) or len(rows) != 2
                 or any(r is not None and (isinstance(r, bool) or not isinstance(r, int)) for r in rows)):
@@ -398,7 +399,7 @@ class ReactiveSteering(Steering):
         self.pulses = {s: Pulse(c[s]["attack_s"], c[s]["release_s"]) for s in SOURCES}
         self.swells = {s: Envelope(c[s]["swell_s"], c[s]["swell_s"]) for s in BANDS}
         self.loudness = Envelope(c["drift"]["loudness_smoothing_s"], c["drift"]["loudness_smoothing_s"])
-        self.sound = Envelope(0.0, 0.1)        # any band's level, released over 0.1 s (breath in silence)
+        self.silence = SilenceGate()           # any band's level, released over 0.1 s (breath in silence)
         self.phase = 1.0                                   # drift position, in keyframes
         self._beats, self._last_ph = 0, None               # beat counter for the breath cycle
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xC4])
@@ -495,8 +496,7 @@ class ReactiveSteering(Steering):
         # In silence the beat grid a tracker keeps through a break is no reason to move: gliding on it there would
         # make the picture pulse while nothing plays.  The breath fades out with the sound (any band), and the
         # slow motions run on steadily until it returns.
-        sound = max(_finite(x) for x in (f.rms, f.low, f.mid, f.high))
-        depth = float(d["breath"]) * min(self.sound(min(max(sound, 0.0), 1.0), dt) / SILENCE_LEVEL, 1.0)
+        depth = float(d["breath"]) * self.silence(f, dt)
         if depth <= 0 or _finite(f.tempo) <= 0:
             self._last_ph = None
             return 1.0
