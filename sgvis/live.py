@@ -32,8 +32,16 @@ LIVE_DEFAULTS = {
         # for many threads, and the audio server, features and GL need a core: on a 2-core CPU one generation
         # thread gives 25 frames/s where two give 20-22 (BENCHMARKS.md, Live).
         "threads": "auto",
+        # Under load (a shared CPU) the generator drops to a lower internal resolution while frames take longer
+        # than latency_budget_ms from pulling their audio to showing them, and climbs back when there is room
+        # (sgvis.live_load); the HUD says so.  false: always the full resolution, whatever the lag.
+        "adapt": True,
+        "latency_budget_ms": 50.0,
     },
 }
+LIVE_STAGES = ("analysis", "steering", "generation", "display")
+
+
 @dataclass
 class LiveJob:
     device: str = "mic"
@@ -141,6 +149,15 @@ class LiveShow:
         self.look = Look(self.config.get("look"), builtin_model=is_builtin_model(job.model))
         self.generator.look = self.look
         self.move = None
+        self.governor = None
+        adapt, budget = self.lcfg["adapt"], self.lcfg["latency_budget_ms"]
+        if not isinstance(adapt, bool):
+            raise UserError(f"live.adapt must be true or false, got {adapt!r}")
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 5 <= budget <= 1000:
+            raise UserError(f"live.latency_budget_ms must be a number from 5 to 1000, got {budget!r}")
+        if adapt and getattr(self.generator, "supports_draft", False):
+            from sgvis.live_load import LoadGovernor
+            self.governor = LoadGovernor(self.G.img_resolution, float(budget))
         from sgvis.control import PRODUCERS, ControlBus, standard_controls
         from sgvis.control.keys import KeyControls
         steer_cfg = self.config.get("steer", {})
@@ -171,9 +188,11 @@ class LiveShow:
         # measurements
         self.frames_shown = 0
         self.frame_times: list[float] = []
+        self.stage_times: dict[str, list[float]] = {name: [] for name in LIVE_STAGES}
         self.latencies: list[float] = []
         self.ready_latencies: list[float] = []
         self.dropped = 0
+        self._last_period = None
         self.disconnects = 0
         self.reconnects = 0
         self._was_connected = True
@@ -386,7 +405,7 @@ class LiveShow:
                 self.frames_recorded = sink.frames_written
         self.sinks = []
 
-    def _hud_lines(self, now: float) -> list[str]:
+    def hud_lines(self, now: float) -> list[str]:
         import numpy as np
         recent = self.frame_times[-60:]
         fps = len(recent) / sum(recent) if recent and sum(recent) > 0 else 0.0
@@ -403,6 +422,8 @@ class LiveShow:
         for part in self.producers + self.sinks:         # an unplugged controller or a lost output
             if getattr(part, "status", ""):
                 lines.append(part.status[:60])
+        if self.governor is not None and self.governor.message:
+            lines.append(self.governor.message[:60])
         if self.message:
             lines.append(self.message[:60])
         return lines
@@ -422,6 +443,8 @@ class LiveShow:
                 self.reconnects += 1
                 self._was_connected = True
                 self.message = "input reconnected"
+        if self.governor is not None:
+            self.generator.draft_resolution = self.governor.draft
         samples, captured = self._pull_audio()
         rate = self.input.sample_rate
         if not self.input.connected:
@@ -435,6 +458,7 @@ class LiveShow:
                 sink.write_audio(samples)
         self._analyse(samples, rate)
         features = self.extractor.at(self._analysed_samples / self.mel.sample_rate)
+        t_analysed = time.perf_counter()
         self.apply_controls()
         features = self.tempo_clock.features(features, t0)
         for listener in self.producers:                  # --osc-out and others that follow the analysis
@@ -447,6 +471,7 @@ class LiveShow:
             move = self.motion.step(features)
             self.move = torch.from_numpy(np.concatenate([move["bend"], move["camera"]])).float()[None]
         on_gpu = self.device.type == "cuda"
+        t_steered = time.perf_counter()
         frames = self.generator.frames(self.ws[None], keep_on_device=on_gpu, motion=self.move)
         if on_gpu:
             torch.cuda.current_stream().synchronize()
@@ -457,7 +482,7 @@ class LiveShow:
         self._last_frame_tensor = frames[0]
         if self.hud_on and t0 >= self._next_hud:
             from sgvis.outputs.display import hud_image
-            self.renderer.set_hud(hud_image(self._hud_lines(t0)))
+            self.renderer.set_hud(hud_image(self.hud_lines(t0)))
             self._next_hud = t0 + 0.25
         elif not self.hud_on:
             self.renderer.set_hud(None)
@@ -465,6 +490,11 @@ class LiveShow:
         self.renderer.draw(w, h)
         self.surface.present()
         t_shown = time.perf_counter()
+        for name, dt in zip(LIVE_STAGES, (t_analysed - t0, t_steered - t_analysed, t_ready - t_steered,
+                                          t_shown - t_ready)):
+            self.stage_times[name].append(dt)
+        if self.governor is not None:
+            self.governor.update(t_shown - t0, None if self._last_period is None else self._last_period)
         offset = float(self.job.latency_offset if self.job.latency_offset is not None else self.lcfg["latency_offset"])
         if self.input.connected and captured > 0:
             self.latencies.append(t_shown - captured + offset)
@@ -484,6 +514,7 @@ class LiveShow:
         if cap > 0 and elapsed > 1.5 / cap:
             self.dropped += 1
         self.frame_times.append(elapsed)
+        self._last_period = elapsed
 
     def run(self) -> dict:
         import torch
@@ -540,6 +571,10 @@ class LiveShow:
             "frames_per_second": self.frames_shown / wall if wall > 0 else None,
             "time_to_first_frame_s": self.first_frame,
             "frame_time_ms": _percentiles(self.frame_times),
+            # where a frame's time goes: audio in + analysis, steering + motion + controls, generation (synthesis,
+            # look, framing, uint8), display (upload, HUD, draw, present)
+            "stage_ms": {name: _percentiles(times) for name, times in self.stage_times.items()},
+            "adapt": None if self.governor is None else self.governor.report(),
             "latency_ms": _percentiles(self.latencies),
             "audio_to_frame_ready_ms": _percentiles(self.ready_latencies),
             "xruns": int(self.input.xruns), "samples_lost": self.samples_lost, "dropped_frames": self.dropped,

@@ -484,7 +484,7 @@ class _SG2Executor:
         self.blocks = [_SG2Block(b) for b in synthesis.blocks()]
         self.num_ws, self.w_dim = synthesis.num_ws, synthesis.w_dim
 
-    def __call__(self, ws, *, noise_mode, dtype_for, memory_format, fused, block_hook=None):
+    def __call__(self, ws, *, noise_mode, dtype_for, memory_format, fused, block_hook=None, max_resolution=None):
         n = ws.shape[0]
         x = img = None
         w_idx = 0
@@ -523,6 +523,8 @@ class _SG2Executor:
                 img = y.contiguous(memory_format=memory_format) if img is None else img.add_(y)
             if block_hook is not None:
                 x, img = block_hook(x.shape[-1], x, img)
+            if max_resolution is not None and x.shape[-1] >= max_resolution and img is not None:
+                break                          # a draft: the picture as it stands at this block
         return img.contiguous()
 
 
@@ -648,6 +650,7 @@ class FastSynthesis:
         self.synthesis = synthesis
         self.kind = getattr(G, "kind", "stylegan3" if hasattr(synthesis, "layer_names") else "stylegan2")
         self.num_ws, self.w_dim = synthesis.num_ws, synthesis.w_dim
+        self.img_resolution = int(synthesis.img_resolution)
         if precision not in ("auto", *_DTYPES):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         if backend not in ("fast", "native"):
@@ -726,12 +729,15 @@ class FastSynthesis:
 
     # -- running ------------------------------------------------------------------------------------
 
-    def _forward(self, ws: torch.Tensor, noise_mode: str = "const", block_hook=None) -> torch.Tensor:
-        if block_hook is not None and (self.backend == "native" or self.kind != "stylegan2"):
-            raise ValueError("block_hook needs the fast StyleGAN2 path")
-        if block_hook is not None:
+    def _forward(self, ws: torch.Tensor, noise_mode: str = "const", block_hook=None,
+                 max_resolution=None) -> torch.Tensor:
+        staged = block_hook is not None or max_resolution is not None
+        if staged and not self.supports_block_hook:
+            raise ValueError("block_hook and max_resolution need the fast StyleGAN2 path")
+        if staged:
             return self._executor(ws, noise_mode=noise_mode, dtype_for=self._dtype_for,
-                                  memory_format=self.memory_format, fused=self._fused, block_hook=block_hook)
+                                  memory_format=self.memory_format, fused=self._fused, block_hook=block_hook,
+                                  max_resolution=max_resolution)
         if self.backend == "native":
             cd = None if self.precision == "fp16" else _DTYPES[self.precision]
             force_fp32 = self.precision == "fp32"
@@ -747,18 +753,23 @@ class FastSynthesis:
         """Whether __call__ takes a block_hook (the fast StyleGAN2 path)."""
         return self.backend == "fast" and self.kind == "stylegan2"
 
-    def __call__(self, ws: torch.Tensor, noise_mode: str = "const", block_hook=None) -> torch.Tensor:
+    def __call__(self, ws: torch.Tensor, noise_mode: str = "const", block_hook=None,
+                 max_resolution: int | None = None) -> torch.Tensor:
         """ws [N, num_ws, w_dim] -> images.  block_hook(resolution, x, img) -> (x, img), called after every
         synthesis block (fast StyleGAN2 path), may transform the features and the image so far: layer
-        transformations ("network bending")."""
+        transformations ("network bending").  max_resolution (fast StyleGAN2 path): stop after the first block
+        of at least that resolution and return the picture as it stands there (a draft at a fraction of the
+        cost; the skip architecture's image is complete at every block)."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
         ws = ws.to(device=self.device, dtype=torch.float32)
         with torch.inference_mode():
-            if block_hook is not None:
-                return self._forward(ws, noise_mode, block_hook)
+            if max_resolution is not None and max_resolution >= self.img_resolution:
+                max_resolution = None
+            if block_hook is not None or max_resolution is not None:
+                return self._forward(ws, noise_mode, block_hook, max_resolution)
             if self.compile and self._compiled is None:
                 # One eager call first fills the per-layer weight caches, so that the compiled graph
                 # sees them as constants (otherwise the second call recompiles).

@@ -657,7 +657,7 @@ def test_live_show_goes_on_without_an_unavailable_output_and_with_a_lost_one(jac
         if show.frames_shown == 10:
             fake_senders[0].fail = True                              # the NDI sender breaks
         if show.frames_shown == 14:
-            seen["hud"] = show._hud_lines(time.perf_counter())
+            seen["hud"] = show.hud_lines(time.perf_counter())
             fake_senders[0].fail = False
         step()
     show.step = step_and_break

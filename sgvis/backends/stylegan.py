@@ -102,6 +102,9 @@ class StyleGANBackend:
         self.look = None                       # sgvis.backends.look.Look, applied before the camera moves
         self.synthesize = None
         self.tuning = None                     # the measured precision choice (sgvis.backends.tuning)
+        # A lower internal resolution (live under load): the synthesis stops at the block of this resolution and
+        # the picture is scaled up to the native one. None: the full synthesis.
+        self.draft_resolution = None
         self._tune = False
         try:
             from stylegan.fast import FastSynthesis
@@ -137,9 +140,12 @@ class StyleGANBackend:
             self.description = f"{self.synthesize.describe()}; {describe(self.tuning)}"
         camera = None
         if motion is None:
-            img = self.synthesize(ws)
+            img = self._synthesis(ws)
         else:
             img, camera = self._synthesize_moving(ws, motion.to(self.device, torch.float32))
+        native = self.G.img_resolution
+        if img.shape[-1] != native:            # a draft: scaled up before the look, so its lines stay thin
+            img = torch.nn.functional.interpolate(img, size=(native, native), mode="bilinear", align_corners=False)
         if self.look is not None and self.look.active:
             img = self.look(img)
         if camera is not None:
@@ -148,6 +154,17 @@ class StyleGANBackend:
         img = fit_images(img, self.output_size, self.fit)
         frames = images_to_uint8(img)
         return frames if keep_on_device else frames.cpu()
+
+    @property
+    def supports_draft(self) -> bool:
+        """Whether draft_resolution takes effect (the fast StyleGAN2 path)."""
+        return bool(getattr(self.synthesize, "supports_block_hook", False))
+
+    def _synthesis(self, ws: torch.Tensor, block_hook=None) -> torch.Tensor:
+        draft = self.draft_resolution if self.supports_draft else None
+        if draft is None:
+            return self.synthesize(ws) if block_hook is None else self.synthesize(ws, block_hook=block_hook)
+        return self.synthesize(ws, block_hook=block_hook, max_resolution=int(draft))
 
     def _synthesize_moving(self, ws: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The pictures with the layout bent, and the camera transform still to apply to them."""
@@ -160,9 +177,9 @@ class StyleGANBackend:
                     x = warp(x, bend)
                     img = None if img is None else warp(img, bend)
                 return x, img
-            img = self.synthesize(ws, block_hook=hook)
+            img = self._synthesis(ws, block_hook=hook)
         else:
-            img = self.synthesize(ws)
+            img = self._synthesis(ws)
             camera = camera + bend          # no layers to bend here: the picture moves as a whole instead
         return img, camera
 
