@@ -36,7 +36,7 @@ LIVE_DEFAULTS = {
         # than latency_budget_ms from pulling their audio to showing them, and climbs back when there is room
         # (sgvis.live_load); the HUD says so.  false: always the full resolution, whatever the lag.
         "adapt": True,
-        "latency_budget_ms": 50.0,
+        "latency_budget_ms": 70.0,
     },
 }
 LIVE_STAGES = ("analysis", "steering", "generation", "display")

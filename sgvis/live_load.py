@@ -2,7 +2,7 @@
 a lower internal resolution (the synthesis stops at an earlier block, the picture is scaled up), and it climbs back
 when there is room again.  On stage a lag of half a second is worse than a softer picture.
 
-    governor = LoadGovernor(native=256, budget_ms=45, levels=(128, 64))
+    governor = LoadGovernor(native=256, budget_ms=70, levels=(128, 64))
     draft = governor.update(work_seconds)      # per frame: None (full resolution) or the draft resolution to use
     governor.message                            # for the HUD while drafting, else ""
 
