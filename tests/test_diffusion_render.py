@@ -234,3 +234,30 @@ def test_denoise_pins_carried_frames_at_every_step(t2v, monkeypatch):
         assert sample.shape[0] == 2                                      # guided: unconditional + conditional
         expected = scheduler.add_noise(carry, noise[:, :, :2], t.reshape(1))
         assert torch.allclose(sample[:1, :, :2], expected) and torch.allclose(sample[1:, :, :2], expected)
+
+
+def test_eval_compares_the_stylegan_and_tempotokens_backends_on_the_same_audio(files, tmp_path):
+    report_path = tmp_path / "both.json"
+    diffusion = ["--t2v", files["t2v"], "--beats", files["beats"], "--mapper", files["mapper"], "--steps", "2",
+                 "--guidance", "3"]
+    result = run_cli("eval", "steering", files["audio"], "--steering", "reactive", "--steering", "tempotokens",
+                     "--size", "16x16", "--compute", "cpu", "--json", str(report_path), *diffusion)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    rows = {r["steering"]: r for r in report["results"]}
+    assert set(rows) == {"reactive", "tempotokens"}
+    # Each at its own frame rate, both over the whole 2.5 s, both scored as rendered and lossless.
+    assert rows["tempotokens"]["render"]["fps"] == 12 and rows["tempotokens"]["render"]["frames"] == 30
+    assert rows["tempotokens"]["render"]["backend"] == "tempotokens"
+    assert rows["reactive"]["render"]["fps"] == 30 and rows["reactive"]["render"]["frames"] == 75
+    for row in rows.values():
+        for key in ("av_align", "av_align_lossless", "flow_mean"):
+            assert isinstance(row["scores"][key], float), (row["steering"], key)
+    assert rows["tempotokens"]["scores"]["flow_mean"] > 0                   # a picture that changes
+    assert report["steerings"][1]["options"]["t2v"] == files["t2v"]
+    assert "tempotokens" in result.stdout and "reactive" in result.stdout  # both in the printed tables
+    # The column needs its files; the files need the column: one line each, exit 2.
+    missing = run_cli("eval", "steering", files["audio"], "--steering", "tempotokens")
+    assert missing.returncode == 2 and "--steering tempotokens needs --t2v, --beats, --mapper" in missing.stderr
+    stray = run_cli("eval", "steering", files["audio"], "--steering", "reactive", "--t2v", files["t2v"])
+    assert stray.returncode == 2 and "are for a --steering tempotokens column" in stray.stderr

@@ -57,6 +57,9 @@ __all__ = ["AUDIO_EXTS", "SteeringSpec", "find_audio", "resolve_steerings", "eva
 
 from sgvis.audio.decode import AUDIO_EXTS  # noqa: E402
 BUILTIN_STEERINGS = ("reactive", "learned", "untrained")
+# Columns that are another backend, not a steering of the StyleGAN one (options: the render's backend flags).
+BACKEND_COLUMNS = ("tempotokens",)
+DIFFUSION_OPTIONS = ("t2v", "beats", "mapper", "prompt", "steps", "guidance")
 # Smoothness figures averaged per steering (summary key -> av_align()["smoothness"] key).
 SUMMARY_FIGURES = {"mean_spike_fraction": "spike_fraction", "mean_jerk": "jerk",
                    "mean_frame_change_p95": "frame_change_p95", "mean_flow": "flow_mean"}
@@ -126,11 +129,14 @@ def resolve_steerings(values, G, seed: int, model: str | None = None,
     from sgvis.steer.learned import load_steering, steering_checkpoint_for
     values = list(values or [])
     if not values and not allow_none:
-        raise UserError("give at least one --steering (reactive, learned, untrained or a learned-steering "
-                        "checkpoint), or --baselines")
+        raise UserError("give at least one --steering (reactive, learned, untrained, tempotokens or a "
+                        "learned-steering checkpoint), or --baselines")
     specs: list[SteeringSpec] = []
     for value in values:
         v = str(value)
+        if v in BACKEND_COLUMNS:
+            specs.append(SteeringSpec(label=v, kind=v, given=v))
+            continue
         if v == "learned":
             try:
                 path = steering_checkpoint_for(None if model in (None, "default") else model, None)
@@ -145,7 +151,8 @@ def resolve_steerings(values, G, seed: int, model: str | None = None,
                                       model=untrained_model(G, seed) if v == "untrained" else None))
             continue
         if not os.path.isfile(v):
-            raise UserError(f"--steering {v}: not reactive, learned, untrained or an existing steering checkpoint")
+            raise UserError(f"--steering {v}: not reactive, learned, untrained, tempotokens or an existing steering "
+                            f"checkpoint")
         load_steering(v, G, device="cpu")        # SteeringFileError / SteeringMismatch: one line, exit 2
         stem = os.path.splitext(os.path.basename(v))[0]
         specs.append(SteeringSpec(label=stem, kind="learned", path=v, given=v))
@@ -328,7 +335,8 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
                       seconds: float | None = None, seed: int = 0, overrides=(), device: str = "auto",
                       keep_videos: str | None = None, overwrite: bool = False, clip=None,
                       audio_clip: str | None = None, text: str | None = None, baselines: bool = False,
-                      label: str | None = None, progress: bool | None = None) -> dict:
+                      label: str | None = None, progress: bool | None = None,
+                      diffusion: dict | None = None) -> dict:
     """Render every track of `audio` (files / folders) with every steering ('reactive', 'learned', 'untrained' or
     a checkpoint path), add the baselines when asked, and score the videos as rendered and lossless; returns
     the report (settings, per-video results, summary).
@@ -338,7 +346,9 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
     a temporary one, deleted afterwards); label: a name for the set of tracks in the report.  clip: a Hugging
     Face CLIP folder or a `clip` config section for sgvis.train.clip_models.load_clip (e.g. {"config": {...}}: a
     random CLIP); with it, audio_clip (an audio encoder into CLIP's space) adds the audio-visual CLIP
-    similarity and text adds CLIPSIM."""
+    similarity and text adds CLIPSIM.  diffusion: the tempotokens backend's options (t2v, beats, mapper, prompt,
+    steps, guidance, as `sgvis render --backend tempotokens` takes them) for a 'tempotokens' column; that column
+    renders at the backend's own frame rate (12 fps), the others at `fps`."""
     import shutil
 
     import numpy as np
@@ -364,6 +374,17 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
         raise UserError("--audio-clip and --text need --clip-path (a Hugging Face CLIP folder)")
     if clip and audio_clip is None and text is None:
         raise UserError("--clip-path needs --audio-clip PATH and/or --text PROMPT (the CLIP figures to compute)")
+    diffusion = {k: v for k, v in (diffusion or {}).items() if v is not None}
+    unknown = sorted(set(diffusion) - set(DIFFUSION_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown diffusion options: {', '.join(unknown)}")
+    if diffusion and "tempotokens" not in [str(v) for v in steerings or []]:
+        raise UserError(f"--{', --'.join(diffusion)} are for a --steering tempotokens column")
+    if "tempotokens" in [str(v) for v in steerings or []]:
+        need = [f"--{k}" for k in ("t2v", "beats", "mapper") if k not in diffusion]
+        if need:
+            raise UserError(f"--steering tempotokens needs {', '.join(need)} (the files of "
+                            f"`sgvis render --backend tempotokens`, see docs/diffusion.md)")
     config = load_config(None, None, list(overrides or []), defaults=RENDER_DEFAULTS)
     crf = int(config["render"]["crf"])
     tracks = find_audio(audio)
@@ -419,11 +440,22 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
                                   size=None if size is None else (even(size[0]), even(size[1])),
                                   fit=check_fit(config["render"].get("fit"), "render.fit"))
         del G
+        diffusion_backend = None
+        if any(spec.kind == "tempotokens" for spec in specs):
+            from sgvis.backends import BACKENDS
+            diffusion_backend = BACKENDS.create(
+                "tempotokens", model=None, device=device, precision=config["render"]["precision"],
+                size=None if size is None else (even(size[0]), even(size[1])), **diffusion)
 
         def render_one(i, what, out, frames_dir, end):
             from sgvis.steer import make_steering
             from sgvis.steer.learned import LearnedSteering
             cfg = copy.deepcopy(config)
+            if what.kind == "tempotokens":
+                job = RenderJob(audio=tracks[i], output=out, fps=None, size=size, seed=seed, start=0.0, end=end,
+                                png_dir=frames_dir, overwrite=True if not keep_videos else overwrite, device=device,
+                                backend="tempotokens", backend_options=dict(diffusion), config=cfg)
+                return render(job, backend=diffusion_backend)
             mode = "reactive" if what.kind == "reactive" else "learned"
             cfg.setdefault("steer", {})["mode"] = mode
             if what.kind == "untrained":
@@ -454,15 +486,16 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
                 frames_dir = os.path.join(workdir, "frames")
                 if not is_baseline:
                     stats = render_one(i, what, out, frames_dir, seconds)
-                    if i not in still_images:
+                    if i not in still_images and what.kind != "tempotokens":
                         still_images[i] = next(iter(_png_frames(frames_dir)))
                     rendered = av_align(out, (y, SAMPLE_RATE))
-                    lossless = av_align(_png_frames(frames_dir), (y, SAMPLE_RATE), fps=fps, channel_order="bgr")
+                    lossless = av_align(_png_frames(frames_dir), (y, SAMPLE_RATE), fps=stats["fps"],
+                                        channel_order="bgr")
                     shutil.rmtree(frames_dir, ignore_errors=True)
                     entry = _row(tracks[i], names[i], what.label, what.kind, rendered, lossless,
-                                 render={k: stats[k] for k in ("frames", "seconds_of_audio", "wall_seconds",
-                                                               "frames_per_second", "device", "resolution",
-                                                               "steering")},
+                                 render={k: stats.get(k) for k in ("frames", "fps", "seconds_of_audio",
+                                                                   "wall_seconds", "frames_per_second", "device",
+                                                                   "resolution", "steering", "backend")},
                                  video=out if keep_videos else None)
                 else:
                     if i not in still_images:            # baselines alone: a 3-frame render for the picture
@@ -502,8 +535,8 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
             bar.close()
 
     labels = [s.label for s in specs] + ([base.BASELINES[k] for k in base.BASELINES] if baselines else [])
-    steering_list = [{"label": s.label, "kind": s.kind, "path": s.path if s.kind == "learned" else None}
-                     for s in specs]
+    steering_list = [{"label": s.label, "kind": s.kind, "path": s.path if s.kind == "learned" else None,
+                      **({"options": dict(diffusion)} if s.kind == "tempotokens" else {})} for s in specs]
     if baselines:
         steering_list += [{"label": base.BASELINES[k], "kind": f"baseline:{k}", "path": None} for k in base.BASELINES]
     from sgvis.eval import motion
@@ -660,7 +693,8 @@ def cmd_eval_steering(args) -> int:
                                seconds=args.seconds, seed=args.seed, overrides=args.set or [], device=args.device,
                                keep_videos=args.keep_videos, overwrite=args.overwrite, clip=args.clip_path,
                                audio_clip=args.audio_clip, text=args.text, baselines=args.baselines,
-                               label=args.label)
+                               label=args.label,
+                               diffusion={k: getattr(args, k) for k in DIFFUSION_OPTIONS})
     print(format_report(report))
     if args.json:
         from stylegan.atomic import write_atomically
@@ -684,7 +718,8 @@ def add_steering_parser(subparsers) -> None:
                    help=f"audio files or folders (scanned recursively for {', '.join(AUDIO_EXTS)})")
     p.add_argument("--steering", "--steer", dest="steering", action="append", metavar="S",
                    help="reactive | learned (the built-in checkpoint, built-in model) | untrained | "
-                        "PATH.safetensors (a learned-steering checkpoint); repeat for more columns")
+                        "PATH.safetensors (a learned-steering checkpoint) | tempotokens (the diffusion backend, "
+                        "with the files below); repeat for more columns")
     p.add_argument("--baselines", action="store_true",
                    help="also score a still image and random motion (not driven by the audio) per track")
     p.add_argument("--label", help="name of this set of tracks in the report (e.g. real-heldout)")
@@ -706,6 +741,13 @@ def add_steering_parser(subparsers) -> None:
     p.add_argument("--audio-clip", metavar="PATH",
                    help="audio encoder into CLIP's space: report the audio-visual CLIP similarity per track")
     p.add_argument("--text", metavar="PROMPT", help="report CLIPSIM (frame-text CLIP similarity) for this prompt")
+    d = p.add_argument_group("a --steering tempotokens column (the diffusion backend; docs/diffusion.md)")
+    d.add_argument("--t2v", metavar="DIR", help="diffusers text-to-video folder (e.g. zeroscope_v2_576w)")
+    d.add_argument("--beats", metavar="BEATS.pt", help="BEATs iter3+ AudioSet checkpoint")
+    d.add_argument("--mapper", metavar="MAPPER.pth", help="TempoTokens mapper weights")
+    d.add_argument("--prompt", metavar="TEXT", help="text added to the audio tokens")
+    d.add_argument("--steps", type=int, help="DPM-Solver++ steps per window (default 25)")
+    d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
     p.set_defaults(func=cmd_eval_steering)
 
 
