@@ -29,6 +29,7 @@ COMMANDS = {
     "train-glo": ("sgvis.train.commands", "train a small generator fast with latent optimisation (GLO)"),
     "train-encoder": ("sgvis.train.commands", "train learned steering (sound inversion encoder + recurrent blocks)"),
     "train-audio-clip": ("sgvis.train.commands", "train an audio encoder into CLIP's embedding space"),
+    "train-mapper": ("sgvis.diffusion.train_mapper", "train a TempoTokens mapper (audio -> pseudo-words) for a text-to-video model"),
 }
 
 

@@ -120,7 +120,7 @@ def test_cache_reused_and_keyed(media, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         for name in ("decode_blocks", "probe"):
             m.setattr(audio_in, name, boom)
-        m.setattr(clip_data, "_video_frames", boom)
+        m.setattr(clip_data, "video_frames", boom)
         again = ClipSet(str(root), cfg, cache_dir=str(cache), progress=False)
         shorter = ClipSet(str(root), ClipSetConfig(fps=FPS, clip_frames=4, frame_size=16), cache_dir=str(cache),
                           progress=False)     # clip length only cuts the cached frames differently

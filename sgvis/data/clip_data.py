@@ -39,7 +39,7 @@ from sgvis.errors import UserError, reason
 from sgvis.features.analysis import FeatureExtractor, MelConfig, frame_features
 from sgvis.steer.reactive import OFFLINE_LOOKAHEAD_S
 
-__all__ = ["ClipSetConfig", "ClipSet", "collate_clips", "write_synth_music", "AUDIO_EXTS", "VIDEO_EXTS"]
+__all__ = ["ClipSetConfig", "ClipSet", "collate_clips", "write_synth_music", "video_frames", "AUDIO_EXTS", "VIDEO_EXTS"]
 
 from sgvis.audio.decode import AUDIO_EXTS, VIDEO_EXTS  # noqa: E402
 CACHE_FORMAT = 2                 # 2: onset_peak per frame
@@ -78,9 +78,10 @@ def write_synth_music(root: str, n_tracks: int, seconds: float = 30.0, seed: int
 # Decoding one file
 
 
-def _video_frames(path: str, n: int, fps: float, size: int) -> np.ndarray | None:
-    """uint8 [n, 3, size, size]: frame i is the source frame showing at i/fps after the start of the sound
-    (the last frame repeats past the end of the picture); None if no picture could be decoded."""
+def video_frames(path: str, n: int, fps: float, size: int, start: float = 0.0) -> np.ndarray | None:
+    """uint8 [n, 3, size, size], centre-cropped squares: frame i is the source frame showing at start + i/fps
+    seconds after the start of the sound (the last frame repeats past the end of the picture); None if no picture
+    could be decoded."""
     import av
     import cv2
     out = np.zeros((n, 3, size, size), np.uint8)
@@ -101,10 +102,15 @@ def _video_frames(path: str, n: int, fps: float, size: int) -> np.ndarray | None
         audio = container.streams.audio[0] if container.streams.audio else None
         t0 = float(audio.start_time * audio.time_base) if audio is not None and audio.start_time is not None else 0.0
         rate = float(stream.average_rate or stream.guessed_rate or fps)
+        if start > 0 and stream.time_base:
+            try:                                         # to the keyframe before `start`; decoding goes on from there
+                container.seek(int((start + t0) / stream.time_base), stream=stream, backward=True)
+            except av.error.FFmpegError:
+                pass
         try:
             for index, frame in enumerate(container.decode(stream)):
                 t = (frame.time if frame.time is not None else index / rate) - t0
-                while i < n and i / fps < t - 1e-6:     # output frames before this one show the previous frame
+                while i < n and start + i / fps < t - 1e-6:  # output frames before this one show the previous frame
                     if image is None:
                         image = convert(shown if shown is not None else frame)
                     out[i] = image
@@ -146,7 +152,7 @@ def decode_file(path: str, config: ClipSetConfig, mel: MelConfig) -> dict:
     out = dict(format=np.int64(CACHE_FORMAT), mel_rows=np.concatenate(rows).astype(np.float16), ends=ends,
                onset=onset, onset_peak=peak, rms=rms, has_video=np.bool_(False))
     if info.has_video and config.frame_size:
-        frames = _video_frames(path, n, config.fps, config.frame_size)
+        frames = video_frames(path, n, config.fps, config.frame_size)
         if frames is not None:
             out.update(has_video=np.bool_(True), frames=frames)
     return out

@@ -127,6 +127,11 @@ class TextConditioner:
     @torch.no_grad()
     def encode(self, tokens) -> torch.Tensor:
         """tokens: (temporal, local1..local4 [F, D], class_token [D] or None) -> [F, 77, D] text embeddings."""
+        return self.embed(tokens)
+
+    def embed(self, tokens) -> torch.Tensor:
+        """`encode` with gradients flowing back to the tokens (the text encoder itself stays frozen): what
+        training the mapper needs."""
         temporal = tokens[0]
         frames = temporal.shape[0]
         class_token = tokens[5] if tokens[5] is not None else torch.zeros_like(temporal[0])
