@@ -64,6 +64,7 @@ class LiveJob:
     outputs: list = field(default_factory=list)     # extra sinks, NAME:TARGET (sgvis.outputs.SINKS)
     controls: list = field(default_factory=list)    # control producers by name (sgvis.control.PRODUCERS)
     backend: str = "stylegan"                       # the generator (sgvis.backends.BACKENDS)
+    backend_options: dict = field(default_factory=dict)   # tempotokens: t2v, beats, mapper, prompt, steps, guidance
     control_options: dict = field(default_factory=dict)   # producer name -> its keyword arguments (--osc-port...)
     gpu: str = "auto"
     preset: str | None = None
@@ -620,6 +621,19 @@ def cmd_live(args) -> int:
                   config_path=args.config, overrides=args.set or [])
     from sgvis.control.cli import producer_options
     job.controls, job.control_options = producer_options(args, job.controls)
+    job.backend_options = {key: getattr(args, key) for key in ("t2v", "beats", "mapper", "prompt", "steps",
+                                                               "guidance") if getattr(args, key) is not None}
+    if job.backend == "tempotokens":
+        if job.controls:
+            raise UserError("remote control (--osc-port, --midi, --link) works with the stylegan backend only")
+        from sgvis.live_diffusion import DiffusionShow
+        stats = DiffusionShow(job).run()
+        print(f"shown {stats['frames_shown']} frames in {stats['seconds']:.1f}s from {stats['windows_generated']} "
+              f"windows ({stats['seconds_per_window'] or float('nan'):.1f} s per {stats['window_seconds']:g} s "
+              f"window); latency p50 {(stats['latency_ms']['p50'] or float('nan')) / 1000:.1f} s")
+        return 0
+    if job.backend_options:
+        raise UserError(f"--{', --'.join(job.backend_options)} are for --backend tempotokens")
     show = LiveShow(job)
     stats = show.run()
     lat = stats["latency_ms"]
@@ -670,7 +684,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--steer", metavar="MODE",
                    help="steering mode: reactive, learned, or auto (learned when --steering is given); "
                         "default: the config's steer.mode")
-    p.add_argument("--backend", default="stylegan", help="the generator (default stylegan)")
+    p.add_argument("--backend", default="stylegan", help="the generator: stylegan (default) or tempotokens (audio-"
+                                                         "conditioned diffusion, in 2 s windows: docs/diffusion.md)")
+    d = p.add_argument_group("--backend tempotokens (docs/diffusion.md)")
+    d.add_argument("--t2v", metavar="DIR", help="diffusers text-to-video folder (e.g. zeroscope_v2_576w)")
+    d.add_argument("--beats", metavar="BEATS.pt", help="BEATs iter3+ AudioSet checkpoint")
+    d.add_argument("--mapper", metavar="MAPPER.pth", help="TempoTokens mapper weights")
+    d.add_argument("--prompt", metavar="TEXT", help="text added to the audio tokens")
+    d.add_argument("--steps", type=int, help="DPM-Solver++ steps per window (default 25)")
+    d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
     p.add_argument("--steering", help="learned-steering checkpoint for --steer learned (default with the built-in model: its built-in checkpoint)")
     p.add_argument("--preset", help="settings preset from configs/")
     p.add_argument("--config", help="YAML settings file")

@@ -135,6 +135,23 @@ class TempoTokensBackend:
                 return layout
             start += stride
 
+    def live_window(self, audio: torch.Tensor, generator: torch.Generator, previous: torch.Tensor | None = None,
+                    progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Live: the newest `window_seconds` of mono audio [S] at sample_rate -> (uint8 frames [F, H, W, 3] at the
+        native frame rate, their latents). `previous`: the last window's latents; its last `overlap` frames are
+        carried into this window's first ones (held through the denoising, as between render windows), so the
+        picture continues from what was shown even though the audio has moved on."""
+        from sgvis.diffusion.t2v import decode
+        frames = int(round(self.window_seconds * self.native_fps))
+        width, height = self.size
+        h, w = height // self.vae_scale, width // self.vae_scale
+        noise = torch.randn([1, self.latent_channels, frames, h, w], generator=generator)
+        noise = noise.to(self.device, self.dtype)
+        overlap = 0 if previous is None else min(self.overlap, frames - 1, previous.shape[2])
+        carry = previous[:, :, -overlap:] if overlap else None
+        latents = self.render_window(audio, noise, carry, progress=progress)
+        return decode(self.vae, latents), latents
+
     def frames_from_audio(self, audio: torch.Tensor, fps: float, n_frames: int, seed: int = 0):
         """Mono audio [S] at sample_rate (the part of the track to render) -> yields uint8 frames [n, H, W, 3]
         on the CPU, window by window, n_frames in all."""

@@ -68,12 +68,16 @@ class AttentivePooling(nn.Module):
         return (x * weights.unsqueeze(-1)).sum(dim=1)
 
 
-def moving_average(x: torch.Tensor, half: int) -> torch.Tensor:
-    """[B, F, D] -> [B, F, D]: out[i] = mean of x[max(i - half, 0) : min(i + half, F)]."""
+def moving_average(x: torch.Tensor, half: int, causal: bool = False) -> torch.Tensor:
+    """[B, F, D] -> [B, F, D]: out[i] = mean of x[max(i - half, 0) : min(i + half, F)] (TempoTokens' centred
+    windows), or with causal=True of x[max(i - 2 * half, 0) : i + 1], the frames up to i only (live use)."""
     n = x.shape[1]
     sums = F.pad(x.cumsum(dim=1), (0, 0, 1, 0))
     i = torch.arange(n, device=x.device)
-    lo, hi = (i - half).clamp(min=0), (i + half).clamp(max=n)
+    if causal:
+        lo, hi = (i - 2 * half).clamp(min=0), i + 1
+    else:
+        lo, hi = (i - half).clamp(min=0), (i + half).clamp(max=n)
     return (sums[:, hi] - sums[:, lo]) / (hi - lo).to(x.dtype)[None, :, None]
 
 
@@ -86,6 +90,7 @@ class TempoMapper(nn.Module):
         self.fc3 = nn.Linear(hidden, out_dim)
         self.fc4 = nn.Linear(out_dim, out_dim)
         self.fga = AttentivePooling(out_dim) if class_token else None
+        self.causal = False             # local windows over past frames only (live): [i - 2k, i] instead of [i-k, i+k)
 
     @property
     def in_dim(self) -> int:
@@ -101,7 +106,7 @@ class TempoMapper(nn.Module):
         x = x.view(b, self.frames, t // self.frames, self.out_dim).mean(dim=2)
         temporal = self.fc4(F.gelu(x))
         class_token = self.fga(temporal) if self.fga is not None else None
-        return (temporal, *(moving_average(temporal, k) for k in WINDOWS), class_token)
+        return (temporal, *(moving_average(temporal, k, self.causal) for k in WINDOWS), class_token)
 
 
 def load_mapper(path: str, frames: int = FRAMES, device="cpu") -> TempoMapper:
