@@ -261,3 +261,18 @@ def test_eval_compares_the_stylegan_and_tempotokens_backends_on_the_same_audio(f
     assert missing.returncode == 2 and "--steering tempotokens needs --t2v, --beats, --mapper" in missing.stderr
     stray = run_cli("eval", "steering", files["audio"], "--steering", "reactive", "--t2v", files["t2v"])
     assert stray.returncode == 2 and "are for a --steering tempotokens column" in stray.stderr
+
+
+def test_eval_clipsim_for_both_backends(files):
+    pytest.importorskip("transformers")
+    from test_evaluate import TINY_CLIP
+    from sgvis.eval.steering import evaluate_steering
+    report = evaluate_steering([files["audio"]], ["reactive", "tempotokens"], size=16, seconds=2.0, device="cpu",
+                               clip={"config": TINY_CLIP}, text="a cat", progress=False,
+                               diffusion={"t2v": files["t2v"], "beats": files["beats"], "mapper": files["mapper"],
+                                          "steps": 2, "guidance": 1.0})
+    rows = {r["steering"]: r for r in report["results"]}
+    assert rows["tempotokens"]["clip"]["frames"] == 24 and rows["reactive"]["clip"]["frames"] == 60
+    for label, row in rows.items():
+        assert -1 <= row["clip"]["clipsim"] <= 1
+        assert report["summary"][label]["mean_clipsim"] == pytest.approx(row["clip"]["clipsim"])

@@ -528,7 +528,8 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
                     entry = _row(tracks[i], names[i], base.BASELINES[what], f"baseline:{what}", rendered, lossless,
                                  render=None, video=out if keep_videos else None)
                 if scorer is not None:
-                    entry["clip"] = scorer.score(out, tracks[i], fps, seconds, lookahead)
+                    video_fps = (entry.get("render") or {}).get("fps") or fps      # a backend's own rate
+                    entry["clip"] = scorer.score(out, tracks[i], video_fps, seconds, lookahead)
                 results.append(entry)
                 bar.update(1)
         finally:
