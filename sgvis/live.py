@@ -621,8 +621,8 @@ def cmd_live(args) -> int:
                   config_path=args.config, overrides=args.set or [])
     from sgvis.control.cli import producer_options
     job.controls, job.control_options = producer_options(args, job.controls)
-    job.backend_options = {key: getattr(args, key) for key in ("t2v", "beats", "mapper", "prompt", "steps",
-                                                               "guidance") if getattr(args, key) is not None}
+    from sgvis.backends import diffusion_options
+    job.backend_options = diffusion_options(args)
     if job.backend == "tempotokens":
         if job.controls:
             raise UserError("remote control (--osc-port, --midi, --link) works with the stylegan backend only")
@@ -686,13 +686,8 @@ def register_cli(subparsers) -> None:
                         "default: the config's steer.mode")
     p.add_argument("--backend", default="stylegan", help="the generator: stylegan (default) or tempotokens (audio-"
                                                          "conditioned diffusion, in 2 s windows: docs/diffusion.md)")
-    d = p.add_argument_group("--backend tempotokens (docs/diffusion.md)")
-    d.add_argument("--t2v", metavar="DIR", help="diffusers text-to-video folder (e.g. zeroscope_v2_576w)")
-    d.add_argument("--beats", metavar="BEATS.pt", help="BEATs iter3+ AudioSet checkpoint")
-    d.add_argument("--mapper", metavar="MAPPER.pth", help="TempoTokens mapper weights")
-    d.add_argument("--prompt", metavar="TEXT", help="text added to the audio tokens")
-    d.add_argument("--steps", type=int, help="DPM-Solver++ steps per window (default 25)")
-    d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
+    from sgvis.backends import add_diffusion_arguments
+    add_diffusion_arguments(p)
     p.add_argument("--steering", help="learned-steering checkpoint for --steer learned (default with the built-in model: its built-in checkpoint)")
     p.add_argument("--preset", help="settings preset from configs/")
     p.add_argument("--config", help="YAML settings file")

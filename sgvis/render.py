@@ -423,8 +423,8 @@ def cmd_render(args) -> int:
     config = load_config(args.preset, args.config, args.set or [], defaults=RENDER_DEFAULTS)
     mode, steering_path = choose_steering(args.steer, args.steering, config, args.model)
     output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"
-    options = {key: getattr(args, key) for key in ("t2v", "beats", "mapper", "prompt", "steps", "guidance")
-               if getattr(args, key) is not None}
+    from sgvis.backends import diffusion_options
+    options = diffusion_options(args)
     if options and args.backend != "tempotokens":
         raise UserError(f"--{', --'.join(options)} are for --backend tempotokens")
     job = RenderJob(audio=args.audio, output=output, model=args.model, fps=args.fps,
@@ -470,13 +470,8 @@ def register_cli(subparsers) -> None:
                         "auto (learned when --steering is given, else reactive); default: the config's steer.mode")
     p.add_argument("--backend", default="stylegan", help="the generator: stylegan (default) or tempotokens "
                                                          "(audio-conditioned text-to-video diffusion)")
-    d = p.add_argument_group("--backend tempotokens (docs/diffusion.md)")
-    d.add_argument("--t2v", metavar="DIR", help="diffusers text-to-video folder (e.g. zeroscope_v2_576w)")
-    d.add_argument("--beats", metavar="BEATS.pt", help="BEATs iter3+ AudioSet checkpoint ({'cfg', 'model'} .pt)")
-    d.add_argument("--mapper", metavar="MAPPER.pth", help="TempoTokens mapper weights (learned_embeds.pth)")
-    d.add_argument("--prompt", metavar="TEXT", help="text added to the audio tokens")
-    d.add_argument("--steps", type=int, help="DPM-Solver++ steps per window (default 25)")
-    d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
+    from sgvis.backends import add_diffusion_arguments
+    add_diffusion_arguments(p)
     p.add_argument("--steering", help="learned-steering checkpoint (.safetensors, from sgvis train-encoder) for --steer learned; default with the built-in model: its built-in checkpoint")
     p.add_argument("--preset", help="settings preset from configs/ (e.g. calm, energetic)")
     p.add_argument("--config", help="YAML file with settings (same sections as configs/default.yaml)")

@@ -17,24 +17,7 @@ import pytest
 from audio_fixtures import click_track, write_audio
 from test_live import jack, make_show, model  # noqa: F401  (fixtures)
 from test_safety_and_errors import _one_clear_line, run_cli
-
-
-class FakeSender:
-    """Stands in for the Spout sender / Syphon server / NDI sender: keeps (time, frame) of every send; `fail`
-    makes the next sends raise, as a receiver or GPU that went away."""
-    made = []
-
-    def __init__(self, *args):
-        self.args, self.frames, self.closed, self.fail = args, [], False, False
-        FakeSender.made.append(self)
-
-    def send(self, frame):
-        if self.fail:
-            raise RuntimeError("GPU went away")
-        self.frames.append((time.perf_counter(), frame.copy()))
-
-    def close(self):
-        self.closed = True
+from test_vj import FakeSender  # (keeps (time, frame) of every send; `fail` makes the next sends raise)
 
 
 @pytest.fixture
@@ -86,7 +69,7 @@ def test_sink_lost_mid_show_is_shown_and_reopened(fake_senders, monkeypatch, nam
     sink.write(frame)
     fake_senders[name][0].fail = True
     sink.write(frame)
-    assert sink.status.startswith(f"{what} stage lost (GPU went away)") and fake_senders[name][0].closed
+    assert sink.status.startswith(f"{what} stage lost (device went away)") and fake_senders[name][0].closed
     sink.write(frame)                                              # opened again, and the frame goes out
     assert len(fake_senders[name]) == 2 and len(fake_senders[name][1].frames) == 1 and sink.status == ""
     assert sink.frames_sent == 2 and sink.frames_dropped == 1

@@ -40,3 +40,23 @@ BACKENDS = Registry("backend", {
     "stylegan": "sgvis.backends.stylegan:StyleGANBackend.from_settings",
     "tempotokens": "sgvis.diffusion.backend:TempoTokensBackend.from_settings",
 })
+
+
+# --backend tempotokens on the command line (render, live, eval steering): its options, in one place.
+DIFFUSION_OPTIONS = ("t2v", "beats", "mapper", "prompt", "steps", "guidance")
+
+
+def add_diffusion_arguments(parser, title: str = "--backend tempotokens (docs/diffusion.md)") -> None:
+    """Add the tempotokens backend's files and settings to a command's parser, as one argument group."""
+    d = parser.add_argument_group(title)
+    d.add_argument("--t2v", metavar="DIR", help="diffusers text-to-video folder (e.g. zeroscope_v2_576w)")
+    d.add_argument("--beats", metavar="BEATS.pt", help="BEATs iter3+ AudioSet checkpoint ({'cfg', 'model'} .pt)")
+    d.add_argument("--mapper", metavar="MAPPER.pth", help="TempoTokens mapper weights (learned_embeds.pth)")
+    d.add_argument("--prompt", metavar="TEXT", help="text added to the audio tokens")
+    d.add_argument("--steps", type=int, help="DPM-Solver++ steps per window (default 25)")
+    d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
+
+
+def diffusion_options(args) -> dict:
+    """The tempotokens options given on the command line (those left out are not in the dict)."""
+    return {key: getattr(args, key) for key in DIFFUSION_OPTIONS if getattr(args, key, None) is not None}

@@ -226,22 +226,15 @@ def train_mapper(t2v_path: str, beats_path: str, data: str, outdir: str, cfg: di
 
     from sgvis.diffusion import load_beats, load_mapper
     from sgvis.diffusion.t2v import load_t2v
-    from sgvis.train.common import Dist, InfiniteSampler, resolve_device
-    from sgvis.train.state import check_outdir, load_training_state, raise_keyboard_interrupt
+    from sgvis.train.common import InfiniteSampler, run_steps, start_processes
+    from sgvis.train.state import check_outdir, raise_keyboard_interrupt, resumable_state
     from stylegan.atomic import write_atomically
 
     cfg = _check_config(cfg or {})
     state_path = os.path.join(outdir, "training-state.pt")
     mapper_path = os.path.join(outdir, "mapper.pth")
-    if not resume and os.path.isdir(outdir) and os.listdir(outdir) and not overwrite:
-        raise UserError(f"--out {outdir} is not empty; pass --resume to continue that run or --overwrite to "
-                        f"start again there")
-    state = load_training_state(state_path, STATE_TAG, STATE_VERSION, "train-mapper") if resume else None
-    dist = Dist()
-    device = resolve_device(device_name, dist)
-    dist.init(device.type)
-    if int(cfg["batch"]) % dist.world:
-        raise UserError(f"--batch {cfg['batch']} must be a multiple of the number of processes ({dist.world})")
+    state = resumable_state(outdir, resume, overwrite, STATE_TAG, STATE_VERSION, "train-mapper")
+    dist, device = start_processes(device_name, cfg["batch"], "--batch")
     created = not os.path.exists(outdir)
     check_outdir(outdir, flag="--out")
     try:
@@ -298,28 +291,16 @@ def train_mapper(t2v_path: str, beats_path: str, data: str, outdir: str, cfg: di
     bar = tqdm(total=total_steps, initial=trainer.step_count, unit="step", desc="train-mapper", dynamic_ncols=True,
                disable=None if progress and dist.main else True)
     started = time.perf_counter()
-    last: dict = {}
     previews: list[str] = []
+
+    def preview(step):
+        previews.append(_preview(cfg, outdir, t2v_path, beats_path, mapper_path, dataset.files[0], step, device))
+
     try:
-        while trainer.step_count < total_steps:
-            last = trainer.step(next(loader))
-            step = trainer.step_count
-            if log:
-                log.writerow({"step": step, "seconds": round(time.perf_counter() - started, 3), **last})
-                log_file.flush()
-            bar.update(1)
-            bar.set_postfix({"mse": f"{last['mse']:.4f}", "l1": f"{last['temporal_l1']:.3f}"})
-            if step % int(cfg["checkpoint_every"]) == 0 or step == total_steps:
-                checkpoint()
-            every = int(cfg["preview_every"])
-            if dist.main and every > 0 and (step % every == 0 or step == total_steps):
-                if step % int(cfg["checkpoint_every"]) and step != total_steps:
-                    checkpoint()
-                previews.append(_preview(cfg, outdir, t2v_path, beats_path, mapper_path, dataset.files[0], step,
-                                         device))
-    except KeyboardInterrupt:
-        checkpoint()
-        raise
+        last = run_steps(trainer, loader, total_steps, bar=bar, checkpoint=checkpoint,
+                         checkpoint_every=int(cfg["checkpoint_every"]), log=log, log_file=log_file,
+                         preview=preview if dist.main else None, preview_every=int(cfg["preview_every"]),
+                         postfix=lambda last: {"mse": f"{last['mse']:.4f}", "l1": f"{last['temporal_l1']:.3f}"})
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)

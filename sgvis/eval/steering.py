@@ -59,7 +59,6 @@ from sgvis.audio.decode import AUDIO_EXTS  # noqa: E402
 BUILTIN_STEERINGS = ("reactive", "learned", "untrained")
 # Columns that are another backend, not a steering of the StyleGAN one (options: the render's backend flags).
 BACKEND_COLUMNS = ("tempotokens",)
-DIFFUSION_OPTIONS = ("t2v", "beats", "mapper", "prompt", "steps", "guidance")
 # Smoothness figures averaged per steering (summary key -> av_align()["smoothness"] key).
 SUMMARY_FIGURES = {"mean_spike_fraction": "spike_fraction", "mean_jerk": "jerk",
                    "mean_frame_change_p95": "frame_change_p95", "mean_flow": "flow_mean"}
@@ -375,6 +374,7 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
     if clip and audio_clip is None and text is None:
         raise UserError("--clip-path needs --audio-clip PATH and/or --text PROMPT (the CLIP figures to compute)")
     diffusion = {k: v for k, v in (diffusion or {}).items() if v is not None}
+    from sgvis.backends import DIFFUSION_OPTIONS
     unknown = sorted(set(diffusion) - set(DIFFUSION_OPTIONS))
     if unknown:
         raise ValueError(f"unknown diffusion options: {', '.join(unknown)}")
@@ -686,6 +686,7 @@ def format_report(report: dict) -> str:
 
 # -- command line ---------------------------------------------------------------------------------------------------
 def cmd_eval_steering(args) -> int:
+    from sgvis.backends import diffusion_options
     if args.json:
         directory = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(directory):
@@ -695,7 +696,7 @@ def cmd_eval_steering(args) -> int:
                                keep_videos=args.keep_videos, overwrite=args.overwrite, clip=args.clip_path,
                                audio_clip=args.audio_clip, text=args.text, baselines=args.baselines,
                                label=args.label,
-                               diffusion={k: getattr(args, k) for k in DIFFUSION_OPTIONS})
+                               diffusion=diffusion_options(args))
     print(format_report(report))
     if args.json:
         from stylegan.atomic import write_atomically
@@ -742,13 +743,8 @@ def add_steering_parser(subparsers) -> None:
     p.add_argument("--audio-clip", metavar="PATH",
                    help="audio encoder into CLIP's space: report the audio-visual CLIP similarity per track")
     p.add_argument("--text", metavar="PROMPT", help="report CLIPSIM (frame-text CLIP similarity) for this prompt")
-    d = p.add_argument_group("a --steering tempotokens column (the diffusion backend; docs/diffusion.md)")
-    d.add_argument("--t2v", metavar="DIR", help="diffusers text-to-video folder (e.g. zeroscope_v2_576w)")
-    d.add_argument("--beats", metavar="BEATS.pt", help="BEATs iter3+ AudioSet checkpoint")
-    d.add_argument("--mapper", metavar="MAPPER.pth", help="TempoTokens mapper weights")
-    d.add_argument("--prompt", metavar="TEXT", help="text added to the audio tokens")
-    d.add_argument("--steps", type=int, help="DPM-Solver++ steps per window (default 25)")
-    d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
+    from sgvis.backends import add_diffusion_arguments
+    add_diffusion_arguments(p, "a --steering tempotokens column (the diffusion backend; docs/diffusion.md)")
     p.set_defaults(func=cmd_eval_steering)
 
 

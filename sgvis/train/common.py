@@ -136,3 +136,47 @@ def parse_grid(text: str) -> tuple[int, int]:
     except ValueError:
         raise UserError(f"--grid must look like 4x4, got {text!r}") from None
     return w, h
+
+
+def run_steps(trainer, batches, total_steps: int, *, bar, checkpoint, checkpoint_every: int, log=None,
+              log_file=None, preview=None, preview_every: int = 0, postfix=None) -> dict:
+    """The loop of the step trainers (train-encoder, train-mapper): `trainer.step(batch)` until
+    `trainer.step_count` reaches total_steps, a CSV row per step (`log`, a csv.DictWriter on log_file), the
+    progress bar, `checkpoint()` every checkpoint_every steps and at the end, `preview(step)` every preview_every
+    steps and at the end (after a checkpoint, so that it shows the saved weights). Ctrl-C and SIGTERM (as
+    KeyboardInterrupt) checkpoint before they end the run. Returns the last step's figures."""
+    import time
+    started = time.perf_counter()
+    last: dict = {}
+    try:
+        while trainer.step_count < total_steps:
+            last = trainer.step(next(batches))
+            step = trainer.step_count
+            if log is not None:
+                log.writerow({"step": step, "seconds": round(time.perf_counter() - started, 3), **last})
+                log_file.flush()
+            bar.update(1)
+            if postfix is not None:
+                bar.set_postfix(postfix(last))
+            saved = step % int(checkpoint_every) == 0 or step == total_steps
+            if saved:
+                checkpoint()
+            if preview is not None and preview_every > 0 and (step % preview_every == 0 or step == total_steps):
+                if not saved:
+                    checkpoint()
+                preview(step)
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+    return last
+
+
+def start_processes(device_name: str, batch: int, batch_name: str) -> tuple["Dist", torch.device]:
+    """This process's place in the run (one process, or one of torchrun's) and its device; the batch must split
+    evenly over the processes (`batch_name`: the setting or flag, for the one-line error)."""
+    dist = Dist()
+    device = resolve_device(device_name, dist)
+    dist.init(device.type)
+    if int(batch) % dist.world:
+        raise UserError(f"{batch_name} {batch} must be a multiple of the number of processes ({dist.world})")
+    return dist, device

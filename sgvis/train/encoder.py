@@ -37,7 +37,7 @@ import torch
 
 from sgvis.errors import UserError
 from sgvis.train.settings import OBJECTIVE_WEIGHTS
-from sgvis.train.state import check_outdir, load_training_state, raise_keyboard_interrupt
+from sgvis.train.state import check_outdir, raise_keyboard_interrupt, resumable_state
 
 __all__ = ["TRAIN_DEFAULTS", "OBJECTIVE_WEIGHTS", "EncoderTrainer", "train_encoder"]
 
@@ -427,7 +427,7 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     from sgvis.steer.directions import model_hash
     from sgvis.steer.learned import save_steering
     from sgvis.backends.stylegan import load_model
-    from sgvis.train.common import Dist, InfiniteSampler, resolve_device
+    from sgvis.train.common import InfiniteSampler, run_steps, start_processes
 
     weights = resolve_weights(cfg)
     for key in ("steps", "batch", "clip_frames"):
@@ -437,16 +437,8 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
         raise UserError(f"--data {data}: not a folder (give a folder of audio or video files)")
     state_path = os.path.join(outdir, "training-state.pt")
     steering_path = os.path.join(outdir, "steering.safetensors")
-    if not resume and os.path.isdir(outdir) and os.listdir(outdir) and not overwrite:
-        raise UserError(f"--out {outdir} is not empty; pass --resume to continue that run or --overwrite to "
-                        f"start again there")
-    state = load_training_state(state_path, STATE_TAG, STATE_VERSION, "train-encoder") if resume else None
-    dist = Dist()
-    device = resolve_device(device_name, dist)
-    dist.init(device.type)
-    if int(cfg["batch"]) % dist.world:
-        raise UserError(f"train_encoder.batch {cfg['batch']} must be a multiple of the number of processes "
-                        f"({dist.world})")
+    state = resumable_state(outdir, resume, overwrite, STATE_TAG, STATE_VERSION, "train-encoder")
+    dist, device = start_processes(device_name, cfg["batch"], "train_encoder.batch")
     created = not os.path.exists(outdir)
     check_outdir(outdir, flag="--out")
     try:
@@ -506,29 +498,17 @@ def train_encoder(model_path: str | None, data: str, outdir: str, cfg: dict, dev
     bar = tqdm(total=total_steps, initial=trainer.step_count, unit="step", desc="train-encoder",
                dynamic_ncols=True, disable=None if progress and dist.main else True)
     started = time.perf_counter()
-    last = {}
     previews: list[str] = []
+
+    def preview(step):
+        previews[:] = _write_previews(cfg, outdir, model_path, steering_path, dataset.files, step)
+
     try:
-        while trainer.step_count < total_steps:
-            batch = next(loader)
-            last = trainer.step(batch)
-            step = trainer.step_count
-            if log:
-                log.writerow({"step": step, "seconds": round(time.perf_counter() - started, 3), **last})
-                log_file.flush()
-            bar.update(1)
-            bar.set_postfix({k: f"{last[k]:.3f}" for k in ("total", "onset_sync", "clip_av", "motion")
-                             if k in last})
-            if step % int(cfg["checkpoint_every"]) == 0 or step == total_steps:
-                checkpoint()
-            pe = int(cfg["preview_every"])
-            if dist.main and pe > 0 and (step % pe == 0 or step == total_steps):
-                if step % int(cfg["checkpoint_every"]):
-                    checkpoint()
-                previews = _write_previews(cfg, outdir, model_path, steering_path, dataset.files, step)
-    except KeyboardInterrupt:
-        checkpoint()
-        raise
+        last = run_steps(trainer, loader, total_steps, bar=bar, checkpoint=checkpoint,
+                         checkpoint_every=int(cfg["checkpoint_every"]), log=log, log_file=log_file,
+                         preview=preview if dist.main else None, preview_every=int(cfg["preview_every"]),
+                         postfix=lambda last: {k: f"{last[k]:.3f}" for k in ("total", "onset_sync", "clip_av",
+                                                                             "motion") if k in last})
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)

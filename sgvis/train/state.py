@@ -30,6 +30,17 @@ def load_training_state(path: str, tag: str, version, command: str) -> dict:
     return state
 
 
+def resumable_state(outdir: str, resume: bool, overwrite: bool, tag: str, version, command: str) -> dict | None:
+    """The state a run continues from (`--resume`: OUTDIR/training-state.pt, checked), or None for a new run; a
+    new run in a non-empty --out without --overwrite is one UserError line, so that nothing there is touched."""
+    if not resume and os.path.isdir(outdir) and os.listdir(outdir) and not overwrite:
+        raise UserError(f"--out {outdir} is not empty; pass --resume to continue that run or --overwrite to "
+                        f"start again there")
+    if not resume:
+        return None
+    return load_training_state(os.path.join(outdir, "training-state.pt"), tag, version, command)
+
+
 def check_outdir(outdir: str, flag: str = "--outdir") -> None:
     """Create a run folder (if needed) and make sure files can be written in it; `flag` is the option the user
     gave it with (train-gan/train-glo: --outdir, train-encoder: --out), named in the one-line error."""
