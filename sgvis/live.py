@@ -495,7 +495,7 @@ class LiveShow:
                                           t_shown - t_ready)):
             self.stage_times[name].append(dt)
         if self.governor is not None:
-            self.governor.update(t_shown - t0, None if self._last_period is None else self._last_period)
+            self.governor.update(t_shown - t0, self._last_period)
         offset = float(self.job.latency_offset if self.job.latency_offset is not None else self.lcfg["latency_offset"])
         if self.input.connected and captured > 0:
             self.latencies.append(t_shown - captured + offset)
