@@ -23,10 +23,11 @@ ASSUMED_RATIO = 2.0
 EMA = 0.2
 
 
-def draft_levels(native: int, lowest: int = 64) -> tuple[int, ...]:
-    """The draft resolutions below `native`, halving down to `lowest` (none for a model at or below it)."""
+def draft_levels(native: int, lowest: int = 64, depth: int = 3) -> tuple[int, ...]:
+    """The draft resolutions below `native`, halving at most `depth` times and not below `lowest` (none for a
+    model at or below it): a 1024^2 model drafts at 512, 256 and 128, never at a size that loses the picture."""
     out, r = [], native // 2
-    while r >= lowest:
+    while r >= lowest and len(out) < depth:
         out.append(r)
         r //= 2
     return tuple(out)

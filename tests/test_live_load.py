@@ -49,7 +49,7 @@ def test_backend_draft_frames_keep_the_output_size_and_resemble_the_full_ones():
 
 def test_draft_levels():
     assert draft_levels(256) == (128, 64)
-    assert draft_levels(1024) == (512, 256, 128, 64)
+    assert draft_levels(1024) == (512, 256, 128)
     assert draft_levels(64) == ()
 
 
