@@ -9,6 +9,7 @@ producers (--control NAME) send to it from any thread, and the show applies the 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -84,6 +85,23 @@ def generation_threads(setting) -> int:
     if n < 1:
         raise UserError(f"live.threads must be a positive number or 'auto', got {setting!r}")
     return n
+
+
+@contextlib.contextmanager
+def stop_signals_end_the_show(stop):
+    """While active, Ctrl-C, SIGTERM and SIGHUP call stop(signum) instead of ending the process: the show then ends
+    between two frames, its recording and other outputs finished and kept, as with Esc. The handlers before are
+    restored afterwards; outside the main thread (where handlers cannot be set) nothing changes."""
+    signals = [signal.SIGINT] + [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    try:
+        previous = {sig: signal.signal(sig, lambda signum, frame: stop(int(signum))) for sig in signals}
+    except ValueError:
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _percentiles(values, qs=(50, 95)):
@@ -518,22 +536,20 @@ class LiveShow:
         self._last_period = elapsed
 
     def run(self) -> dict:
-        import torch
         started = time.perf_counter()
         interrupted = {"flag": False, "signal": None}
-        # Ctrl-C, SIGTERM and SIGHUP end the show between two frames: the recording and the other outputs are
-        # finished and kept, like a show ended with Esc.
-        stop_signals = [signal.SIGINT] + [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
 
-        def on_stop_signal(signum, frame):
+        def on_stop_signal(signum):
             interrupted["flag"] = True
-            interrupted["signal"] = interrupted["signal"] or int(signum)
+            interrupted["signal"] = interrupted["signal"] or signum
             self.running = False
 
-        try:
-            previous = {sig: signal.signal(sig, on_stop_signal) for sig in stop_signals}
-        except ValueError:     # not in the main thread
-            previous = None
+        with stop_signals_end_the_show(on_stop_signal):
+            self._run_frames(started)
+        return self._stats(started, interrupted)
+
+    def _run_frames(self, started: float) -> None:
+        import torch
         try:
             self._open_surface()
             self._open_sinks()
@@ -563,9 +579,9 @@ class LiveShow:
             self.input.close()
             if self.surface is not None:
                 self.surface.close()
-            for sig, handler in (previous or {}).items():
-                signal.signal(sig, handler)
             torch.set_num_threads(self._threads_before)
+
+    def _stats(self, started: float, interrupted: dict) -> dict:
         wall = time.perf_counter() - started
         stats = {
             "frames_shown": self.frames_shown, "seconds": wall,
@@ -631,7 +647,7 @@ def cmd_live(args) -> int:
         print(f"shown {stats['frames_shown']} frames in {stats['seconds']:.1f}s from {stats['windows_generated']} "
               f"windows ({stats['seconds_per_window'] or float('nan'):.1f} s per {stats['window_seconds']:g} s "
               f"window); latency p50 {(stats['latency_ms']['p50'] or float('nan')) / 1000:.1f} s")
-        return 0
+        return 128 + stats["signal"] if stats["interrupted"] else 0
     if job.backend_options:
         raise UserError(f"--{', --'.join(job.backend_options)} are for --backend tempotokens")
     show = LiveShow(job)

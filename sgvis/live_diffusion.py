@@ -159,16 +159,30 @@ class DiffusionShow:
                 f"{self.backend.description[:60]}"]
 
     def run(self) -> dict:
+        from sgvis.live import stop_signals_end_the_show
+        started = time.perf_counter()
+        interrupted = {"flag": False, "signal": None}
+
+        def on_stop_signal(signum):
+            interrupted["flag"] = True
+            interrupted["signal"] = interrupted["signal"] or signum
+            self.running = False
+
+        with stop_signals_end_the_show(on_stop_signal):
+            self._show(started)
+        return self._stats(started, interrupted)
+
+    def _show(self, started: float) -> None:
         import torch
         from sgvis.outputs.display import hud_image
-        started = time.perf_counter()
-        self._open()
-        worker = threading.Thread(target=self._generate, name="sgvis-diffusion", daemon=True)
-        worker.start()
         current, index, next_at, shown_window = None, 0, 0.0, None
         next_hud = 0.0
-        heard = self.input.ring.written                      # the recording's audio: everything from now on
+        worker = None
         try:
+            self._open()
+            heard = self.input.ring.written                  # the recording's audio: everything from now on
+            worker = threading.Thread(target=self._generate, name="sgvis-diffusion", daemon=True)
+            worker.start()
             while self.running:
                 now = time.perf_counter()
                 if self.surface.should_close:
@@ -220,12 +234,15 @@ class DiffusionShow:
             self.sinks = []
         finally:
             self.running = False
-            worker.join(timeout=60)
+            if worker is not None:
+                worker.join(timeout=60)
             for sink in self.sinks:
                 sink.abort()
             self.input.close()
             if self.surface is not None:
                 self.surface.close()
+
+    def _stats(self, started: float, interrupted: dict) -> dict:
         wall = time.perf_counter() - started
         lat = np.asarray(self.latencies) * 1000.0
         taken = self.window_seconds_taken
@@ -240,7 +257,7 @@ class DiffusionShow:
             "device": self.input.device_name, "generator": self.backend.description,
             "resolution": list(self.frame_size), "headless": self.job.headless, "record": self.job.record,
             "outputs": list(self.job.outputs), "unavailable_outputs": self.unavailable_outputs,
-            "screenshots": self.screenshots, "interrupted": False, "signal": None,
+            "screenshots": self.screenshots, "interrupted": interrupted["flag"], "signal": interrupted["signal"],
         }
         if self.job.stats:
             from stylegan.atomic import write_json_atomically

@@ -1,5 +1,7 @@
 """`sgvis live --backend tempotokens`: causal mapper windows, and a headless show on the JACK loopback with the tiny
 random diffusion models, whose cost (seconds per window, latency) is reported, not hidden."""
+import os
+
 import pytest
 import torch
 
@@ -68,3 +70,28 @@ def test_live_tempotokens_flags_are_checked(files):
     r = run_cli("live", "--backend", "tempotokens", "--t2v", files["t2v"], "--beats", files["beats"], "--mapper",
                 files["mapper"], "--osc-port", "0", "--headless", "--duration", "1")
     assert r.returncode == 2 and "stylegan backend only" in r.stderr
+
+
+def test_ctrl_c_ends_the_show_and_keeps_the_recording(jack, files, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from audio_fixtures import write_audio
+    samples, _ = click_track(20.0, 44100, bpm=120)
+    write_audio(tmp_path / "track.wav", samples, 44100)
+    record = tmp_path / "set.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sgvis", "live", "--device", f"file:{tmp_path / 'track.wav'}", "--backend", "tempotokens",
+         "--t2v", files["t2v"], "--beats", files["beats"], "--mapper", files["mapper"], "--size", "16x16",
+         "--steps", "2", "--guidance", "1", "--headless", "--record", str(record), "--compute", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, JACK_NO_START_SERVER="1"))
+    time.sleep(16)                                            # start-up (~8 s here), then several windows
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "shown" in out
+    frames, vdur, adur, codec = read_video(record)            # finished, with its sound: nothing lost
+    assert len(frames) > 12 and codec == "aac" and abs(vdur - adur) < 0.5
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".part") or p.startswith(".sgvis")]
