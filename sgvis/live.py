@@ -88,17 +88,25 @@ def generation_threads(setting) -> int:
 
 
 @contextlib.contextmanager
-def stop_signals_end_the_show(stop):
-    """While active, Ctrl-C, SIGTERM and SIGHUP call stop(signum) instead of ending the process: the show then ends
-    between two frames, its recording and other outputs finished and kept, as with Esc. The handlers before are
-    restored afterwards; outside the main thread (where handlers cannot be set) nothing changes."""
+def stop_signals_end_the_show(show):
+    """While active, Ctrl-C, SIGTERM and SIGHUP set `show.running` to False instead of ending the process: the show
+    then ends between two frames, its recording and other outputs finished and kept, as with Esc. Yields
+    {"flag", "signal"}: whether a signal ended the show, and the first one. The handlers before are restored
+    afterwards; outside the main thread (where handlers cannot be set) nothing changes."""
+    interrupted = {"flag": False, "signal": None}
+
+    def stop(signum, frame):
+        interrupted["flag"] = True
+        interrupted["signal"] = interrupted["signal"] or int(signum)
+        show.running = False
+
     signals = [signal.SIGINT] + [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
     try:
-        previous = {sig: signal.signal(sig, lambda signum, frame: stop(int(signum))) for sig in signals}
+        previous = {sig: signal.signal(sig, stop) for sig in signals}
     except ValueError:
         previous = {}
     try:
-        yield
+        yield interrupted
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -537,14 +545,7 @@ class LiveShow:
 
     def run(self) -> dict:
         started = time.perf_counter()
-        interrupted = {"flag": False, "signal": None}
-
-        def on_stop_signal(signum):
-            interrupted["flag"] = True
-            interrupted["signal"] = interrupted["signal"] or signum
-            self.running = False
-
-        with stop_signals_end_the_show(on_stop_signal):
+        with stop_signals_end_the_show(self) as interrupted:
             self._run_frames(started)
         return self._stats(started, interrupted)
 

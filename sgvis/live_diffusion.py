@@ -161,14 +161,7 @@ class DiffusionShow:
     def run(self) -> dict:
         from sgvis.live import stop_signals_end_the_show
         started = time.perf_counter()
-        interrupted = {"flag": False, "signal": None}
-
-        def on_stop_signal(signum):
-            interrupted["flag"] = True
-            interrupted["signal"] = interrupted["signal"] or signum
-            self.running = False
-
-        with stop_signals_end_the_show(on_stop_signal):
+        with stop_signals_end_the_show(self) as interrupted:
             self._show(started)
         return self._stats(started, interrupted)
 
