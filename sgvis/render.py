@@ -31,6 +31,8 @@ RENDER_DEFAULTS = {
         "precision": "auto",      # auto | fp32 | bf16 | fp16 (auto on a CPU: measured once, sgvis.backends.tuning)
         "fit": "crop",            # a --size of another aspect than the model's: crop | letterbox | stretch
         "beats": "offline",       # offline: whole-track beat tracking; causal: the live tracker
+        "draft": None,            # a quick preview: the synthesis stops at the block of this resolution (e.g. 128) and
+                                  #   the picture is scaled up to the model's (None: the full synthesis)
         "lookahead": None,        # seconds the analysis runs ahead of each frame offline (None: the steering's
                                   #   OFFLINE_LOOKAHEAD_S, which lands onsets on their frame)
     },
@@ -71,6 +73,8 @@ def check_render_settings(rcfg: dict, where: str = "render") -> dict:
             raise UserError(f"{where}.{key} must be one of {', '.join(allowed)}; got {rcfg.get(key)!r}")
     if rcfg.get("lookahead") is not None:
         out["lookahead"] = check_number(rcfg["lookahead"], f"{where}.lookahead", 0, MAX_LOOKAHEAD_S)
+    if rcfg.get("draft") is not None:
+        out["draft"] = check_number(rcfg["draft"], f"{where}.draft", 4, 8192, whole=True)
     return out
 
 
@@ -186,6 +190,10 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     from sgvis.steer.motion import MotionDriver
     motion = MotionDriver(cfg.get("motion"), seed=job.seed)
     backend.bend_resolution = int(motion.cfg["bend"]["resolution"])
+    if rcfg["draft"] is not None:
+        if not getattr(backend, "supports_draft", False):
+            raise UserError(f"render.draft: the {backend.name} backend cannot draft (the fast StyleGAN2 path can)")
+        backend.draft_resolution = int(rcfg["draft"])
     from sgvis.backends.look import Look
     from sgvis.backends.stylegan import is_builtin_model
     backend.look = Look(cfg.get("look"), builtin_model=is_builtin_model(job.model))

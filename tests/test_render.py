@@ -77,6 +77,23 @@ def test_options_size_trim_png_seed(tmp_path, model, clicks):
     assert not np.array_equal(read_video(out2)[0][0], frames[0])
 
 
+def test_draft_render_is_a_softer_picture_of_the_same_size(tmp_path, model, clicks):
+    """render.draft (a quick preview): the synthesis stops at that resolution and the picture is scaled up."""
+    full, draft = tmp_path / "full", tmp_path / "draft"
+    base = [clicks[0], "--model", model, "--fps", 10, "--end", 1.0, "--set", "motion.amount=0"]
+    assert render(*base, "-o", tmp_path / "f.mp4", "--png-dir", full).returncode == 0
+    result = render(*base, "-o", tmp_path / "d.mp4", "--png-dir", draft, "--set", "render.draft=16")
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+    a = np.stack([np.asarray(Image.open(full / n)) for n in sorted(os.listdir(full))]).astype(float)
+    b = np.stack([np.asarray(Image.open(draft / n)) for n in sorted(os.listdir(draft))]).astype(float)
+    assert a.shape == b.shape == (10, 32, 32, 3)
+    err = np.abs(a - b).mean()
+    assert 0 < err < np.abs(a - a.mean()).mean()              # the same picture, softer
+    bad = render(*base, "-o", tmp_path / "x.mp4", "--set", "render.draft=big")
+    assert bad.returncode == 2 and "render.draft" in bad.stderr and not (tmp_path / "x.mp4").exists()
+
+
 @pytest.mark.parametrize("ext", ["flac", "ogg", "mp3", "m4a"])
 def test_audio_formats(tmp_path, model, ext):
     samples, _ = click_track(1.0, SR)
