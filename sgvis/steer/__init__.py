@@ -11,6 +11,8 @@ inversion encoder + recurrent blocks, from a checkpoint).  A mode is a Steering 
 """
 from __future__ import annotations
 
+import math
+
 from sgvis.errors import UserError
 from sgvis.registry import Registry
 
@@ -19,6 +21,16 @@ STEERINGS = Registry("steering mode", {
     "reactive": "sgvis.steer.reactive:ReactiveSteering.from_settings",
     "learned": "sgvis.steer.learned:LearnedSteering.from_settings",
 })
+
+
+def finite(x, default: float = 0.0) -> float:
+    """x as a float, or `default` where it is missing, not a number, NaN or infinite (a Features field that a
+    feature source left out or could not compute)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return default
+    return x if math.isfinite(x) else default
 
 
 class Steering:

@@ -49,7 +49,7 @@ from torch import nn
 
 from sgvis.errors import UserError, first_line
 from sgvis.features.analysis import MelConfig
-from sgvis.steer import Steering
+from sgvis.steer import Steering, finite
 from sgvis.steer.reactive import DEFAULTS, GROUPS, base_latent, resolve_config, resolve_groups, resolve_psi
 from sgvis.steer.silence import SilenceGate
 
@@ -229,16 +229,6 @@ class LearnedSteeringModel(nn.Module):
         return (out[0] if single else out), state
 
 
-def _finite_time(features, default: float | None) -> float:
-    try:
-        t = float(features.time)
-    except (TypeError, ValueError, AttributeError):
-        t = float("nan")
-    if math.isfinite(t):
-        return t
-    return 0.0 if default is None else default + 1.0 / 30.0
-
-
 # -- checkpoints ---------------------------------------------------------------------------------------------
 DEFAULT_STEERING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
                                 "default-steering.safetensors")
@@ -403,7 +393,7 @@ class LearnedSteering(Steering):
         """The model's W+ with its frame-to-frame steps scaled by the silence gate: in silence the picture holds
         where it was (the recurrent state runs on); with sound it moves as the model says and, over
         HOLD_CATCH_UP_S, catches up with what the model drew meanwhile, so no frame jumps."""
-        t = _finite_time(features, self._time)
+        t = finite(getattr(features, "time", None), 0.0 if self._time is None else self._time + 1.0 / 30.0)
         dt = 1.0 / 30.0 if self._time is None else min(max(t - self._time, 1e-3), 0.5)
         self._time = t
         gate = self.silence(features, dt)

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from sgvis.errors import UserError
+from sgvis.steer import finite
 
 GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 REF_FPS = 30.0
@@ -63,13 +64,6 @@ def resolve_motion(cfg: dict | None) -> dict:
     check(out, DEFAULTS, "motion")
     return out
 
-
-def _finite(x, default=0.0) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return default
-    return x if math.isfinite(x) else default
 
 
 class MotionDriver:
@@ -114,7 +108,7 @@ class MotionDriver:
         """An onset is a hit when it stands out of the recent onset level (adaptive: a dense mix's constant
         onset activity is not a stream of hits) and of the fixed floor `threshold`."""
         c = self.cfg["hit"]
-        onset = min(max(_finite(f.onset), 0.0), 1.0)
+        onset = min(max(finite(f.onset), 0.0), 1.0)
         if c["picked"]:
             # The features stage picked the onsets (Features.onset_peak): a hit lands on each, exactly on its frame.
             level = c["threshold"]
@@ -135,7 +129,7 @@ class MotionDriver:
 
     def step(self, f) -> dict[str, np.ndarray]:
         c = self.cfg
-        t = _finite(f.time, 0.0)
+        t = finite(f.time, 0.0)
         dt = 1.0 / REF_FPS if self.prev_time is None else min(max(t - self.prev_time, 1e-3), 0.5)
         self.prev_time = t
         release = max(c["hit"]["release_s"], 1e-3)
@@ -169,7 +163,7 @@ class MotionDriver:
         # Between hits: the camera pans and rolls on a slow loop, as fast as the music is loud.
         cam = c["camera"]
         k = 1.0 - math.exp(-dt / max(cam["loudness_s"], 1e-3))
-        self.loudness += k * (min(max(_finite(f.rms), 0.0), 1.0) - self.loudness)
+        self.loudness += k * (min(max(finite(f.rms), 0.0), 1.0) - self.loudness)
         self.cycle += dt / max(cam["cycle_s"], 1e-3) * self.loudness * 2.0
         phi = 2 * math.pi * self.cycle
         camera = np.array([self.push + cam["pan"] * 0.3 * (1 - math.cos(phi)),    # never zoomed out: no edges

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from sgvis.errors import UserError
-from sgvis.steer import STEERINGS, Steering
+from sgvis.steer import STEERINGS, Steering, finite
 from sgvis.steer.silence import SilenceGate
 
 __all__ = ["ReactiveSteering", "resolve_config", "resolve_groups", "DEFAULTS", "SOURCES", "GROUPS",
@@ -254,13 +254,6 @@ def _bspline_weights(u: float) -> np.ndarray:
     return np.array([(1 - u) ** 3, 3 * u3 - 6 * u2 + 4, -3 * u3 + 3 * u2 + 3 * u + 1, u3], np.float64) / 6.0
 
 
-def _finite(x, default: float = 0.0) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return default
-    return x if math.isfinite(x) else default
-
 
 def base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tensor:
     """W+ [num_ws, w_dim] of the seed's z, truncated toward w_avg."""
@@ -459,7 +452,7 @@ class ReactiveSteering(Steering):
         gamma = float(c["onset"]["gamma"])
 
         def gate(x):
-            return min(max(_finite(x) - thr, 0.0) / max(1.0 - thr, 1e-6), 1.0) ** gamma
+            return min(max(finite(x) - thr, 0.0) / max(1.0 - thr, 1e-6), 1.0) ** gamma
 
         if c["onset"]["picked"] and not getattr(f, "onset_peak", False):
             # Hits land only on the onsets the features stage picked (Features.onset_peak), so the picture's
@@ -470,17 +463,17 @@ class ReactiveSteering(Steering):
         if bands is None:
             # No band onsets from the features stage: split the onset by the band levels instead.
             levels = {"bass": f.low, "mid": f.mid, "high": f.high}
-            bands = {b: onset * min(max(_finite(levels[b]), 0.0), 1.0) for b in BANDS}
+            bands = {b: onset * min(max(finite(levels[b]), 0.0), 1.0) for b in BANDS}
         else:
             bands = {b: gate(v) for b, v in bands.items()}
         # Beat accents are onsets that fall on a beat (the beat flag, or within `window_s` of the tracked beat
         # grid): accents land on audible hits, and a tracked beat with nothing audible on it moves nothing.
         near = 0.0
-        tempo = _finite(f.tempo)
+        tempo = finite(f.tempo)
         if bool(f.beat):
             near = 1.0
         elif tempo > 0:
-            ph = _finite(f.beat_phase) % 1.0
+            ph = finite(f.beat_phase) % 1.0
             dist = min(ph, 1.0 - ph) * 60.0 / tempo
             w = float(c["beat"]["window_s"])
             near = math.exp(-0.5 * (dist / w) ** 2) if w > 0 else 0.0
@@ -497,10 +490,10 @@ class ReactiveSteering(Steering):
         # make the picture pulse while nothing plays.  The breath fades out with the sound (any band), and the
         # slow motions run on steadily until it returns.
         depth = float(d["breath"]) * self.silence(f, dt)
-        if depth <= 0 or _finite(f.tempo) <= 0:
+        if depth <= 0 or finite(f.tempo) <= 0:
             self._last_ph = None
             return 1.0
-        ph = _finite(f.beat_phase) % 1.0
+        ph = finite(f.beat_phase) % 1.0
         if self._last_ph is not None and (ph < self._last_ph - 0.5 or bool(f.beat) and ph < self._last_ph):
             self._beats += 1
         self._last_ph = ph
@@ -512,7 +505,7 @@ class ReactiveSteering(Steering):
 
     def step(self, f) -> torch.Tensor:
         c = self.cfg
-        t = _finite(f.time, 0.0)
+        t = finite(f.time, 0.0)
         dt = 1.0 / REF_FPS if self.prev_time is None else min(max(t - self.prev_time, 1e-3), 0.5)
         self.prev_time = t
 
@@ -520,8 +513,8 @@ class ReactiveSteering(Steering):
         pulse = np.array([self.pulses[s](hits[s], dt) for s in SOURCES])                   # [n_src]
         slow_dt = dt * self._breath(f, dt) * self.speed      # slow motions move with the beat (see _breath)
         levels = {"bass": f.low, "mid": f.mid, "high": f.high}
-        swell = np.array([self.swells[b](min(max(_finite(levels[b]), 0.0), 1.0), slow_dt) for b in BANDS])
-        loud = self.loudness(min(max(_finite(f.rms), 0.0), 1.0), dt)
+        swell = np.array([self.swells[b](min(max(finite(levels[b]), 0.0), 1.0), slow_dt) for b in BANDS])
+        loud = self.loudness(min(max(finite(f.rms), 0.0), 1.0), dt)
 
         # Drift: advance the base along the keyframe spline (not at all when period_s is 0).
         period = float(c["drift"]["period_s"])

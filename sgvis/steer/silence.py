@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from sgvis.steer import finite
+
 # Level below which a frame is (partly) silence: the gate is level / SILENCE_LEVEL there.
 SILENCE_LEVEL = 0.03
 RELEASE_S = 0.1
@@ -17,15 +19,7 @@ STILL_GATE = 0.01           # a gate below this is 0: silence holds exactly stil
 
 def sound_level(features) -> float:
     """The largest band level of one Features, 0..1 (non-finite or missing levels count as 0)."""
-    level = 0.0
-    for name in ("rms", "low", "mid", "high"):
-        try:
-            x = float(getattr(features, name))
-        except (TypeError, ValueError, AttributeError):
-            continue
-        if math.isfinite(x):
-            level = max(level, x)
-    return min(level, 1.0)
+    return min(max(0.0, *(finite(getattr(features, name, None)) for name in ("rms", "low", "mid", "high"))), 1.0)
 
 
 class SilenceGate:
