@@ -639,7 +639,7 @@ def cmd_live(args) -> int:
     from sgvis.control.cli import producer_options
     job.controls, job.control_options = producer_options(args, job.controls)
     from sgvis.backends import diffusion_options
-    job.backend_options = diffusion_options(args)
+    job.backend_options = diffusion_options(args, job.backend)
     if job.backend == "tempotokens":
         if job.controls:
             raise UserError("remote control (--osc-port, --midi, --link) works with the stylegan backend only")
@@ -649,8 +649,6 @@ def cmd_live(args) -> int:
               f"windows ({stats['seconds_per_window'] or float('nan'):.1f} s per {stats['window_seconds']:g} s "
               f"window); latency p50 {(stats['latency_ms']['p50'] or float('nan')) / 1000:.1f} s")
         return 128 + stats["signal"] if stats["interrupted"] else 0
-    if job.backend_options:
-        raise UserError(f"--{', --'.join(job.backend_options)} are for --backend tempotokens")
     show = LiveShow(job)
     stats = show.run()
     lat = stats["latency_ms"]

@@ -171,6 +171,10 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
                                   size=size, fit=fit, **job.backend_options)
     if fps is None:
         fps = check_number(getattr(backend, "native_fps", None) or rcfg["fps"], "--fps", 1, MAX_FPS)
+    if rcfg["draft"] is not None:
+        if not getattr(backend, "supports_draft", False):
+            raise UserError(f"render.draft: the {backend.name} backend cannot draft (the fast StyleGAN2 path can)")
+        backend.draft_resolution = int(rcfg["draft"])
     if getattr(backend, "consumes", "states") == "audio":     # frames straight from the audio (sgvis.render_audio)
         from sgvis.render_audio import render_from_audio
         return render_from_audio(job, backend, start, end, fps, info, inputs)
@@ -190,10 +194,6 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     from sgvis.steer.motion import MotionDriver
     motion = MotionDriver(cfg.get("motion"), seed=job.seed)
     backend.bend_resolution = int(motion.cfg["bend"]["resolution"])
-    if rcfg["draft"] is not None:
-        if not getattr(backend, "supports_draft", False):
-            raise UserError(f"render.draft: the {backend.name} backend cannot draft (the fast StyleGAN2 path can)")
-        backend.draft_resolution = int(rcfg["draft"])
     from sgvis.backends.look import Look
     from sgvis.backends.stylegan import is_builtin_model
     backend.look = Look(cfg.get("look"), builtin_model=is_builtin_model(job.model))
@@ -432,9 +432,7 @@ def cmd_render(args) -> int:
     mode, steering_path = choose_steering(args.steer, args.steering, config, args.model)
     output = args.output or os.path.splitext(os.path.basename(args.audio))[0] + ".mp4"
     from sgvis.backends import diffusion_options
-    options = diffusion_options(args)
-    if options and args.backend != "tempotokens":
-        raise UserError(f"--{', --'.join(options)} are for --backend tempotokens")
+    options = diffusion_options(args, args.backend)
     job = RenderJob(audio=args.audio, output=output, model=args.model, fps=args.fps,
                     size=parse_size(args.size), fit=args.fit, seed=args.seed, start=args.start, end=args.end,
                     png_dir=args.png_dir, outputs=args.out or [], stats=args.stats, overwrite=args.overwrite,

@@ -165,6 +165,15 @@ def test_render_tempotokens_mp4_with_audio(files, tmp_path):
     assert same < 1.0 and differs > 5 * max(same, 1.0), (same, differs)
 
 
+def test_render_draft_is_refused_by_the_diffusion_backend(files, tmp_path):
+    out = tmp_path / "d.mp4"
+    result = run_cli("render", files["audio"], "-o", str(out), "--backend", "tempotokens", "--t2v", files["t2v"],
+                     "--beats", files["beats"], "--mapper", files["mapper"], "--size", "16x16", "--steps", "1",
+                     "--set", "render.draft=8", "--device", "cpu")
+    assert result.returncode == 2 and "render.draft: the tempotokens backend cannot draft" in result.stderr
+    assert not out.exists()
+
+
 def one_line_error(result, *expected):
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -57,6 +57,11 @@ def add_diffusion_arguments(parser, title: str = "--backend tempotokens (docs/di
     d.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 25)")
 
 
-def diffusion_options(args) -> dict:
-    """The tempotokens options given on the command line (those left out are not in the dict)."""
-    return {key: getattr(args, key) for key in DIFFUSION_OPTIONS if getattr(args, key, None) is not None}
+def diffusion_options(args, backend: str | None = None) -> dict:
+    """The tempotokens options given on the command line (those left out are not in the dict). With `backend`
+    (the command's --backend), giving them to another backend is one UserError line."""
+    options = {key: getattr(args, key) for key in DIFFUSION_OPTIONS if getattr(args, key, None) is not None}
+    if backend is not None and options and backend != "tempotokens":
+        from sgvis.errors import UserError
+        raise UserError(f"--{', --'.join(options)} are for --backend tempotokens")
+    return options

@@ -378,9 +378,10 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
     unknown = sorted(set(diffusion) - set(DIFFUSION_OPTIONS))
     if unknown:
         raise ValueError(f"unknown diffusion options: {', '.join(unknown)}")
-    if diffusion and "tempotokens" not in [str(v) for v in steerings or []]:
+    wants_diffusion = "tempotokens" in [str(v) for v in steerings or []]
+    if diffusion and not wants_diffusion:
         raise UserError(f"--{', --'.join(diffusion)} are for a --steering tempotokens column")
-    if "tempotokens" in [str(v) for v in steerings or []]:
+    if wants_diffusion:
         need = [f"--{k}" for k in ("t2v", "beats", "mapper") if k not in diffusion]
         if need:
             raise UserError(f"--steering tempotokens needs {', '.join(need)} (the files of "
