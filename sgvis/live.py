@@ -87,6 +87,36 @@ def generation_threads(setting) -> int:
     return n
 
 
+def show_sink_specs(job) -> list[str]:
+    """The outputs of a show: --record (a video timed by the captured sound) and every --out."""
+    return ([f"video:{job.record}"] if job.record else []) + list(job.outputs)
+
+
+def open_show_sinks(specs: list[str], context) -> tuple[list, list[str], str]:
+    """Open a show's outputs -> (sinks, the specs that could not open here, the last reason): an output this
+    machine cannot open is one warning line at start, and the show goes on without it."""
+    import sys
+
+    from sgvis.outputs import OutputUnavailable, open_sink
+    sinks, unavailable, reason = [], [], ""
+    for spec in specs:
+        try:
+            sinks.append(open_sink(spec, context))
+        except OutputUnavailable as e:
+            print(f"sgvis: warning: {e}", file=sys.stderr)
+            unavailable.append(spec)
+            reason = str(e)
+    return sinks, unavailable, reason
+
+
+def save_screenshot(directory: str, frame, index: int) -> str:
+    """A frame (uint8 [H, W, 3]) as sgvis-DATE-TIME-INDEX.png in `directory`; returns its path."""
+    from PIL import Image
+    path = os.path.join(directory, f"sgvis-{time.strftime('%Y%m%d-%H%M%S')}-{index}.png")
+    Image.fromarray(frame).save(path)
+    return path
+
+
 @contextlib.contextmanager
 def stop_signals_end_the_show(show):
     """While active, Ctrl-C, SIGTERM and SIGHUP set `show.running` to False instead of ending the process: the show
@@ -142,7 +172,7 @@ class LiveShow:
         self.presets = self.shipped_presets + user_presets(self.shipped_presets)
         self.base_preset = job.preset            # the shipped preset the settings come from (saved with a preset)
         from sgvis.outputs import check_sink_spec
-        for spec in self._sink_specs():          # file outputs are checked before the show; a stream that cannot
+        for spec in show_sink_specs(job):        # file outputs are checked before the show; a stream that cannot
             check_sink_spec(spec, job.overwrite, inputs=(job.model, job.steering_path))   # open only warns
         if job.stats:
             check_output_path(job.stats, job.overwrite, inputs=(job.model,))
@@ -381,9 +411,7 @@ class LiveShow:
     def screenshot(self) -> str | None:
         if self.last_frame is None:
             return None
-        from PIL import Image
-        path = os.path.join(self.job.screenshot_dir, f"sgvis-{time.strftime('%Y%m%d-%H%M%S')}-{self.frames_shown}.png")
-        Image.fromarray(self.last_frame).save(path)
+        path = save_screenshot(self.job.screenshot_dir, self.last_frame, self.frames_shown)
         self.screenshots.append(path)
         self.message = f"saved {path}"
         return path
@@ -401,23 +429,15 @@ class LiveShow:
         self.renderer = Renderer(self.surface.ctx, self.frame_size, gpu_frames=self.device.type == "cuda",
                                  fit=self.fit)
 
-    def _sink_specs(self) -> list[str]:
-        return ([f"video:{self.job.record}"] if self.job.record else []) + list(self.job.outputs)
-
     def _open_sinks(self):
-        from sgvis.outputs import SinkContext, open_sink
+        from sgvis.outputs import SinkContext
         context = SinkContext(fps=float(self.lcfg["record_fps"]), size=self.frame_size,
                               overwrite=self.job.overwrite, live_audio_rate=self.input.sample_rate,
                               settings=self.config["render"], inputs=tuple(p for p in (self.job.model,) if p))
-        from sgvis.outputs import OutputUnavailable
-        for spec in self._sink_specs():
-            try:
-                self.sinks.append(open_sink(spec, context))
-            except OutputUnavailable as e:           # the show goes on without it: one line at start
-                import sys
-                print(f"sgvis: warning: {e}", file=sys.stderr)
-                self.unavailable_outputs.append(spec)
-                self.message = str(e)
+        sinks, self.unavailable_outputs, reason = open_show_sinks(show_sink_specs(self.job), context)
+        self.sinks.extend(sinks)
+        if reason:
+            self.message = reason
 
     def _close_sinks(self, finished: bool) -> None:
         """Finish every sink (after an error too: what was recorded so far is kept, finalised)."""

@@ -15,7 +15,6 @@ window; docs/diffusion.md says what a real-time path on a GPU needs.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 
@@ -30,7 +29,7 @@ class DiffusionShow:
         from sgvis.backends import BACKENDS
         from sgvis.backends.stylegan import pick_device
         from sgvis.config import load_config
-        from sgvis.live import LIVE_DEFAULTS
+        from sgvis.live import LIVE_DEFAULTS, show_sink_specs
         from sgvis.outputs import check_sink_spec
         from sgvis.outputs.files import check_output_path, even
         from sgvis.render import RENDER_DEFAULTS, check_render_settings
@@ -39,7 +38,7 @@ class DiffusionShow:
                                   defaults={**RENDER_DEFAULTS, **LIVE_DEFAULTS})
         self.lcfg = self.config["live"]
         self.config["render"] = check_render_settings(self.config["render"])
-        for spec in self._sink_specs():
+        for spec in show_sink_specs(job):
             check_sink_spec(spec, job.overwrite, inputs=tuple(v for v in job.backend_options.values()
                                                             if isinstance(v, str) and os.path.exists(v)))
         if job.stats:
@@ -108,11 +107,9 @@ class DiffusionShow:
             self._error = e
 
     # -- display ---------------------------------------------------------------------------------------------------
-    def _sink_specs(self) -> list[str]:
-        return ([f"video:{self.job.record}"] if self.job.record else []) + list(self.job.outputs)
-
     def _open(self) -> None:
-        from sgvis.outputs import OutputUnavailable, SinkContext, open_sink
+        from sgvis.live import open_show_sinks, show_sink_specs
+        from sgvis.outputs import SinkContext
         from sgvis.outputs.display import HeadlessSurface, Renderer, WindowSurface
         if self.job.headless:
             self.surface = HeadlessSurface(self.frame_size)
@@ -123,12 +120,7 @@ class DiffusionShow:
         self.renderer = Renderer(self.surface.ctx, self.frame_size, gpu_frames=False, fit="letterbox")
         context = SinkContext(fps=self.fps, size=self.frame_size, overwrite=self.job.overwrite,
                               live_audio_rate=self.input.sample_rate, settings=self.config["render"], inputs=())
-        for spec in self._sink_specs():
-            try:
-                self.sinks.append(open_sink(spec, context))
-            except OutputUnavailable as e:
-                print(f"sgvis: warning: {e}", file=sys.stderr)
-                self.unavailable_outputs.append(spec)
+        self.sinks, self.unavailable_outputs, _ = open_show_sinks(show_sink_specs(self.job), context)
 
     def _on_key(self, key: int, action: int) -> None:
         import glfw
@@ -137,11 +129,8 @@ class DiffusionShow:
         if key in (glfw.KEY_ESCAPE, glfw.KEY_Q):
             self.running = False
         elif key == glfw.KEY_S and self._last_frame is not None:
-            from PIL import Image
-            path = os.path.join(self.job.screenshot_dir,
-                                f"sgvis-{time.strftime('%Y%m%d-%H%M%S')}-{self.frames_shown}.png")
-            Image.fromarray(self._last_frame).save(path)
-            self.screenshots.append(path)
+            from sgvis.live import save_screenshot
+            self.screenshots.append(save_screenshot(self.job.screenshot_dir, self._last_frame, self.frames_shown))
 
     def hud_lines(self) -> list[str]:
         with self._lock:
