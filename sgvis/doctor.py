@@ -168,7 +168,7 @@ def _gl_check():
 
 
 def _tuning_check():
-    """The generator precisions chosen by measurement on this machine (sgvis.backends.tuning's cache)."""
+    """The generator settings chosen by measurement on this machine (sgvis.backends.tuning's cache)."""
     from sgvis.backends.tuning import cache_path, describe, load_choices
     choices = load_choices()
     if not choices:
@@ -179,7 +179,7 @@ def _tuning_check():
 
 register_check("audio", _audio_check)
 register_check("OpenGL", _gl_check)
-register_check("generator precision", _tuning_check)
+register_check("generator settings", _tuning_check)
 
 if __name__ == "__main__":  # pragma: no cover
     import argparse

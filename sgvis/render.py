@@ -27,7 +27,9 @@ RENDER_DEFAULTS = {
         "fps": 30.0,              # output frame rate
         "crf": 18,                # H.264 constant rate factor (lower = better quality, bigger file)
         "preset": "medium",       # x264 speed/size trade-off
-        "batch": 8,               # frames generated per generator call
+        "batch": "auto",          # frames generated per generator call: a number, or auto (the fastest per frame of
+                                  #   BATCH_CANDIDATES, measured once per machine and model; sgvis.backends.tuning)
+        "threads": "auto",        # CPU threads of the generator: a number, or auto (measured with the batch)
         "precision": "auto",      # auto | fp32 | bf16 | fp16 (auto on a CPU: measured once, sgvis.backends.tuning)
         "fit": "crop",            # a --size of another aspect than the model's: crop | letterbox | stretch
         "beats": "offline",       # offline: whole-track beat tracking; causal: the live tracker
@@ -44,6 +46,8 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 BEAT_MODES = ("offline", "causal")
 MAX_FPS = 240.0
 MAX_BATCH = 1024
+BATCH_CANDIDATES = [4, 8, 16]
+DEFAULT_BATCH = 8                 # render.batch auto where nothing is measured (a GPU, another backend)
 MAX_LOOKAHEAD_S = 2.0
 # A file holding this much less audio than its header says is rendered to its real end (with a warning); smaller
 # differences are codec padding.
@@ -67,7 +71,9 @@ def check_render_settings(rcfg: dict, where: str = "render") -> dict:
     out = dict(rcfg)
     out["fps"] = check_number(rcfg.get("fps"), f"{where}.fps", 1, MAX_FPS)
     out["crf"] = check_number(rcfg.get("crf"), f"{where}.crf", 0, 51, whole=True)
-    out["batch"] = check_number(rcfg.get("batch"), f"{where}.batch", 1, MAX_BATCH, whole=True)
+    for key, top in (("batch", MAX_BATCH), ("threads", 4096)):
+        if rcfg.get(key) != "auto":
+            out[key] = check_number(rcfg.get(key), f"{where}.{key}", 1, top, whole=True)
     for key, allowed in (("precision", PRECISIONS), ("preset", X264_PRESETS), ("beats", BEAT_MODES)):
         if rcfg.get(key) not in allowed:
             raise UserError(f"{where}.{key} must be one of {', '.join(allowed)}; got {rcfg.get(key)!r}")
@@ -205,11 +211,37 @@ def render(job: RenderJob, backend=None, steering=None) -> dict:
     from sgvis.outputs.files import sound_format
     track = DecodedTrack(job.audio, start, end, mel.sample_rate,
                          mux=sound_format(job.output, info.sample_rate, min(info.channels, 2)))
+    import torch
+    threads_before = torch.get_num_threads()
     try:
+        rcfg = dict(rcfg, batch=_generator_settings(backend, rcfg))
         return _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs, specs, fps, start,
                              end, fit, called)
     finally:
         track.close()
+        torch.set_num_threads(threads_before)
+
+
+def _generator_settings(backend, rcfg: dict) -> int:
+    """Set the generator's thread count and measured settings for this render; returns its batch size."""
+    import torch
+    if rcfg["threads"] != "auto":
+        torch.set_num_threads(int(rcfg["threads"]))
+    auto_batch = rcfg["batch"] == "auto"
+    batch = DEFAULT_BATCH if auto_batch else int(rcfg["batch"])
+    tune = getattr(backend, "tune", None)
+    if tune is not None:
+        from sgvis.backends.tuning import thread_candidates
+        # OMP_NUM_THREADS set by the user is their choice: threads auto then keeps it
+        auto_threads = rcfg["threads"] == "auto" and not os.environ.get("OMP_NUM_THREADS")
+        record = tune(batch, threads=thread_candidates() if auto_threads else None,
+                      batches=BATCH_CANDIDATES if auto_batch else None)
+        if record and auto_batch:
+            batch = int(record["settings"]["batch"])
+        if record and auto_threads and record.get("trials") is not None and \
+                any(t["axis"] == "threads" for t in record["trials"]):   # (a backend tuned earlier: its record)
+            torch.set_num_threads(int(record["settings"]["threads"]))
+    return batch
 
 
 def _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs, specs, fps, start, end, fit,

@@ -669,6 +669,21 @@ class FastSynthesis:
 
     # -- configuration --------------------------------------------------------------------------
 
+    def configure(self, precision: str | None = None, channels_last: bool | None = None,
+                  fused_modconv=None) -> None:
+        """Change the execution settings in place (None keeps one); the per-layer weight copies follow on the
+        next call, those of a precision no longer used are dropped."""
+        if fused_modconv is not None:
+            if fused_modconv not in ("auto", True, False):
+                raise ValueError("fused_modconv must be 'auto', True or False")
+            self.fused_modconv = fused_modconv
+        if channels_last is not None:
+            self.channels_last = bool(channels_last)
+            self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        if precision is not None and precision != self.precision:
+            self.precision = self._resolve_precision(precision)
+            self.refresh()
+
     def _has_fp16_layers(self) -> bool:
         s = self.synthesis
         mods = s.blocks() if hasattr(s, "blocks") else [getattr(s, n) for n in s.layer_names]

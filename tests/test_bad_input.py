@@ -107,6 +107,7 @@ CASES = [
     (R + ["--set", "render.batch=0"], "render.batch"), (R + ["--set", "render.precision=x"], "render.precision"),
     (R + ["--set", "render.preset=x"], "render.preset"), (R + ["--set", "render.beats=x"], "render.beats"),
     (R + ["--set", "render.lookahead=-1"], "render.lookahead"),
+    (R + ["--set", "render.threads=0"], "render.threads"), (R + ["--set", "render.batch=lots"], "render.batch"),
     (R + ["--set", "steer.intensity=abc"], "steer.intensity"),
     (R + ["--device", "tpu"], "--device tpu"), (R + ["--bogus"], "unrecognized"),
     # live: options that fail before any audio device opens

@@ -1,4 +1,4 @@
-"""The generator's CPU precision is chosen by measurement (sgvis.backends.tuning): the faster candidate wins, never
+"""The generator's CPU settings (precision, layout, modulation, threads, batch) are chosen by measurement (sgvis.backends.tuning): the faster candidate wins, never
 one outside the fidelity tolerance, and the choice is cached, reported and skipped when a precision is forced."""
 import json
 
@@ -72,7 +72,7 @@ def test_a_candidate_whose_rounding_does_not_follow_the_latents_is_rejected():
     assert r["choice"] == "bf16" and r["shimmer"]["bf16"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_tune_precision_measures_once_and_caches_per_batch(tmp_path, monkeypatch):
+def test_tune_generator_measures_once_and_caches_per_batch(tmp_path, monkeypatch):
     from stylegan.fast import FastSynthesis
     G = tiny_generator("stylegan2", resolution=32)
     synth = FastSynthesis(G, precision="auto")
@@ -80,38 +80,86 @@ def test_tune_precision_measures_once_and_caches_per_batch(tmp_path, monkeypatch
     calls = []
     real_choose = tuning.choose
 
-    def counting(*a, **k):
-        calls.append(1)
-        r = real_choose(*a, **k)
-        # as if the model were big and bf16 much faster and passed the tests
-        r["seconds"].update(fp32=1.0, bf16=0.1)
-        r["choice"] = "bf16"
-        r["rejected"] = []
+    def counting(candidates, *a, **k):
+        calls.append(list(candidates))
+        r = real_choose(candidates, *a, **k)
+        if "bf16" in candidates:     # as if the model were big and bf16 much faster and passed the tests
+            r["seconds"].update(fp32=1.0, bf16=0.1)
+            r["choice"] = "bf16"
+            r["rejected"] = []
         return r
 
     monkeypatch.setattr(tuning, "choose", counting)
-    first = tuning.tune_precision(synth, G, 4, path=path)
-    assert calls == [1] and first["choice"] == "bf16" and synth.precision == "bf16"
+    first = tuning.tune_generator(synth, G, 4, path=path)
+    assert calls[0] == ["fp32", "bf16"] and first["choice"] == "bf16" and synth.precision == "bf16"
+    assert [t["axis"] for t in first["trials"]] == ["precision", "channels_last", "fused_modconv"]
     assert first["error"]["bf16"] < tuning.TOLERANCE and first["error"]["fp32"] == 0.0
-    synth.precision = "fp32"
-    again = tuning.tune_precision(synth, G, 4, path=path)
-    assert calls == [1] and again["choice"] == "bf16" and synth.precision == "bf16"      # from the cache
-    tuning.tune_precision(synth, G, 1, path=path)
-    assert calls == [1, 1]                                                                   # another batch size
+    n = len(calls)
+    synth.configure(precision="fp32")
+    again = tuning.tune_generator(synth, G, 4, path=path)
+    assert len(calls) == n and again["choice"] == "bf16" and synth.precision == "bf16"      # from the cache
+    tuning.tune_generator(synth, G, 1, path=path)
+    assert len(calls) > n                                                                     # another batch size
     assert len(json.loads(open(path).read())) == 2
 
 
-def test_a_model_too_fast_to_time_keeps_the_cpu_flag_default(tmp_path, monkeypatch):
-    from stylegan.fast import FastSynthesis, cpu_bf16_support
-    G = tiny_generator("stylegan2", resolution=32)
-    synth = FastSynthesis(G, precision="auto")
-    monkeypatch.setattr(tuning, "choose", lambda *a, **k: {"choice": "bf16", "seconds": {"fp32": 0.001, "bf16": 0.0005},
-                                                           "error": {"fp32": 0.0, "bf16": 0.001}, "shimmer": {},
-                                                           "rejected": []})
-    r = tuning.tune_precision(synth, G, 2, path=str(tmp_path / "t.json"))
-    assert r["basis"] == "too fast to measure: CPU flags"
-    assert r["choice"] == synth.precision == ("bf16" if cpu_bf16_support()["amx"] else "fp32")
-    assert "too fast to measure" in tuning.describe(r)
+class SlowSetting:
+    """A FastSynthesis stand-in on a fake clock: every setting costs time, one of them is made slow."""
+    def __init__(self, clock, slow: dict, per_frame=0.01, wrong: dict | None = None):
+        self.clock, self.slow, self.per_frame, self.wrong = clock, slow, per_frame, wrong or {}
+        self.precision, self.channels_last, self.fused_modconv = "fp32", True, "auto"
+
+    def configure(self, precision=None, channels_last=None, fused_modconv=None):
+        self.precision = precision or self.precision
+        self.channels_last = self.channels_last if channels_last is None else channels_last
+        self.fused_modconv = self.fused_modconv if fused_modconv is None else fused_modconv
+
+    def __call__(self, ws):
+        state = {"precision": self.precision, "channels_last": self.channels_last,
+                 "fused_modconv": self.fused_modconv, "threads": torch.get_num_threads(), "batch": len(ws)}
+        cost = self.per_frame * len(ws)
+        for k, v in self.slow.items():
+            if state[k] == v:
+                cost *= 3
+        self.clock.now += cost
+        off = sum(0.5 for k, v in self.wrong.items() if state[k] == v)
+        return ws.mean(dim=(1, 2)).reshape(-1, 1, 1, 1).expand(-1, 3, 4, 4) + off
+
+
+@pytest.mark.parametrize("slow, expect", [
+    ({"channels_last": True}, {"channels_last": False}),
+    ({"fused_modconv": "auto"}, {"fused_modconv": False}),
+    ({"threads": 2}, {"threads": 1}),
+    ({"threads": 1}, {"threads": 2}),
+    ({"batch": 4}, {"batch": 8}),
+])
+def test_every_axis_takes_the_faster_candidate_when_one_is_made_slow(slow, expect):
+    clock = FakeClock()
+    synth = SlowSetting(clock, slow)
+    ws = torch.rand(8, 3, 2)
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(slow.get("threads", 2))      # the slow one is where the trial starts
+        r = tuning.measure_settings(synth, ws, ws + 0.001, 4, ("fp32",), threads=[1, 2], batches=[4, 8],
+                                    timer=clock)
+    finally:
+        torch.set_num_threads(threads_before)
+    for k, v in expect.items():
+        assert r["settings"][k] == v, (k, r)
+    defaults = {"precision": "fp32", "channels_last": True, "fused_modconv": "auto", "batch": 4}
+    for k, v in defaults.items():             # the other axes stay at their defaults: nothing there was faster
+        if k not in expect:
+            assert r["settings"][k] == v, (k, r)
+
+
+def test_a_faster_setting_outside_tolerance_is_never_taken():
+    clock = FakeClock()
+    # contiguous is 3x faster (channels_last made slow) but its pictures are wrong: the exact axis rejects it too
+    synth = SlowSetting(clock, {"channels_last": True}, wrong={"channels_last": False})
+    ws = torch.rand(4, 3, 2)
+    r = tuning.measure_settings(synth, ws, ws + 0.001, 4, ("fp32",))
+    assert r["settings"]["channels_last"] is True and "contiguous" in r["rejected"]
+    assert synth.channels_last is True                       # and the synthesis is left at the choice
 
 
 def test_render_reports_the_measured_choice_and_a_forced_precision_skips_it(tmp_path, monkeypatch):
@@ -121,19 +169,25 @@ def test_render_reports_the_measured_choice_and_a_forced_precision_skips_it(tmp_
     ws = G.mapping(torch.randn(2, G.z_dim), None)
     auto = StyleGANBackend(G, torch.device("cpu"), precision="auto")
     auto.frames(ws)
-    assert auto.tuning["choice"] in ("fp32", "bf16") and set(auto.tuning["seconds"]) == {"fp32", "bf16"}
+    assert auto.tuning["choice"] in ("fp32", "bf16") and {"fp32", "bf16", "contiguous"} <= set(auto.tuning["seconds"])
     assert tuning.describe(auto.tuning) in auto.description
     assert (tmp_path / "cache" / tuning.CACHE_NAME).exists()
     forced = StyleGANBackend(tiny_generator("stylegan2", resolution=32), torch.device("cpu"), precision="fp32")
-    forced.frames(ws)
-    assert forced.tuning is None and forced.synthesize.precision == "fp32"
+    forced.frames(ws)                           # a forced precision: the other axes are still measured
+    assert forced.synthesize.precision == "fp32" and forced.tuning["settings"]["precision"] == "fp32"
+    assert "bf16" not in forced.tuning["seconds"]
 
     from audio_fixtures import click_track, write_audio
+    from sgvis import render as render_module
     from sgvis.render import RenderJob, render
+    threads_before = torch.get_num_threads()
     samples, _ = click_track(1.0, 22050)
     write_audio(tmp_path / "c.wav", samples, 22050)
     stylegan.save(G, tmp_path / "tiny.safetensors")
     stats = render(RenderJob(audio=str(tmp_path / "c.wav"), output=str(tmp_path / "o.mp4"),
                              model=str(tmp_path / "tiny.safetensors"), fps=10.0))
     assert stats["generator_tuning"]["choice"] in ("fp32", "bf16")
-    assert set(stats["generator_tuning"]["seconds"]) == {"fp32", "bf16"}
+    settings = stats["generator_tuning"]["settings"]
+    assert settings["batch"] in render_module.BATCH_CANDIDATES       # render.batch auto: measured
+    assert "1 thread" in stats["generator_tuning"]["seconds"]      # render.threads auto: measured
+    assert torch.get_num_threads() == threads_before               # and given back after the render

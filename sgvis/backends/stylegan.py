@@ -110,8 +110,10 @@ class StyleGANBackend:
             from stylegan.fast import FastSynthesis
             self.synthesize = FastSynthesis(self.G, device=device, precision=precision)
             self.description = self.synthesize.describe()
-            # auto on a CPU: chosen by measurement at the first frames (the first batch size), not by CPU flags
-            self._tune = precision == "auto" and device.type == "cpu"
+            # On a CPU the settings are chosen by measurement at the first frames (the first batch size), or
+            # earlier by tune() (render: also threads and batch), not by CPU flags; a forced precision stays.
+            self._tune = device.type == "cpu"
+            self._precision_setting = precision
         except ImportError:
             pass
         if self.synthesize is None:
@@ -134,10 +136,7 @@ class StyleGANBackend:
         from sgvis.outputs.framing import fit_images
         ws = ws.to(self.device, torch.float32)
         if self._tune:
-            self._tune = False
-            from sgvis.backends.tuning import describe, tune_precision
-            self.tuning = tune_precision(self.synthesize, self.G, len(ws))
-            self.description = f"{self.synthesize.describe()}; {describe(self.tuning)}"
+            self.tune(len(ws))
         camera = None
         if motion is None:
             img = self._synthesis(ws)
@@ -154,6 +153,20 @@ class StyleGANBackend:
         img = fit_images(img, self.output_size, self.fit)
         frames = images_to_uint8(img)
         return frames if keep_on_device else frames.cpu()
+
+    def tune(self, batch: int, threads: list[int] | None = None, batches: list[int] | None = None) -> dict | None:
+        """Choose the generator's settings on a CPU by measurement (sgvis.backends.tuning; cached per machine
+        and model), `batch` frames per call or the fastest per frame of `batches`, with torch's thread count or
+        the fastest of `threads` (which then stays set).  Once per backend: later calls return the first
+        record.  None where there is nothing to measure (CUDA, the exact path)."""
+        if not self._tune:
+            return self.tuning
+        self._tune = False
+        from sgvis.backends.tuning import describe, tune_generator
+        self.tuning = tune_generator(self.synthesize, self.G, batch, threads=threads, batches=batches,
+                                     precision=self._precision_setting)
+        self.description = f"{self.synthesize.describe()}; {describe(self.tuning)}"
+        return self.tuning
 
     @property
     def supports_draft(self) -> bool:
