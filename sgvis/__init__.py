@@ -4,6 +4,8 @@ import os
 # OpenMP threads that spin while waiting steal the cores that audio capture, analysis and video encoding run on;
 # under such contention a CPU generator ran ~30x slower (1007 ms vs 35 ms per frame, 2 cores). Passive waiting
 # avoids that; set OMP_WAIT_POLICY yourself to override.  Must happen before torch is imported.
+# (`sgvis live` on Linux replaces this with a short spin, see sgvis.live.prepare_openmp, unless the user set either.)
+OPENMP_WAIT_FROM_USER = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # glibc serves allocations above its mmap threshold (at most 32 MB by its own adaptation) with fresh mmaps and

@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR
+    if command == "live":              # OpenMP reads its environment when torch loads, so before anything does
+        from sgvis.live import prepare_openmp
+        prepare_openmp()
     from stylegan.errors import CheckpointError
     from sgvis.errors import WRITE_ERRNOS
     try:

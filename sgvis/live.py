@@ -29,9 +29,11 @@ LIVE_DEFAULTS = {
         "crossfade_s": 1.0,       # seconds a preset change or reseed blends the pictures
         "record_fps": 30.0,       # frame rate of --record videos
         "window": [1280, 720],    # initial window size
-        # CPU threads for generating frames ("auto": half the cores).  One frame at a time is too small a job
-        # for many threads, and the audio server, features and GL need a core: on a 2-core CPU one generation
-        # thread gives 25 frames/s where two give 20-22 (BENCHMARKS.md, Live).
+        # CPU threads for generating frames: a number, or auto.  auto on Linux: as many as the cores other
+        # programs leave free (sgvis.live_load.ThreadGovernor), with OpenMP threads that spin briefly between
+        # steps (prepare_openmp): on a 2-core CPU two threads then give 30-36 frames/s where one gives 22-25,
+        # and one thread is back within half a second of another program taking a core.  Elsewhere, or with
+        # OMP_WAIT_POLICY / GOMP_SPINCOUNT set by you: half the cores (BENCHMARKS.md, Live).
         "threads": "auto",
         # Under load (a shared CPU) the generator drops to a lower internal resolution while frames take longer
         # than latency_budget_ms from pulling their audio to showing them, and climbs back when there is room
@@ -72,6 +74,29 @@ class LiveJob:
     config_path: str | None = None
     overrides: list = field(default_factory=list)
     screenshot_dir: str = "."
+
+
+# OpenMP's wait between parallel steps for the live show (GOMP_SPINCOUNT, busy-wait iterations; about 10-40 us):
+# passive waiting (sgvis's default, see sgvis/__init__.py) puts the generator's threads to sleep after every one
+# of a frame's hundreds of small steps, which at one frame per call cost more than a second thread gives.  Long
+# spinning is what stalls a thread that shares its core (the ThreadGovernor keeps one thread then).
+LIVE_SPIN_COUNT = 10000
+_openmp_spin_set = False
+
+
+def prepare_openmp() -> bool:
+    """Before torch loads (the live command's first step), on Linux, unless the user set OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT: let OpenMP threads spin briefly between steps.  True when that is in effect."""
+    import sys
+
+    import sgvis
+    global _openmp_spin_set
+    if sgvis.OPENMP_WAIT_FROM_USER or not sys.platform.startswith("linux"):
+        return False
+    if "torch" not in sys.modules:
+        os.environ["GOMP_SPINCOUNT"] = str(LIVE_SPIN_COUNT)
+        _openmp_spin_set = True
+    return _openmp_spin_set
 
 
 def generation_threads(setting) -> int:
@@ -181,8 +206,18 @@ class LiveShow:
                                                                              "render.fit")
         self.device = pick_device(job.gpu, flag="--compute")
         self._threads_before = torch.get_num_threads()      # restored when the show ends
+        self.thread_governor = None
+        self.fixed_threads = None                           # the generator's threads where no governor sets them
         if self.device.type == "cpu":
             torch.set_num_threads(generation_threads(self.lcfg["threads"]))
+            self.fixed_threads = torch.get_num_threads()
+            if self.lcfg["threads"] in (None, "auto") and _openmp_spin_set:
+                from sgvis.live_load import ThreadGovernor, usable_cores
+                governor = ThreadGovernor(max_threads=usable_cores())
+                if governor.available:
+                    self.thread_governor = governor
+                    self.fixed_threads = None
+                    torch.set_num_threads(governor.threads)
         from sgvis.outputs.files import even
         size = None if job.size is None else (even(job.size[0]), even(job.size[1]))
         from sgvis.backends import BACKENDS
@@ -469,8 +504,9 @@ class LiveShow:
         for part in self.producers + self.sinks:         # an unplugged controller or a lost output
             if getattr(part, "status", ""):
                 lines.append(part.status[:60])
-        if self.governor is not None and self.governor.message:
-            lines.append(self.governor.message[:60])
+        for governor in (self.thread_governor, self.governor):
+            if governor is not None and governor.message:
+                lines.append(governor.message[:60])
         if self.message:
             lines.append(self.message[:60])
         return lines
@@ -542,6 +578,10 @@ class LiveShow:
             self.stage_times[name].append(dt)
         if self.governor is not None:
             self.governor.update(t_shown - t0, self._last_period)
+        if self.thread_governor is not None:
+            threads = self.thread_governor.threads
+            if self.thread_governor.update(t_shown) != threads:
+                torch.set_num_threads(self.thread_governor.threads)
         offset = float(self.job.latency_offset if self.job.latency_offset is not None else self.lcfg["latency_offset"])
         if self.input.connected and captured > 0:
             self.latencies.append(t_shown - captured + offset)
@@ -613,6 +653,8 @@ class LiveShow:
             # look, framing, uint8), display (upload, HUD, draw, present)
             "stage_ms": {name: _percentiles(times) for name, times in self.stage_times.items()},
             "adapt": None if self.governor is None else self.governor.report(),
+            "threads": (self.thread_governor.report() if self.thread_governor is not None
+                        else {"fixed": self.fixed_threads}),
             "latency_ms": _percentiles(self.latencies),
             "audio_to_frame_ready_ms": _percentiles(self.ready_latencies),
             "xruns": int(self.input.xruns), "samples_lost": self.samples_lost, "dropped_frames": self.dropped,
@@ -637,6 +679,7 @@ class LiveShow:
 
 
 def cmd_live(args) -> int:
+    prepare_openmp()                                   # before anything imports torch
     channels = None
     if args.channels:
         try:

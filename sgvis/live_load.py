@@ -1,6 +1,8 @@
 """Bounded latency for `sgvis live` on a shared CPU: when frames take longer than the budget, the generator drops to
 a lower internal resolution (the synthesis stops at an earlier block, the picture is scaled up), and it climbs back
-when there is room again.  On stage a lag of half a second is worse than a softer picture.
+when there is room again.  On stage a lag of half a second is worse than a softer picture.  And the generator uses
+as many threads as the cores other programs leave free (ThreadGovernor, Linux): a generator thread that shares its
+core with another program makes every parallel step wait for it.
 
     governor = LoadGovernor(native=256, budget_ms=70, levels=(128, 64))
     draft = governor.update(work_seconds)      # per frame: None (full resolution) or the draft resolution to use
@@ -13,7 +15,9 @@ last move between them, ASSUMED_RATIO before there was one), would fit within CL
 """
 from __future__ import annotations
 
+import os
 from collections import deque
+from typing import Callable
 
 WINDOW = 8
 WARMUP_FRAMES = 5       # the first frames (weight caches, the precision trial) say nothing about the load
@@ -109,3 +113,93 @@ class LoadGovernor:
                 "frames_at": {("full" if r is None else f"{r}"): n for r, n in zip(self.levels, self.frames_at)},
                 "cost_ms": {("full" if self.levels[i] is None else f"{self.levels[i]}"): round(c * 1000, 2)
                             for i, c in sorted(self.cost.items())}}
+
+
+# -- generator threads -------------------------------------------------------------------------------------
+THREAD_INTERVAL_S = 0.5     # how often the CPU use of other programs is read
+THREAD_CLIMB_AFTER_S = 1.5  # a thread is added back only after the cores have been free this long
+THREAD_SLACK = 0.3          # a core counts as free while other programs use less than this share of it
+
+
+def read_cpu_ticks() -> tuple[float, float] | None:
+    """(busy clock ticks of the whole machine, ticks of this process) from /proc (Linux), else None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)          # idle + iowait; steal counts as busy
+    return sum(fields[:8]) - idle, float(own[11]) + float(own[12])     # utime + stime
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class ThreadGovernor:
+    """`live.threads: auto` where the machine's CPU use can be read: as many generator threads as the cores other
+    programs leave free, from 1 to `max_threads`.  Fewer at once when another program takes a core; one more
+    after THREAD_CLIMB_AFTER_S of room.
+
+        governor = ThreadGovernor(max_threads=2)
+        threads = governor.update(time.perf_counter())      # per frame; reads /proc every THREAD_INTERVAL_S
+    """
+
+    def __init__(self, max_threads: int, cores: int | None = None,
+                 reader: Callable[[], tuple[float, float] | None] = read_cpu_ticks, ticks_per_s: float | None = None):
+        self.max_threads = max(1, int(max_threads))
+        self.cores = int(cores or usable_cores())
+        self.reader = reader
+        self.hz = float(ticks_per_s or (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100))
+        self.threads = self.max_threads
+        self.others = 0.0                     # cores busy with other programs, last reading
+        self._last: tuple[float, tuple[float, float]] | None = None
+        self._room_since: float | None = None
+        self.changes = 0
+        self.frames_at: dict[int, int] = {}
+
+    @property
+    def available(self) -> bool:
+        return self.reader() is not None
+
+    @property
+    def message(self) -> str:
+        if self.threads >= self.max_threads:
+            return ""
+        return (f"CPU shared: {self.threads} generator thread{'s' if self.threads > 1 else ''} "
+                f"(others use {self.others:.1f} cores)")
+
+    def update(self, now: float) -> int:
+        self.frames_at[self.threads] = self.frames_at.get(self.threads, 0) + 1
+        if self._last is not None and now - self._last[0] < THREAD_INTERVAL_S:
+            return self.threads
+        sample = self.reader()
+        if sample is None:
+            return self.threads
+        last, self._last = self._last, (now, sample)
+        if last is None or now <= last[0]:
+            return self.threads
+        seconds = (now - last[0]) * self.hz
+        self.others = max(0.0, ((sample[0] - last[1][0]) - (sample[1] - last[1][1])) / seconds)
+        want = max(1, min(self.max_threads, int(self.cores - self.others + THREAD_SLACK)))
+        if want < self.threads:
+            self.threads = want
+            self.changes += 1
+            self._room_since = None
+        elif want > self.threads:
+            if self._room_since is None:
+                self._room_since = now
+            elif now - self._room_since >= THREAD_CLIMB_AFTER_S:
+                self.threads += 1
+                self.changes += 1
+                self._room_since = None
+        else:
+            self._room_since = None
+        return self.threads
+
+    def report(self) -> dict:
+        return {"max_threads": self.max_threads, "changes": self.changes,
+                "frames_at": {str(k): v for k, v in sorted(self.frames_at.items())},
+                "others_cores_last": round(self.others, 2)}

@@ -189,5 +189,6 @@ def test_render_reports_the_measured_choice_and_a_forced_precision_skips_it(tmp_
     assert stats["generator_tuning"]["choice"] in ("fp32", "bf16")
     settings = stats["generator_tuning"]["settings"]
     assert settings["batch"] in render_module.BATCH_CANDIDATES       # render.batch auto: measured
-    assert "1 thread" in stats["generator_tuning"]["seconds"]      # render.threads auto: measured
+    threads = [t for t in stats["generator_tuning"]["trials"] if t["axis"] == "threads"]
+    assert threads and "1 thread" in threads[0]["candidates"]       # render.threads auto: measured
     assert torch.get_num_threads() == threads_before               # and given back after the render

@@ -123,8 +123,10 @@ def tuning_key(model_hash: str, batch, resolution: int, threads=None, precision:
     def spell(v):
         return f"auto {','.join(str(int(x)) for x in v)}" if isinstance(v, (list, tuple)) else str(int(v))
     threads = torch.get_num_threads() if threads is None else threads
-    return (f"{cpu_model()}|torch {torch.__version__}|threads {spell(threads)}|model {model_hash[:16]}"
-            f"|batch {spell(batch)}|{resolution}px|precision {precision}")
+    # OpenMP's waiting (passive for render, a short spin live) changes what threads are worth
+    wait = os.environ.get("GOMP_SPINCOUNT") or os.environ.get("OMP_WAIT_POLICY") or "default"
+    return (f"{cpu_model()}|torch {torch.__version__}|threads {spell(threads)}|omp wait {wait}"
+            f"|model {model_hash[:16]}|batch {spell(batch)}|{resolution}px|precision {precision}")
 
 
 def load_choices(path: str | None = None) -> dict:
