@@ -43,7 +43,9 @@ def run_once(clip: str, seconds: float, env_extra: dict, args: list[str]) -> dic
         with open(stats) as f:
             s = json.load(f)
     return {"fps": s["frames_per_second"], "p50": s["latency_ms"]["p50"], "p95": s["latency_ms"]["p95"],
-            "gen": s["stage_ms"]["generation"]["p50"]}
+            "gen": s["stage_ms"]["generation"]["p50"],
+            "threads": ", ".join(f"{n}: {k}" for n, k in (s.get("threads") or {}).get("frames_at", {}).items())
+            or str((s.get("threads") or {}).get("fixed"))}
 
 
 def main() -> int:
@@ -61,7 +63,8 @@ def main() -> int:
             results[label].append(run_once(a.clip, a.seconds, env, args))
             r = results[label][-1]
             print(f"{label}: {r['fps']:.1f} frames/s, latency p50 {r['p50']:.0f} / p95 {r['p95']:.0f} ms, "
-                  f"generation p50 {r['gen']:.1f} ms", file=sys.stderr, flush=True)
+                  f"generation p50 {r['gen']:.1f} ms, frames by thread count {r['threads']}", file=sys.stderr,
+                  flush=True)
     print("| variant | frames/s (median; runs) | latency p50 / p95 (median) | generation p50 |")
     print("|---|---|---|---:|")
     for label, rs in results.items():
