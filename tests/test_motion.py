@@ -160,6 +160,32 @@ def test_offline_onsets_are_librosas_and_the_causal_picker_finds_each_click_once
         assert len(marked) <= len(times) + 2                             # besides: sound starting / stopping
 
 
+def test_offline_onsets_of_a_clip_that_starts_in_full_sound_are_librosas():
+    """A clip cut from the middle of a song starts at full level: the first window's rise out of the zero padding
+    must not set the envelope's normalisation (it hid every onset here: 1 picked against librosa's 31)."""
+    import librosa
+
+    from sgvis.eval.av_align import intersection_over_union
+    from sgvis.features.analysis import FeatureExtractor, MelConfig, offline_onset_times
+    mel = MelConfig()
+    sr = mel.sample_rate
+    rng = np.random.default_rng(0)
+    n = 6 * sr
+    t = np.arange(n) / sr
+    y = 0.1 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * 220 * t)      # a noisy pad, loud from sample 0
+    for k, at in enumerate(np.arange(0.5, 6, 0.37)):                             # soft plucks of varying level
+        i = int(at * sr)
+        m = min(n - i, sr // 5)
+        y[i:i + m] += (0.05 + 0.04 * (k % 3)) * rng.standard_normal(m) * np.exp(-np.arange(m) / (0.02 * sr))
+    y = y.astype(np.float32)
+    ex = FeatureExtractor(mel, record_onsets=True)
+    ex.push(y)
+    offline = offline_onset_times(np.asarray(ex.onsets), mel)
+    reference = librosa.frames_to_time(librosa.onset.onset_detect(y=y, sr=sr), sr=sr)
+    iou, hits = intersection_over_union(reference, offline, 30.0)
+    assert len(reference) >= 14 and hits >= 0.9 * len(reference) and iou > 0.8, (len(offline), len(reference))
+
+
 def test_hits_follow_picked_onsets_or_with_picked_0_the_adaptive_level():
     from sgvis.features.analysis import Features
     from sgvis.steer.motion import MotionDriver
