@@ -193,7 +193,8 @@ def test_quiet_passages_breathe_with_the_beat(G, cache):
     n = DEFAULTS["drift"]["breath_beats"]
     glide = DEFAULTS["drift"]["glide"]
     phase = lambda i: (i / 15) % 1.0                                    # 120 BPM at 30 fps: 15 frames a beat
-    ws = run(steer, seq(120, tempo=120.0, beat_phase=phase, beat=lambda i: i % 15 == 0, low=0.2, mid=0.2))
+    ws = run(steer, seq(120, tempo=120.0, beat_phase=phase, beat=lambda i: i % 15 == 0, low=0.2, mid=0.2,
+                        onset_peak=lambda i: i % 15 == 0))             # the beats sound (too softly for hits)
     d = (ws[1:] - ws[:-1]).norm(dim=(1, 2))
     moving = holding = 0
     for i in range(1, 120):
@@ -205,6 +206,29 @@ def test_quiet_passages_breathe_with_the_beat(G, cache):
             assert d[i - 1] == 0, i                                      # holding: identical latents
             holding += 1
     assert moving > 30 and holding > 20
+
+
+def test_a_beat_that_does_not_sound_starts_no_glide(G, cache):
+    """Sparse music: the beat grid goes on where nothing sounds.  A breath cycle whose beat has no picked onset
+    near it holds still (no jolt that no sound explains); one whose beat sounds, a little late, glides.  With
+    drift.glide_on_onsets false every cycle glides on its tick."""
+    phase = lambda i: (i / 15) % 1.0                                    # 120 BPM at 30 fps: 15 frames a beat
+    sounding = lambda i: i % 60 == 2                                     # every other cycle's beat, 2 frames late
+    feats = seq(240, tempo=120.0, beat_phase=phase, beat=lambda i: i % 15 == 0, low=0.2, mid=0.2,
+                onset_peak=sounding)
+    d = {}
+    for gated in (True, False):
+        steer = ReactiveSteering(G, {"drift": {"glide_on_onsets": gated}}, 6, cache_dir=cache)
+        ws = run(steer, feats)
+        d[gated] = (ws[1:] - ws[:-1]).norm(dim=(1, 2)).numpy()           # d[i - 1]: the step onto frame i
+    for start in (60, 120, 180):
+        glide = slice(start + 3, start + 15)                             # inside the first beat of the cycle
+        assert (d[False][glide] > 0).all()                               # ungated: every cycle glides
+        if start % 60 == 0 and (start // 30) % 2 == 0:                   # cycles start every 30 frames
+            assert (d[True][glide] > 0).all(), start                    # its beat sounds: a glide
+    silent = [c for c in range(30, 240, 30) if c % 60 == 30]
+    for start in silent:
+        assert (d[True][start + 3:start + 27] == 0).all(), start        # a silent beat: the cycle holds still
 
 
 def test_silence_stops_the_breath_but_not_the_drift(G, cache):

@@ -18,7 +18,8 @@ Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
   (`drift.motion_gain`).  With a tempo, the slow motions (drift, swells, chroma) "breathe": they glide once
   every `drift.breath_beats` beats, easing out to a stop after `drift.glide` of that cycle, and hold still for
   the rest (`drift.breath` = 1; lower values keep some continuous motion), so quiet passages still move, with
-  the groove.
+  the groove.  A cycle glides only where its beat sounds (`drift.glide_on_onsets`: a picked onset within 0.1 s
+  of the tick); on sparse music a glide on a silent beat was a video peak no sound explains.
 * Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; Features.band_onsets from the features stage),
   all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
   release `release_s`, optional glide `attack_s`; seconds, so any frame rate looks the same).  The envelopes
@@ -75,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
     "directions": {"num_samples": 4096, "num_components": 32, "seed": 0},
     "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 1.0, "breath_beats": 2,
-              "glide": 0.6},
+              "glide": 0.6, "glide_on_onsets": True},
     "orbit": {"radius": 1.5},
     "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.20, "swell": 0.4, "swell_s": 1.5,
              "route": {"coarse": 1.0, "mid": 0.3, "fine": 0.0}},
@@ -155,6 +156,8 @@ def resolve_config(cfg: dict | None) -> dict:
     number("steer.drift.loudness_smoothing_s", c["drift"]["loudness_smoothing_s"], 0)
     number("steer.drift.breath", c["drift"]["breath"], 0, 1)
     number("steer.drift.glide", c["drift"]["glide"], 0.05, 1)
+    if not isinstance(c["drift"]["glide_on_onsets"], bool):
+        raise UserError(f"steer.drift.glide_on_onsets must be true or false, got {c['drift']['glide_on_onsets']!r}")
     if isinstance(c["drift"]["breath_beats"], bool) or not isinstance(c["drift"]["breath_beats"], int) \
             or c["drift"]["breath_beats"] < 1:
         raise UserError(f"steer.drift.breath_beats must be an integer >= 1, got {c['drift']['breath_beats']!r}")
@@ -223,6 +226,9 @@ class Envelope:
         a = 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
         self.value += a * (x - self.value)
         return self.value
+
+
+GLIDE_ONSET_WINDOW_S = 0.1     # drift.glide_on_onsets: how near its beat tick an onset makes the beat sound
 
 
 class Pulse:
@@ -395,6 +401,8 @@ class ReactiveSteering(Steering):
         self.silence = SilenceGate()           # any band's level, released over 0.1 s (breath in silence)
         self.phase = 1.0                                   # drift position, in keyframes
         self._beats, self._last_ph = 0, None               # beat counter for the breath cycle
+        # glide_on_onsets: the beat count the glide began at, the tick still waiting for its onset, the last onset
+        self._glide_at, self._armed, self._last_onset, self._cycle_start = None, None, None, None
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xC4])
         self.theta = rng.uniform(0, 2 * np.pi, len(GROUPS))   # orbit angles
         first = int(c["chroma"]["first_component"])
@@ -500,6 +508,22 @@ class ReactiveSteering(Steering):
         n = max(int(d["breath_beats"]), 1)
         cycle = ((self._beats % n) + ph) / n
         glide = float(d["glide"])
+        if d.get("glide_on_onsets", False):
+            # A glide starts on its beat only where the beat sounds (a picked onset within GLIDE_ONSET_WINDOW_S of
+            # the tick, before or after it): on a silent beat (sparse music) a glide would be a jolt that no sound
+            # explains, so that cycle holds still.
+            t = finite(f.time, 0.0)
+            count = self._beats + ph
+            if bool(getattr(f, "onset_peak", False)):
+                self._last_onset = t
+            if self._cycle_start is None or int(count // n) != self._cycle_start:
+                self._cycle_start, self._armed = int(count // n), t          # the tick: wait for its onset
+            if self._armed is not None:
+                if self._last_onset is not None and abs(t - self._last_onset) <= GLIDE_ONSET_WINDOW_S:
+                    self._glide_at, self._armed = float(self._cycle_start * n), None
+                elif t - self._armed > GLIDE_ONSET_WINDOW_S:
+                    self._armed = None                                         # a silent beat
+            cycle = float("inf") if self._glide_at is None else (count - self._glide_at) / n
         shape = 2.0 / glide * (1.0 - cycle / glide) if cycle < glide else 0.0
         return (1.0 - depth) + depth * shape
 
