@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR
-    if command == "live":              # OpenMP reads its environment when torch loads, so before anything does
+    if command == "live" and getattr(args, "backend", "stylegan") == "stylegan":
+        # OpenMP reads its environment when torch loads, so before anything does (the StyleGAN show's threads
+        # follow the free cores; sgvis.live.prepare_openmp)
         from sgvis.live import prepare_openmp
         prepare_openmp()
     from stylegan.errors import CheckpointError

@@ -679,7 +679,6 @@ class LiveShow:
 
 
 def cmd_live(args) -> int:
-    prepare_openmp()                                   # before anything imports torch
     channels = None
     if args.channels:
         try:

@@ -238,8 +238,8 @@ def _generator_settings(backend, rcfg: dict) -> int:
                       batches=BATCH_CANDIDATES if auto_batch else None)
         if record and auto_batch:
             batch = int(record["settings"]["batch"])
-        if record and auto_threads and record.get("trials") is not None and \
-                any(t["axis"] == "threads" for t in record["trials"]):   # (a backend tuned earlier: its record)
+        # (a backend tuned before, as in an evaluation's renders, returns its first record: threads set again)
+        if auto_threads and any(t["axis"] == "threads" for t in (record or {}).get("trials", [])):
             torch.set_num_threads(int(record["settings"]["threads"]))
     return batch
 
