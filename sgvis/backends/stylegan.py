@@ -162,6 +162,8 @@ class StyleGANBackend:
         if not self._tune:
             return self.tuning
         self._tune = False
+        if not hasattr(self.synthesize, "configure"):       # not the fast path (replaced, or the exact one)
+            return None
         from sgvis.backends.tuning import describe, tune_generator
         self.tuning = tune_generator(self.synthesize, self.G, batch, threads=threads, batches=batches,
                                      precision=self._precision_setting)

@@ -18,8 +18,8 @@ Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
   (`drift.motion_gain`).  With a tempo, the slow motions (drift, swells, chroma) "breathe": they glide once
   every `drift.breath_beats` beats, easing out to a stop after `drift.glide` of that cycle, and hold still for
   the rest (`drift.breath` = 1; lower values keep some continuous motion), so quiet passages still move, with
-  the groove.  A cycle glides only where its beat sounds (`drift.glide_on_onsets`: a picked onset within 0.1 s
-  of the tick); on sparse music a glide on a silent beat was a video peak no sound explains.
+  the groove.  With `drift.glide_on_onsets` (off by default) a cycle glides only where its beat sounds (a picked
+  onset within 0.1 s of the tick): on sparse music a glide on a silent beat is a video peak no sound explains.
 * Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; Features.band_onsets from the features stage),
   all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
   release `release_s`, optional glide `attack_s`; seconds, so any frame rate looks the same).  The envelopes
@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
     "directions": {"num_samples": 4096, "num_components": 32, "seed": 0},
     "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 1.0, "breath_beats": 2,
-              "glide": 0.6, "glide_on_onsets": True},
+              "glide": 0.6, "glide_on_onsets": False},
     "orbit": {"radius": 1.5},
     "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.20, "swell": 0.4, "swell_s": 1.5,
              "route": {"coarse": 1.0, "mid": 0.3, "fine": 0.0}},
