@@ -212,7 +212,8 @@ class LiveShow:
             torch.set_num_threads(generation_threads(self.lcfg["threads"]))
             self.fixed_threads = torch.get_num_threads()
             if self.lcfg["threads"] in (None, "auto") and _openmp_spin_set:
-                from sgvis.live_load import ThreadGovernor, usable_cores
+                from sgvis.backends.tuning import usable_cores
+                from sgvis.live_load import ThreadGovernor
                 governor = ThreadGovernor(max_threads=usable_cores())
                 if governor.available:
                     self.thread_governor = governor

@@ -134,10 +134,6 @@ def read_cpu_ticks() -> tuple[float, float] | None:
     return sum(fields[:8]) - idle, float(own[11]) + float(own[12])     # utime + stime
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 class ThreadGovernor:
     """`live.threads: auto` where the machine's CPU use can be read: as many generator threads as the cores other
     programs leave free, from 1 to `max_threads`.  Fewer at once when another program takes a core; one more
@@ -150,7 +146,10 @@ class ThreadGovernor:
     def __init__(self, max_threads: int, cores: int | None = None,
                  reader: Callable[[], tuple[float, float] | None] = read_cpu_ticks, ticks_per_s: float | None = None):
         self.max_threads = max(1, int(max_threads))
-        self.cores = int(cores or usable_cores())
+        if cores is None:
+            from sgvis.backends.tuning import usable_cores
+            cores = usable_cores()
+        self.cores = int(cores)
         self.reader = reader
         self.hz = float(ticks_per_s or (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100))
         self.threads = self.max_threads

@@ -138,12 +138,14 @@ def load_choices(path: str | None = None) -> dict:
         return {}
 
 
+def usable_cores() -> int:
+    """The logical cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def thread_candidates(cores: int | None = None) -> list[int]:
-    """Thread counts worth trying on a CPU of `cores` logical cores (default: the cores this process may use):
-    one, half, all."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = max(1, int(cores or 1))
+    """Thread counts worth trying on a CPU of `cores` logical cores (default: usable_cores()): one, half, all."""
+    n = max(1, int(cores or usable_cores()))
     return sorted({1, max(1, n // 2), n})
 
 

@@ -260,7 +260,6 @@ def _bspline_weights(u: float) -> np.ndarray:
     return np.array([(1 - u) ** 3, 3 * u3 - 6 * u2 + 4, -3 * u3 + 3 * u2 + 3 * u + 1, u3], np.float64) / 6.0
 
 
-
 def base_latent(G, seed: int, class_idx: int | None, psi: float) -> torch.Tensor:
     """W+ [num_ws, w_dim] of the seed's z, truncated toward w_avg."""
     z = torch.from_numpy(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5EED]).standard_normal(G.z_dim))
