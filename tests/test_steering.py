@@ -116,9 +116,10 @@ def test_set_intensity_keeps_the_motion_going(G, cache):
 
 def test_bass_moves_coarse_highs_move_fine(G, cache):
     groups = resolve_groups(DEFAULTS["groups"], G.num_ws)
-    quiet = run(ReactiveSteering(G, {}, 1, cache_dir=cache), seq(60))
-    bass = run(ReactiveSteering(G, {}, 1, cache_dir=cache), seq(60, low=lambda i: 0.5 + 0.5 * np.sin(i / 3) ** 2))
-    high = run(ReactiveSteering(G, {}, 1, cache_dir=cache), seq(60, high=lambda i: 0.5 + 0.5 * np.sin(i / 3) ** 2))
+    same = {"drift": {"silence_pace": 1.0}}      # the silent reference drifts as the others do
+    quiet = run(ReactiveSteering(G, same, 1, cache_dir=cache), seq(60))
+    bass = run(ReactiveSteering(G, same, 1, cache_dir=cache), seq(60, low=lambda i: 0.5 + 0.5 * np.sin(i / 3) ** 2))
+    high = run(ReactiveSteering(G, same, 1, cache_dir=cache), seq(60, high=lambda i: 0.5 + 0.5 * np.sin(i / 3) ** 2))
     assert row_motion(bass, quiet, groups["coarse"]) > 3 * row_motion(bass, quiet, groups["fine"])
     assert row_motion(high, quiet, groups["fine"]) > 3 * row_motion(high, quiet, groups["coarse"])
 
@@ -172,7 +173,7 @@ def test_onsets_increase_frame_to_frame_change(G, cache):
 
 def test_quiet_input_drifts_slowly_and_steps_are_bounded(G, cache):
     steer = ReactiveSteering(G, {}, 6, cache_dir=cache)
-    ws = run(steer, seq(300))                                          # 10 s of silence
+    ws = run(steer, seq(300, rms=0.05))                                # 10 s of a quiet sound (silence: below)
     d = (ws[1:] - ws[:-1]).norm(dim=-1).square().mean(dim=-1).sqrt() / steer.sigma     # rms row step / sigma_W
     assert (d > 0).all()                                               # always moving
     assert float(d.max()) < 0.05                                       # slowly
@@ -231,18 +232,24 @@ def test_a_beat_that_does_not_sound_starts_no_glide(G, cache):
         assert (d[True][start + 3:start + 27] == 0).all(), start        # a silent beat: the cycle holds still
 
 
-def test_silence_stops_the_breath_but_not_the_drift(G, cache):
-    """In a break (every level 0) the tracker's beat grid goes on, but the slow motions stop gliding on it: a
-    steady drift (no frame-to-frame jolts) until the sound returns, which brings the breath back."""
-    steer = ReactiveSteering(G, {}, 6, cache_dir=cache)
+def test_silence_holds_the_picture_still_and_the_sound_brings_it_back(G, cache):
+    """In a break (every level 0) the tracker's beat grid goes on, but nothing glides on it: by default
+    (drift.silence_pace 0) the slow motions slow to a stop and the latent holds exactly still until the sound
+    returns, which brings the drift and the breath back; with silence_pace 1 the drift runs on steadily instead."""
     phase = lambda i: (i / 15) % 1.0                                    # 120 BPM at 30 fps
     level = lambda i: 0.0 if 60 <= i < 150 else 0.2                      # a 3 s break
-    ws = run(steer, seq(210, tempo=120.0, beat_phase=phase, beat=lambda i: i % 15 == 0, low=level, mid=level))
-    d = (ws[1:] - ws[:-1]).norm(dim=(1, 2)).numpy()
-    silent = d[75:148]                                                   # half a second into the break on
-    assert silent.min() > 0                                              # still drifting, never holding
+    feats = seq(210, tempo=120.0, beat_phase=phase, beat=lambda i: i % 15 == 0, low=level, mid=level)
+    d = {}
+    for pace in (0.0, 1.0):
+        ws = run(ReactiveSteering(G, {"drift": {"silence_pace": pace}}, 6, cache_dir=cache), feats)
+        d[pace] = (ws[1:] - ws[:-1]).norm(dim=(1, 2)).numpy()           # d[i - 1]: the step onto frame i
+    assert (d[0.0][40:58] > 0).any()                                     # before the break it moves
+    assert (d[0.0][85:148] == 0).all()                                   # under a second into the break: still
+    assert (d[0.0][150:165] > 0).any()                                   # the sound brings the motion back
+    assert (d[0.0][160:209] == 0).any()                                  # and the breath's holds with it
+    silent = d[1.0][75:148]
+    assert silent.min() > 0                                              # silence_pace 1: still drifting
     assert np.abs(np.diff(silent)).max() < 0.1 * silent.max()            # smoothly: no glide starting on a beat
-    assert (d[160:209] == 0).any()                                       # the breath holds still again
 
 
 def test_frame_rate_independent(G, cache):

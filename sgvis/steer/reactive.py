@@ -20,6 +20,10 @@ Reactive steering (no training, works with any StyleGAN2/3 checkpoint)
   the rest (`drift.breath` = 1; lower values keep some continuous motion), so quiet passages still move, with
   the groove.  With `drift.glide_on_onsets` (off by default) a cycle glides only where its beat sounds (a picked
   onset within 0.1 s of the tick): on sparse music a glide on a silent beat is a video peak no sound explains.
+  In silence (sgvis.steer.silence: every level far below its recent peak) the slow motions slow down to
+  `drift.silence_pace` of their pace (0 by default: the picture holds still while nothing plays) and take it up
+  again with the sound.  A drift through z does not move W at an even pace (a model may map long stretches of
+  z to one image and then lurch), so a drift that ran on in a break made the picture jolt where nothing plays.
 * Hits: onsets per band (bass < 250 Hz, mid, high >= 2 kHz; Features.band_onsets from the features stage),
   all onsets, and beat accents (onsets on the beat grid) each feed a `Pulse` envelope (peak hold,
   release `release_s`, optional glide `attack_s`; seconds, so any frame rate looks the same).  The envelopes
@@ -76,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
     "directions": {"num_samples": 4096, "num_components": 32, "seed": 0},
     "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 1.0, "breath_beats": 2,
-              "glide": 0.6, "glide_on_onsets": False},
+              "glide": 0.6, "glide_on_onsets": False, "silence_pace": 0.0},
     "orbit": {"radius": 1.5},
     "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.20, "swell": 0.4, "swell_s": 1.5,
              "route": {"coarse": 1.0, "mid": 0.3, "fine": 0.0}},
@@ -156,6 +160,7 @@ def resolve_config(cfg: dict | None) -> dict:
     number("steer.drift.loudness_smoothing_s", c["drift"]["loudness_smoothing_s"], 0)
     number("steer.drift.breath", c["drift"]["breath"], 0, 1)
     number("steer.drift.glide", c["drift"]["glide"], 0.05, 1)
+    number("steer.drift.silence_pace", c["drift"]["silence_pace"], 0, 1)
     if not isinstance(c["drift"]["glide_on_onsets"], bool):
         raise UserError(f"steer.drift.glide_on_onsets must be true or false, got {c['drift']['glide_on_onsets']!r}")
     if isinstance(c["drift"]["breath_beats"], bool) or not isinstance(c["drift"]["breath_beats"], int) \
@@ -398,6 +403,7 @@ class ReactiveSteering(Steering):
         self.swells = {s: Envelope(c[s]["swell_s"], c[s]["swell_s"]) for s in BANDS}
         self.loudness = Envelope(c["drift"]["loudness_smoothing_s"], c["drift"]["loudness_smoothing_s"])
         self.silence = SilenceGate()           # any band's level, released over 0.1 s (breath in silence)
+        self.sound = 1.0                       # its last value: 0 (silence) .. 1 (sound)
         self.phase = 1.0                                   # drift position, in keyframes
         self._beats, self._last_ph = 0, None               # beat counter for the breath cycle
         # glide_on_onsets: the beat count the glide began at, the tick still waiting for its onset, the last onset
@@ -494,9 +500,10 @@ class ReactiveSteering(Steering):
         groove, and a held frame cannot flicker.  1 (continuous) while the tempo is unknown."""
         d = self.cfg["drift"]
         # In silence the beat grid a tracker keeps through a break is no reason to move: gliding on it there would
-        # make the picture pulse while nothing plays.  The breath fades out with the sound (any band), and the
-        # slow motions run on steadily until it returns.
-        depth = float(d["breath"]) * self.silence(f, dt)
+        # make the picture pulse while nothing plays.  The breath fades out with the sound (any band); how fast the
+        # slow motions go meanwhile is step()'s `drift.silence_pace`.
+        self.sound = self.silence(f, dt)
+        depth = float(d["breath"]) * self.sound
         if depth <= 0 or finite(f.tempo) <= 0:
             self._last_ph = None
             return 1.0
@@ -535,6 +542,8 @@ class ReactiveSteering(Steering):
         hits = self._hits(f)
         pulse = np.array([self.pulses[s](hits[s], dt) for s in SOURCES])                   # [n_src]
         slow_dt = dt * self._breath(f, dt) * self.speed      # slow motions move with the beat (see _breath)
+        pace = float(c["drift"]["silence_pace"])
+        slow_dt *= pace + (1.0 - pace) * self.sound          # and slow to silence_pace while nothing plays
         levels = {"bass": f.low, "mid": f.mid, "high": f.high}
         swell = np.array([self.swells[b](min(max(finite(levels[b]), 0.0), 1.0), slow_dt) for b in BANDS])
         loud = self.loudness(min(max(finite(f.rms), 0.0), 1.0), dt)
