@@ -517,8 +517,8 @@ def test_space_auto_drifts_bank_models_through_their_learned_images(cache):
         bank_w = banked.mapping(banked.mapping.z_bank, None)[:, 0]                       # the learned images' w
     spread = float(torch.cdist(bank_w, bank_w).sum() / (len(bank_w) * (len(bank_w) - 1)))
     feats = seq(240, rms=0.5)
-    still = {"orbit": {"radius": 1e-3}, "drift": {"period_s": 1.0}, "intensity": 0.0}   # the drift alone
-    gaps = {}
+    still = {"orbit": {"radius": 1e-3}, "drift": {"period_s": 1.0, "even_pace": False}, "intensity": 0.0}
+    gaps = {}                                       # the drift alone, at the spline's own pace
     for space in ("w", "z"):
         s = make_steering(banked, {**still, "space": space}, seed=5, cache_dir=cache)
         assert s.space == space
@@ -526,6 +526,24 @@ def test_space_auto_drifts_bank_models_through_their_learned_images(cache):
         assert torch.isfinite(ws).all() and ws.shape == (240, banked.num_ws, banked.w_dim)
         gaps[space] = float(torch.cdist(ws[:, 0], bank_w).min(dim=1).values.median()) / spread
     assert gaps["w"] > 0.2 and gaps["z"] < 0.05, gaps     # measured: w 0.36, z 0.005
+
+
+def test_even_pace_drift_moves_a_bank_model_steadily(cache):
+    """A bank model maps long stretches of z to one learned latent and then switches: at the spline's own pace the
+    base holds and lurches (no sound asks for either); drift.even_pace follows the spline by W distance, so the
+    base moves by about the same amount every frame."""
+    banked = tiny_generator(resolution=16, seed=1)
+    banked.set_latent_bank(torch.randn(10, banked.z_dim), sharpness=200.0)
+    feats = seq(240, rms=0.5)
+    spread = {}
+    for even in (False, True):
+        still = {"orbit": {"radius": 1e-3}, "drift": {"period_s": 1.0, "even_pace": even, "breath": 0.0},
+                 "intensity": 0.0}
+        ws = run(make_steering(banked, still, seed=5, cache_dir=cache), feats)
+        step = (ws[1:, 0] - ws[:-1, 0]).norm(dim=-1).numpy()[5:]
+        assert step.max() > 0
+        spread[even] = float(np.percentile(step, 95) / max(np.median(step), 1e-12))
+    assert spread[False] > 5 and spread[True] < 2.5, spread          # measured: 10.5 and 1.7
 
 
 def test_learned_steering_holds_still_in_silence_and_rejoins_without_a_jump(G):

@@ -80,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "groups": {"coarse": [0, 3], "mid": [3, 6], "fine": [6, None]},
     "directions": {"num_samples": 4096, "num_components": 32, "seed": 0},
     "drift": {"period_s": 8.0, "motion_gain": 1.0, "loudness_smoothing_s": 1.0, "breath": 1.0, "breath_beats": 2,
-              "glide": 0.6, "glide_on_onsets": False, "silence_pace": 0.0},
+              "glide": 0.6, "glide_on_onsets": False, "silence_pace": 0.0, "even_pace": True},
     "orbit": {"radius": 1.5},
     "bass": {"pulse": 1.5, "attack_s": 0.0, "release_s": 0.20, "swell": 0.4, "swell_s": 1.5,
              "route": {"coarse": 1.0, "mid": 0.3, "fine": 0.0}},
@@ -161,8 +161,9 @@ def resolve_config(cfg: dict | None) -> dict:
     number("steer.drift.breath", c["drift"]["breath"], 0, 1)
     number("steer.drift.glide", c["drift"]["glide"], 0.05, 1)
     number("steer.drift.silence_pace", c["drift"]["silence_pace"], 0, 1)
-    if not isinstance(c["drift"]["glide_on_onsets"], bool):
-        raise UserError(f"steer.drift.glide_on_onsets must be true or false, got {c['drift']['glide_on_onsets']!r}")
+    for key in ("glide_on_onsets", "even_pace"):
+        if not isinstance(c["drift"][key], bool):
+            raise UserError(f"steer.drift.{key} must be true or false, got {c['drift'][key]!r}")
     if isinstance(c["drift"]["breath_beats"], bool) or not isinstance(c["drift"]["breath_beats"], int) \
             or c["drift"]["breath_beats"] < 1:
         raise UserError(f"steer.drift.breath_beats must be an integer >= 1, got {c['drift']['breath_beats']!r}")
@@ -233,6 +234,10 @@ class Envelope:
         return self.value
 
 
+# drift.even_pace: how the drift's W distance is measured and followed
+DRIFT_SAMPLES = 32          # positions per spline segment at which its W distance is measured
+DRIFT_REFERENCE = 8         # segments whose mean length is one keyframe's worth of drift distance
+DRIFT_MAX_SEGMENTS = 4      # segments the drift may cross in one frame (a run of still ones: on next frame)
 GLIDE_ONSET_WINDOW_S = 0.1     # drift.glide_on_onsets: how near its beat tick an onset makes the beat sound
 
 
@@ -405,6 +410,8 @@ class ReactiveSteering(Steering):
         self.silence = SilenceGate()           # any band's level, released over 0.1 s (breath in silence)
         self.sound = 1.0                       # its last value: 0 (silence) .. 1 (sound)
         self.phase = 1.0                                   # drift position, in keyframes
+        self._lengths: dict[int, np.ndarray] = {}          # cumulative W distance along spline segments
+        self._unit = None                                  # W distance of one keyframe's worth of drift
         self._beats, self._last_ph = 0, None               # beat counter for the breath cycle
         # glide_on_onsets: the beat count the glide began at, the tick still waiting for its onset, the last onset
         self._glide_at, self._armed, self._last_onset, self._cycle_start = None, None, None, None
@@ -441,6 +448,57 @@ class ReactiveSteering(Steering):
             for old in [k for k in self._keyframes if k < i - 8]:
                 del self._keyframes[old]
         return kf
+
+    def _bases_at(self, phases) -> np.ndarray:
+        """The drift's base latents in W ([n, w_dim]) at spline positions `phases` (keyframes), one mapping call."""
+        rows = []
+        for ph in phases:
+            i0 = int(math.floor(ph))
+            b = _bspline_weights(ph - i0)
+            rows.append(sum(float(b[j]) * self._keyframe(i0 - 1 + j) for j in range(4)) / float(np.sqrt((b * b).sum())))
+        x = np.stack(rows)
+        return self._map(x) if self.space == "z" else x + self.w_mean
+
+    def _segment_length(self, i: int) -> np.ndarray:
+        """Cumulative W distance (std units of W) along spline segment [i, i + 1], at DRIFT_SAMPLES + 1 evenly
+        spaced positions; entry 0 is 0, the last the segment's length.  Cached for the segments in reach."""
+        table = self._lengths.get(i)
+        if table is None:
+            w = self._bases_at(i + np.linspace(0.0, 1.0, DRIFT_SAMPLES + 1))
+            step = np.sqrt(np.square(np.diff(w, axis=0)).mean(axis=1)) / self.sigma
+            table = self._lengths[i] = np.concatenate([[0.0], np.cumsum(step)])
+            for old in [k for k in self._lengths if k < i - 2]:
+                del self._lengths[old]
+        return table
+
+    def _advance_drift(self, keyframes: float) -> None:
+        """Move the drift on by `keyframes` keyframes, at an even pace in W when `drift.even_pace`: by that many
+        times the mean W length of the first DRIFT_REFERENCE segments, wherever the spline is.  The same step of
+        the spline parameter can move W by almost nothing (a bank model maps long stretches of z to one image) or
+        by a lot (between two of its images); measured by distance, the base neither holds nor lurches on its
+        own, so the drift adds no motion that the music did not ask for."""
+        if keyframes <= 0:
+            return
+        if not self.cfg["drift"]["even_pace"]:
+            self.phase += keyframes
+            return
+        if self._unit is None:
+            start = int(math.floor(self.phase))
+            self._unit = float(np.mean([self._segment_length(start + k)[-1] for k in range(DRIFT_REFERENCE)]))
+        if self._unit <= 1e-9:                          # a model whose drift does not move W at all
+            self.phase += keyframes
+            return
+        left = keyframes * self._unit
+        grid = np.linspace(0.0, 1.0, DRIFT_SAMPLES + 1)
+        for _ in range(DRIFT_MAX_SEGMENTS):
+            i = int(math.floor(self.phase))
+            table = self._segment_length(i)
+            at = float(np.interp(self.phase - i, grid, table))
+            if at + left < table[-1]:
+                self.phase = i + float(np.interp(at + left, table, grid))
+                return
+            left -= table[-1] - at
+            self.phase = float(i + 1)
 
     def _plane_keys(self, i: int) -> np.ndarray:
         """Random direction coefficients (std units, over the K components) at keyframe i: [3 + n_bands, 3, K]:
@@ -551,11 +609,10 @@ class ReactiveSteering(Steering):
         # Drift: advance the base along the keyframe spline (not at all when period_s is 0).
         period = float(c["drift"]["period_s"])
         if period > 0:
-            self.phase += slow_dt / period * (1.0 + float(c["drift"]["motion_gain"]) * loud)
+            self._advance_drift(slow_dt / period * (1.0 + float(c["drift"]["motion_gain"]) * loud))
         i0 = int(math.floor(self.phase))
         b = _bspline_weights(self.phase - i0)
-        base = sum(float(b[j]) * self._keyframe(i0 - 1 + j) for j in range(4)) / float(np.sqrt((b * b).sum()))
-        base = self._map(base[None])[0] if self.space == "z" else base + self.w_mean
+        base = self._bases_at([self.phase])[0]
 
         # Orbits: hits set the angular speed of each group; planes turn slowly with the drift.
         omega = pulse @ self.speed_gain                                                      # [3] rad/s
