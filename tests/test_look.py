@@ -126,4 +126,6 @@ def test_the_builtin_model_moves_on_the_beat_as_optical_flow_sees_it(tmp_path):
     # limit, the known sparse-music case of BENCHMARKS.md.)
     assert look["motion"]["moving_share"] > 0.5 and not {"frozen", "cuts"} & set(look["flags"]), look["flags"]
     assert look["av_align"] >= 0.4 and look["hits"] >= 0.6 * look["audio_peaks"], (look["av_align"], look["hits"])
-    assert look["av_align"] > scores["plain"]["av_align"] + 0.2
+    # Without the look the steering still moves on the beats (its drift glides on them), but by less than optical
+    # flow's floor: most of those steps are no video peak at all.
+    assert look["hits"] >= 2 * scores["plain"]["hits"], (look["hits"], scores["plain"]["hits"])

@@ -345,7 +345,9 @@ def mel_seq(n, seed):
 
 
 def test_untrained_learned_steering_is_the_base_latent(G):
-    steer = LearnedSteering(G, small_model(G), {"truncation_psi": 0.7}, seed=4)
+    """The paper's w^ = E(x) + w with E untrained: the base latent w, the seed's (learned.drift off) or the drift's
+    walk (on: the same base as the reactive steering's drift, so the picture moves between the model's hits)."""
+    steer = LearnedSteering(G, small_model(G), {"truncation_psi": 0.7, "learned": {"drift": False}}, seed=4)
     assert steer.name == "learned" and steer.mel_config == MelConfig()
     z = torch.from_numpy(np.random.default_rng([4, 0x5EED]).standard_normal(G.z_dim)).float()[None]
     w = G.mapping(z, None, truncation_psi=0.7)[0]
@@ -353,6 +355,17 @@ def test_untrained_learned_steering_is_the_base_latent(G):
         ws = steer.step(f)
         assert ws.shape == (G.num_ws, G.w_dim) and ws.dtype == torch.float32
         assert torch.allclose(ws, w, atol=1e-6)
+    cfg = {"truncation_psi": 1.0, "drift": {"period_s": 0.5}}
+    walking = LearnedSteering(G, small_model(G), {**cfg, "learned": {"drift": True}}, seed=4)
+    drift = ReactiveSteering(G, {**cfg, "intensity": 0.0}, 4)
+    feats = mel_seq(30, 0)
+    out = []
+    for f in feats:
+        drift.step(f)
+        ws = walking.step(f)
+        out.append(ws)
+        assert torch.allclose(ws, torch.from_numpy(drift.base).float().expand_as(ws), atol=1e-5)
+    assert float((out[-1] - out[0]).norm()) > 0                          # and it walks
 
 
 def test_zero_out_layers_give_the_papers_sound_inversion(G):

@@ -50,7 +50,8 @@ from torch import nn
 from sgvis.errors import UserError, first_line
 from sgvis.features.analysis import MelConfig
 from sgvis.steer import Steering, finite
-from sgvis.steer.reactive import DEFAULTS, GROUPS, base_latent, resolve_config, resolve_groups, resolve_psi
+from sgvis.steer.reactive import (DEFAULTS, GROUPS, ReactiveSteering, base_latent, resolve_config, resolve_groups,
+                                  resolve_psi, truncate)
 from sgvis.steer.silence import SilenceGate
 
 __all__ = ["SoundInversionEncoder", "LearnedSteeringModel", "LearnedSteering", "save_steering", "load_steering",
@@ -327,7 +328,8 @@ class LearnedSteering(Steering):
     name = "learned"
     needs_checkpoint = True
 
-    def __init__(self, G, model: LearnedSteeringModel, cfg: dict | None = None, seed: int = 0):
+    def __init__(self, G, model: LearnedSteeringModel, cfg: dict | None = None, seed: int = 0,
+                 cache_dir: str | None = None):
         if model.num_ws != G.num_ws or model.w_dim != G.w_dim:
             raise SteeringMismatch(f"steering model was made for num_ws={model.num_ws}, w_dim={model.w_dim}; "
                                    f"this model has num_ws={G.num_ws}, w_dim={G.w_dim}")
@@ -338,6 +340,11 @@ class LearnedSteering(Steering):
         self.intensity = float(self.cfg["learned"]["intensity"])
         self.hold_in_silence = bool(self.cfg["learned"]["hold_in_silence"])
         self.silence = SilenceGate()
+        # steer.learned.drift: the base latent walks as the reactive steering's drift does (its drift settings:
+        # pace, breath on the beat, still in silence), so the picture moves between the model's hits too.
+        self._drift = None
+        if self.cfg["learned"]["drift"]:
+            self._drift = ReactiveSteering(G, {**self.cfg, "intensity": 0.0}, seed, cache_dir=cache_dir)
         self.reset(seed)
 
     @classmethod
@@ -345,7 +352,7 @@ class LearnedSteering(Steering):
         """The STEERINGS factory: learned steering is built from its checkpoint."""
         if not checkpoint:
             raise UserError("steer.mode is 'learned' but no steering checkpoint was given")
-        return cls(G, load_steering(checkpoint, G), cfg, seed)
+        return cls(G, load_steering(checkpoint, G), cfg, seed, cache_dir=cache_dir)
 
     def set_intensity(self, value: float) -> None:
         """Change steer.learned.intensity on the fly (live control) without resetting the state."""
@@ -366,6 +373,8 @@ class LearnedSteering(Steering):
         psi = resolve_psi(self.G, self.cfg["truncation_psi"])
         self.w = base_latent(self.G, self.seed, self.cfg["class_idx"], psi)
         self.state = None
+        if self._drift is not None:
+            self._drift.reset(seed)
         self.silence.reset()
         self._held = None           # (the model's last W+, the W+ shown) while hold_in_silence
         self._time = None
@@ -381,6 +390,11 @@ class LearnedSteering(Steering):
             raise ValueError(f"learned steering expects mel windows of shape ({mc.n_mels}, {mc.window_frames}) "
                              f"(its MelConfig); got {shape}")
         onset = float(features.onset) if features.onset_peak else 0.0
+        if self._drift is not None:
+            self._drift.step(features)
+            w = torch.from_numpy(self._drift.base).to(self.w.device, torch.float32)
+            psi = resolve_psi(self.G, self.cfg["truncation_psi"])
+            self.w = truncate(self.G, w.expand(1, *self.w.shape).contiguous(), psi)[0]
         with torch.no_grad():
             ws, self.state = self.model.step(mel, self.w, self.state, onset)
         if self.intensity != 1:

@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
              "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
     "chroma": {"amount": 0.8, "smoothing_s": 1.0, "first_component": 0,
                "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.0}},
-    "learned": {"intensity": 1.0, "hold_in_silence": True},
+    "learned": {"intensity": 1.0, "hold_in_silence": True, "drift": False},
 }
 
 # Recommended feature lookahead for offline rendering (seconds): the frame at time t gets the Features of the
@@ -183,6 +183,8 @@ def resolve_config(cfg: dict | None) -> dict:
     if not isinstance(c["onset"]["picked"], bool):
         raise UserError(f"steer.onset.picked must be true or false, got {c['onset']['picked']!r}")
     number("steer.learned.intensity", c["learned"]["intensity"], 0)
+    if not isinstance(c["learned"]["drift"], bool):
+        raise UserError(f"steer.learned.drift must be true or false, got {c['learned']['drift']!r}")
     if not isinstance(c["learned"]["hold_in_silence"], bool):
         raise UserError(f"steer.learned.hold_in_silence must be true or false, got "
                         f"{c['learned']['hold_in_silence']!r}")
@@ -613,6 +615,7 @@ class ReactiveSteering(Steering):
         i0 = int(math.floor(self.phase))
         b = _bspline_weights(self.phase - i0)
         base = self._bases_at([self.phase])[0]
+        self.base = base                                   # the drift's W [w_dim] (a learned steering's base)
 
         # Orbits: hits set the angular speed of each group; planes turn slowly with the drift.
         omega = pulse @ self.speed_gain                                                      # [3] rad/s
