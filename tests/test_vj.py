@@ -188,9 +188,14 @@ def test_headless_show_driven_entirely_over_osc(jack, model, tmp_path, collect_s
         marks["unfreeze"] = time.perf_counter()
         out.close()
 
+    # Music plays (the steering holds still in silence; here only the freeze may stop the picture).
+    samples, _ = click_track(6.0, 44100, bpm=120)
     thread = threading.Thread(target=remote)
-    thread.start()
-    stats = show.run()
+    with Player(samples):
+        from live_servers import loopback
+        loopback()
+        thread.start()
+        stats = show.run()
     thread.join()
     saved = json.loads(stats_path.read_text())
     assert saved["controls"] == stats["controls"]
