@@ -344,7 +344,7 @@ class LearnedSteering(Steering):
         # pace, breath on the beat, still in silence), so the picture moves between the model's hits too.
         self._drift = None
         if self.cfg["learned"]["drift"]:
-            self._drift = ReactiveSteering(G, {**self.cfg, "intensity": 0.0}, seed, cache_dir=cache_dir)
+            self._drift = ReactiveSteering(G, self.cfg, seed, cache_dir=cache_dir)
         self.reset(seed)
 
     @classmethod
@@ -391,8 +391,7 @@ class LearnedSteering(Steering):
                              f"(its MelConfig); got {shape}")
         onset = float(features.onset) if features.onset_peak else 0.0
         if self._drift is not None:
-            self._drift.step(features)
-            w = torch.from_numpy(self._drift.base).to(self.w.device, torch.float32)
+            w = torch.from_numpy(self._drift.step_base(features)).to(self.w.device, torch.float32)
             psi = resolve_psi(self.G, self.cfg["truncation_psi"])
             self.w = truncate(self.G, w.expand(1, *self.w.shape).contiguous(), psi)[0]
         with torch.no_grad():

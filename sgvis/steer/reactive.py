@@ -593,29 +593,44 @@ class ReactiveSteering(Steering):
         shape = 2.0 / glide * (1.0 - cycle / glide) if cycle < glide else 0.0
         return (1.0 - depth) + depth * shape
 
-    def step(self, f) -> torch.Tensor:
-        c = self.cfg
+    def _frame_dt(self, f) -> float:
+        """Seconds since the previous frame's Features (1/30 s for the first), clamped to 1 ms .. 0.5 s."""
         t = finite(f.time, 0.0)
         dt = 1.0 / REF_FPS if self.prev_time is None else min(max(t - self.prev_time, 1e-3), 0.5)
         self.prev_time = t
+        return dt
 
+    def _advance_base(self, f, dt: float) -> float:
+        """One frame of the slow motions' clock (breath, silence_pace) and of the drift along the keyframe spline
+        (not at all when period_s is 0): sets self.base, the drift's W [w_dim]; returns the slow motions' dt."""
+        d = self.cfg["drift"]
+        slow_dt = dt * self._breath(f, dt) * self.speed      # slow motions move with the beat (see _breath)
+        pace = float(d["silence_pace"])
+        slow_dt *= pace + (1.0 - pace) * self.sound          # and slow to silence_pace while nothing plays
+        loud = self.loudness(min(max(finite(f.rms), 0.0), 1.0), dt)
+        period = float(d["period_s"])
+        if period > 0:
+            self._advance_drift(slow_dt / period * (1.0 + float(d["motion_gain"]) * loud))
+        self.base = self._bases_at([self.phase])[0]
+        return slow_dt
+
+    def step_base(self, f) -> np.ndarray:
+        """Only the drift, for a steering that walks its own latent along it (steer.learned.drift): the base W
+        [w_dim] for Features f, as step() would reach it (no hits, swells or chroma are worked out)."""
+        self._advance_base(f, self._frame_dt(f))
+        return self.base
+
+    def step(self, f) -> torch.Tensor:
+        c = self.cfg
+        dt = self._frame_dt(f)
         hits = self._hits(f)
         pulse = np.array([self.pulses[s](hits[s], dt) for s in SOURCES])                   # [n_src]
-        slow_dt = dt * self._breath(f, dt) * self.speed      # slow motions move with the beat (see _breath)
-        pace = float(c["drift"]["silence_pace"])
-        slow_dt *= pace + (1.0 - pace) * self.sound          # and slow to silence_pace while nothing plays
+        slow_dt = self._advance_base(f, dt)
+        base = self.base
         levels = {"bass": f.low, "mid": f.mid, "high": f.high}
         swell = np.array([self.swells[b](min(max(finite(levels[b]), 0.0), 1.0), slow_dt) for b in BANDS])
-        loud = self.loudness(min(max(finite(f.rms), 0.0), 1.0), dt)
-
-        # Drift: advance the base along the keyframe spline (not at all when period_s is 0).
-        period = float(c["drift"]["period_s"])
-        if period > 0:
-            self._advance_drift(slow_dt / period * (1.0 + float(c["drift"]["motion_gain"]) * loud))
         i0 = int(math.floor(self.phase))
         b = _bspline_weights(self.phase - i0)
-        base = self._bases_at([self.phase])[0]
-        self.base = base                                   # the drift's W [w_dim] (a learned steering's base)
 
         # Orbits: hits set the angular speed of each group; planes turn slowly with the drift.
         omega = pulse @ self.speed_gain                                                      # [3] rad/s
