@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from sgvis.errors import UserError
+from sgvis.steer import motion_style_of
 
 # numpy, torch and the stages are imported when a show starts, not when the command line is parsed.
 
@@ -552,7 +553,7 @@ class LiveShow:
             self.ws = self.steering.step(features)
             if getattr(self.steering, "done", False):      # a finished cross-fade: keep its target alone
                 self.steering = self.steering.target
-            move = self.motion.step(features)
+            move = self.motion.step(features, **motion_style_of(self.steering))
             self.move = torch.from_numpy(np.concatenate([move["bend"], move["camera"]])).float()[None]
         on_gpu = self.device.type == "cuda"
         t_steered = time.perf_counter()

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from sgvis.errors import UserError, write_failure
+from sgvis.steer import motion_style_of
 
 # The stages (numpy, torch, PyAV, librosa) are imported when a render starts, not when the command line is
 # parsed: `sgvis render --help` and argument errors answer at once.
@@ -289,7 +290,7 @@ def _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs
             if stop.is_set():
                 return
             pending.append(steering.step(features))
-            move = motion.step(features)
+            move = motion.step(features, **motion_style_of(steering))
             moves.append(np.concatenate([move["bend"], move["camera"]]))
             stage.busy += time.perf_counter() - t0       # analysis of this frame (the generator's step) + steering
             if len(pending) == batch or k == n_frames - 1:

@@ -197,3 +197,49 @@ def test_hits_follow_picked_onsets_or_with_picked_0_the_adaptive_level():
         adaptive.step(f)
     assert picked.hits == 1                   # only the frame the features stage picked
     assert adaptive.hits == 4                 # every onset standing out of the recent level
+
+
+def hit_train(step: float, seconds: float = 4.0, fps: float = 30.0):
+    """Features with a full-strength picked onset every `step` seconds (off the beat grid: no accent)."""
+    from sgvis.features.analysis import Features
+    every = int(round(step * fps))
+    return [Features(time=k / fps, onset=1.0 if k % every == 0 else 0.0, onset_peak=k % every == 0, rms=0.6)
+            for k in range(int(seconds * fps))]
+
+
+def hit_decay(moves, fps: float = 30.0, every: int = 15) -> float:
+    """How much of a hit's layout speed is left 3 frames after it (median over the hits after the first two)."""
+    bend = np.array([m["bend"] for m in moves])
+    speed = np.abs(np.diff(bend, axis=0)).sum(1)
+    hits = [k for k in range(2 * every, len(speed) - 4, every)]
+    return float(np.median([speed[k + 2] / speed[k - 1] for k in hits]))     # speed[k - 1]: frames k-1 -> k
+
+
+def test_release_share_lets_sparse_hits_flow_longer_and_keeps_dense_hits_short():
+    from sgvis.steer.motion import MotionDriver
+    decay = {}
+    for share in (0.0, 0.7):
+        for step in (0.5, 0.2):
+            m = MotionDriver({"hit": {"release_share": share}}, seed=2)
+            every = int(round(step * 30))
+            decay[share, step] = hit_decay([m.step(f) for f in hit_train(step)], every=every)
+    # Fixed release (share 0): a hit's speed falls the same way whatever the time between hits.
+    assert decay[0.0, 0.5] == pytest.approx(decay[0.0, 0.2], rel=0.1)
+    # With a share of the time between hits: hits half a second apart keep more of their speed 3 frames on
+    # (0.3 s release: ~0.67 left) than with the fixed 0.15 s (~0.48); hits 0.2 s apart ease out over 0.15 s
+    # (0.7 x 0.2 s is shorter than release_s, the floor), so they stay as sharp as before.
+    assert decay[0.7, 0.5] > 1.25 * decay[0.0, 0.5]
+    assert decay[0.7, 0.2] == pytest.approx(decay[0.0, 0.2], rel=0.02)
+    # The step's own release_share wins over the setting (a steering's motion style).
+    a = MotionDriver({"hit": {"release_share": 0.0}}, seed=2)
+    b = MotionDriver({"hit": {"release_share": 0.7}}, seed=2)
+    feats = hit_train(0.5)
+    assert all(np.array_equal(a.step(f, release_share=0.7)["bend"], b.step(f)["bend"]) for f in feats)
+
+
+def test_motion_scale_multiplies_every_move():
+    from sgvis.steer.motion import MotionDriver
+    a, b = MotionDriver({}, seed=5), MotionDriver({}, seed=5)
+    for f in hit_train(0.4, seconds=2.0):
+        x, y = a.step(f), b.step(f, scale=1.5)
+        assert np.allclose(y["bend"], 1.5 * x["bend"]) and np.allclose(y["camera"], 1.5 * x["camera"])

@@ -356,7 +356,8 @@ def test_untrained_learned_steering_is_the_base_latent(G):
         assert ws.shape == (G.num_ws, G.w_dim) and ws.dtype == torch.float32
         assert torch.allclose(ws, w, atol=1e-6)
     cfg = {"truncation_psi": 1.0, "drift": {"period_s": 0.5}}
-    walking = LearnedSteering(G, small_model(G), {**cfg, "learned": {"drift": True}}, seed=4)
+    # (ease_s 0: the model's W+ itself, not the eased path to it that the picture takes by default)
+    walking = LearnedSteering(G, small_model(G), {**cfg, "learned": {"drift": True, "ease_s": 0.0}}, seed=4)
     drift = ReactiveSteering(G, {**cfg, "intensity": 0.0}, 4)
     feats = mel_seq(30, 0)
     out = []
@@ -583,3 +584,61 @@ def test_learned_steering_holds_still_in_silence_and_rejoins_without_a_jump(G):
     # Sound again: the picture moves from where it held and catches up with the model, never in one jump.
     assert step_a[59:].max() < 3 * step_b[59:].max()
     assert (a[89] - b[89]).norm() < 0.5 * (a[60] - b[60]).norm()
+
+
+class ScriptedSteeringModel(torch.nn.Module):
+    """Stands in for a trained LearnedSteeringModel: frame k's W+ is w + path[k] (the state counts frames)."""
+
+    def __init__(self, G, path: torch.Tensor):
+        super().__init__()
+        self.num_ws, self.w_dim, self.mel_config = G.num_ws, G.w_dim, MelConfig()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.path = path
+
+    def step(self, mel, w, state=None, onset=0.0):
+        k = 0 if state is None else state + 1
+        return w + self.path[k], k
+
+
+def test_learned_ease_peaks_on_hits_and_slows_down_between_them(G):
+    """steer.learned.ease_s: the picture sets off toward the model's latent on each picked onset and slows down
+    until the next; the model's own after-swings become part of that glide, and the picture still gets there."""
+    import dataclasses
+    rng = np.random.default_rng(3)
+    n, hits = 150, {k for k in range(150) if k % 15 == 3}
+    # A model like the built-in one: on each hit its latent jumps (over 3 frames), and 5 frames later it swings
+    # again, less far, another way; a little jitter on every frame.
+    steps = torch.from_numpy(rng.normal(0, 0.001, (n, G.num_ws, G.w_dim))).float()
+    for h in sorted(hits):
+        d = torch.from_numpy(rng.normal(0, 1, (2, G.num_ws, G.w_dim))).float()
+        d = d / d.flatten(1).norm(dim=1)[:, None, None]
+        for j, share in enumerate((0.5, 0.3, 0.2)):
+            steps[h + j] += share * d[0]
+        if h + 6 < n:
+            steps[h + 5] += 0.15 * d[1]
+            steps[h + 6] += 0.15 * d[1]
+    steps[110:] = 0                                       # and from frame 110 on it holds still
+    model = ScriptedSteeringModel(G, torch.cumsum(steps, 0))
+    feats = [dataclasses.replace(f, onset=1.0, onset_peak=k in hits) for k, f in enumerate(mel_seq(n, 7))]
+    eased = LearnedSteering(G, model, {"learned": {"ease_s": 0.2, "hold_in_silence": False}}, 2)
+    own = LearnedSteering(G, model, {"learned": {"ease_s": 0.0, "hold_in_silence": False}}, 2)
+    a = torch.stack([eased.step(f) for f in feats])
+    b = torch.stack([own.step(f) for f in feats])
+    assert torch.allclose(b - b[0], torch.cumsum(steps, 0) - steps[0], atol=1e-5)   # ease_s 0: the model's W+
+    step_a = (a[1:] - a[:-1]).flatten(1).norm(dim=1).numpy()      # step_a[k - 1]: frame k - 1 -> k
+    step_b = (b[1:] - b[:-1]).flatten(1).norm(dim=1).numpy()
+
+    def peaks(s):
+        return {k + 1 for k in range(1, len(s) - 1) if s[k] > s[k - 1] and s[k] > s[k + 1]}
+    # The model's steps peak on the hits and again on each after-swing.  Eased, they peak on the hits (while the
+    # model moves)...
+    moving = {h for h in hits if 3 < h < 110}
+    after = {h + j for h in hits for j in range(1, 10)}
+    assert len((peaks(step_b) & after) - hits) >= len(moving)
+    assert moving <= peaks(step_a) and not (peaks(step_a) & after) - hits
+    # ...and for a third of a second after each hit they only shrink.
+    for h in sorted(moving):
+        assert all(step_a[k] <= step_a[k - 1] * (1 + 1e-6) for k in range(h, h + 10))
+    # It follows the model: never far behind (less than one hit's jump), and it comes to rest where the model did.
+    gap = (a - b).flatten(1).norm(dim=1).numpy()
+    assert gap.max() < 1.0 and gap[-1] < 0.02 * gap[105]

@@ -52,6 +52,17 @@ class Steering:
         without resetting the motion; False where this mode has no such control."""
         return False
 
+    def motion_style(self) -> dict:
+        """How the motion stage should move beside this steering: keyword arguments of
+        sgvis.steer.motion.MotionDriver.step (scale, release_share); {} leaves the motion: settings as they are."""
+        return {}
+
+
+def motion_style_of(steering) -> dict:
+    """steering.motion_style(), or {} for a steering that does not subclass Steering."""
+    style = getattr(steering, "motion_style", None)
+    return dict(style()) if callable(style) else {}
+
 
 def resolve_mode(mode: str, checkpoint: str | None) -> str:
     """steer.mode as a registered mode name: auto is learned with a checkpoint, else reactive."""
@@ -132,6 +143,9 @@ class Crossfade(Steering):
             return new
         old = self.source.step(features)
         return old + (new - old) * self.mix
+
+    def motion_style(self) -> dict:
+        return self.target.motion_style()
 
     def apply_control(self, name: str, value) -> bool:
         applied = self.target.apply_control(name, value)

@@ -62,6 +62,7 @@ FORMAT_TAG = "sgvis-steering"
 FORMAT_VERSION = "1"
 DEFAULT_CHANNELS = (32, 64, 128, 256)
 HOLD_CATCH_UP_S = 1.0       # after a silence, the held picture rejoins the model's over about this long
+EASE_CATCH_UP_S = 1.0       # steer.learned.ease_s: between hits the picture still follows the model at least this fast
 
 
 class SteeringFileError(UserError, ValueError):
@@ -339,6 +340,7 @@ class LearnedSteering(Steering):
         self.mel_config = model.mel_config
         self.intensity = float(self.cfg["learned"]["intensity"])
         self.hold_in_silence = bool(self.cfg["learned"]["hold_in_silence"])
+        self.ease_s = float(self.cfg["learned"]["ease_s"])
         self.silence = SilenceGate()
         # steer.learned.drift: the base latent walks as the reactive steering's drift does (its drift settings:
         # pace, breath on the beat, still in silence), so the picture moves between the model's hits too.
@@ -377,6 +379,9 @@ class LearnedSteering(Steering):
             self._drift.reset(seed)
         self.silence.reset()
         self._held = None           # (the model's last W+, the W+ shown) while hold_in_silence
+        self._shown = None          # the W+ shown while ease_s > 0, its last step's length, and the frame's time
+        self._speed = 0.0
+        self._ease_time = None
         self._time = None
 
     def step(self, features) -> torch.Tensor:
@@ -398,9 +403,40 @@ class LearnedSteering(Steering):
             ws, self.state = self.model.step(mel, self.w, self.state, onset)
         if self.intensity != 1:
             ws = self.w + self.intensity * (ws - self.w)
-        if self.hold_in_silence:
+        if self.ease_s > 0:
+            ws = self._ease(ws, features)
+        if self.hold_in_silence:                    # last: in silence nothing moves, the ease's glide neither
             ws = self._hold(ws, features)
         return ws.float().contiguous()
+
+    def motion_style(self) -> dict:
+        return {"scale": float(self.cfg["learned"]["motion"]),
+                "release_share": float(self.cfg["learned"]["hit_release_share"])}
+
+    def _ease(self, ws: torch.Tensor, features) -> torch.Tensor:
+        """The model's W+ reached along a path whose speed peaks on each hit and then only slows down: on a frame
+        with a picked onset the picture sets off toward the model's latent, covering 1 - r of the way (r =
+        exp(-dt / ease_s)); on the frames after, each step is at most r times the last, or, if more, the share of the
+        remaining way that a catch-up over EASE_CATCH_UP_S covers.  So a hit's motion is one push that eases out
+        (the model's own after-swings become part of it), and the picture still follows the model between hits."""
+        t = finite(getattr(features, "time", None), 0.0 if self._ease_time is None else self._ease_time + 1 / 30)
+        dt = 1.0 / 30.0 if self._ease_time is None else min(max(t - self._ease_time, 1e-3), 0.5)
+        self._ease_time = t
+        if self._shown is None:
+            self._shown, self._speed = ws, 0.0
+            return ws
+        r = math.exp(-dt / self.ease_s)
+        way = ws - self._shown
+        dist = float(way.norm())
+        if getattr(features, "onset_peak", False):
+            limit = (1.0 - r) * dist
+        else:
+            limit = max(r * self._speed, (1.0 - math.exp(-dt / EASE_CATCH_UP_S)) * dist)
+        step = min(dist, limit)
+        if dist > 0:
+            self._shown = self._shown + way * (step / dist)
+        self._speed = step
+        return self._shown
 
     def _hold(self, ws: torch.Tensor, features) -> torch.Tensor:
         """The model's W+ with its frame-to-frame steps scaled by the silence gate: in silence the picture holds

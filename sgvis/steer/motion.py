@@ -29,12 +29,14 @@ from sgvis.steer import finite
 
 GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 REF_FPS = 30.0
+HIT_GAP_MAX_S = 2.0      # a longer pause between hits counts as this long in the running mean of the gaps
+HIT_GAP_WEIGHT = 0.3     # weight of the newest gap in that running mean
 
 # The `motion:` section of configs/default.yaml, key for key.
 DEFAULTS = {
     "amount": 1.0,                 # scales every move below (live control motion.amount); 0 = still picture
     "hit": {"picked": 1.0, "threshold": 0.1, "adapt_s": 3.0, "sensitivity": 1.0, "gamma": 0.7, "beat_accent": 1.5,
-            "release_s": 0.15, "min_interval_s": 0.1},
+            "release_s": 0.15, "min_interval_s": 0.1, "release_share": 0.0, "release_max_s": 0.3},
     "bend": {"amount": 1.0, "resolution": 16, "travel": 0.15, "turn_deg": 6.0, "zoom": 0.06, "return_s": 1.6,
              "limit": 0.45},
     "camera": {"amount": 1.0, "push": 0.035, "return_s": 1.2, "pan": 0.05, "roll_deg": 1.5, "cycle_s": 11.0,
@@ -89,6 +91,7 @@ class MotionDriver:
         self.loudness = 0.0
         self.prev_time = None
         self.last_hit = -1e9
+        self.hit_gap = None         # running mean of the time between hits (s), for hit.release_share
         self.hits = 0
         self.onset_mean = 0.0
         self.onset_var = 0.0
@@ -127,15 +130,25 @@ class MotionDriver:
         self.last_hit = t
         return float(min(strength, 2.0))
 
-    def step(self, f) -> dict[str, np.ndarray]:
+    def step(self, f, scale: float = 1.0, release_share: float | None = None) -> dict[str, np.ndarray]:
+        """One video frame's transforms.  A steering may ask for its own style (Steering.motion_style): `scale`
+        multiplies every move, `release_share` replaces hit.release_share."""
         c = self.cfg
         t = finite(f.time, 0.0)
         dt = 1.0 / REF_FPS if self.prev_time is None else min(max(t - self.prev_time, 1e-3), 0.5)
         self.prev_time = t
-        release = max(c["hit"]["release_s"], 1e-3)
-        ease = math.exp(-dt / release)
-
+        last = self.last_hit
         hit = self._hit_strength(f, t, dt)
+        if hit > 0 and last > -1e8:
+            gap = min(t - last, HIT_GAP_MAX_S)
+            self.hit_gap = gap if self.hit_gap is None else self.hit_gap + HIT_GAP_WEIGHT * (gap - self.hit_gap)
+        release = max(c["hit"]["release_s"], 1e-3)
+        share = c["hit"]["release_share"] if release_share is None else max(float(release_share), 0.0)
+        if share > 0 and self.hit_gap is not None:
+            # Sparse hits ease out for longer (motion flows on to the next one), dense hits stay short (each one
+            # still a peak of its own).
+            release = min(max(share * self.hit_gap, release), max(c["hit"]["release_max_s"], release))
+        ease = math.exp(-dt / release)
         b = c["bend"]
         if hit > 0:
             self.hits += 1
@@ -169,5 +182,6 @@ class MotionDriver:
         camera = np.array([self.push + cam["pan"] * 0.3 * (1 - math.cos(phi)),    # never zoomed out: no edges
                            math.radians(cam["roll_deg"]) * math.sin(phi * 0.5),
                            cam["pan"] * math.sin(phi), cam["pan"] * math.sin(2 * phi) * 0.5])
-        return {"bend": self.amount * self.bend_amount * self.bend,
-                "camera": self.amount * self.camera_amount * camera}
+        scale = max(finite(scale, 1.0), 0.0)
+        return {"bend": scale * self.amount * self.bend_amount * self.bend,
+                "camera": scale * self.amount * self.camera_amount * camera}

@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
              "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
     "chroma": {"amount": 0.8, "smoothing_s": 1.0, "first_component": 0,
                "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.0}},
-    "learned": {"intensity": 1.0, "hold_in_silence": True, "drift": False},
+    "learned": {"intensity": 1.0, "hold_in_silence": True, "drift": False, "ease_s": 0.2, "motion": 1.5, "hit_release_share": 0.7},
 }
 
 # Recommended feature lookahead for offline rendering (seconds): the frame at time t gets the Features of the
@@ -182,7 +182,8 @@ def resolve_config(cfg: dict | None) -> dict:
             number(f"steer.{s}.route.{g}", v)
     if not isinstance(c["onset"]["picked"], bool):
         raise UserError(f"steer.onset.picked must be true or false, got {c['onset']['picked']!r}")
-    number("steer.learned.intensity", c["learned"]["intensity"], 0)
+    for k in ("intensity", "ease_s", "motion", "hit_release_share"):
+        number(f"steer.learned.{k}", c["learned"][k], 0)
     if not isinstance(c["learned"]["drift"], bool):
         raise UserError(f"steer.learned.drift must be true or false, got {c['learned']['drift']!r}")
     if not isinstance(c["learned"]["hold_in_silence"], bool):
