@@ -226,7 +226,7 @@ def test_release_share_lets_sparse_hits_flow_longer_and_keeps_dense_hits_short()
     # Fixed release (share 0): a hit's speed falls the same way whatever the time between hits.
     assert decay[0.0, 0.5] == pytest.approx(decay[0.0, 0.2], rel=0.1)
     # With a share of the time between hits: hits half a second apart keep more of their speed 3 frames on
-    # (0.3 s release: ~0.67 left) than with the fixed 0.15 s (~0.48); hits 0.2 s apart ease out over 0.15 s
+    # (a 0.35 s release: ~0.71 left) than with the fixed 0.15 s (~0.48); hits 0.2 s apart ease out over 0.15 s
     # (0.7 x 0.2 s is shorter than release_s, the floor), so they stay as sharp as before.
     assert decay[0.7, 0.5] > 1.25 * decay[0.0, 0.5]
     assert decay[0.7, 0.2] == pytest.approx(decay[0.0, 0.2], rel=0.02)

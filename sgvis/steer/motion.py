@@ -36,7 +36,7 @@ HIT_GAP_WEIGHT = 0.3     # weight of the newest gap in that running mean
 DEFAULTS = {
     "amount": 1.0,                 # scales every move below (live control motion.amount); 0 = still picture
     "hit": {"picked": 1.0, "threshold": 0.1, "adapt_s": 3.0, "sensitivity": 1.0, "gamma": 0.7, "beat_accent": 1.5,
-            "release_s": 0.15, "min_interval_s": 0.1, "release_share": 0.0, "release_max_s": 0.3},
+            "release_s": 0.15, "min_interval_s": 0.1, "release_share": 0.0, "release_max_s": 0.4},
     "bend": {"amount": 1.0, "resolution": 16, "travel": 0.15, "turn_deg": 6.0, "zoom": 0.06, "return_s": 1.6,
              "limit": 0.45},
     "camera": {"amount": 1.0, "push": 0.035, "return_s": 1.2, "pan": 0.05, "roll_deg": 1.5, "cycle_s": 11.0,
