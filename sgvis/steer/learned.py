@@ -379,10 +379,9 @@ class LearnedSteering(Steering):
             self._drift.reset(seed)
         self.silence.reset()
         self._held = None           # (the model's last W+, the W+ shown) while hold_in_silence
-        self._shown = None          # the W+ shown while ease_s > 0, its last step's length, and the frame's time
+        self._shown = None          # the W+ shown while ease_s > 0, and its last step's length
         self._speed = 0.0
-        self._ease_time = None
-        self._time = None
+        self._time = None           # the previous frame's feature time
 
     def step(self, features) -> torch.Tensor:
         mel = features.mel
@@ -403,25 +402,30 @@ class LearnedSteering(Steering):
             ws, self.state = self.model.step(mel, self.w, self.state, onset)
         if self.intensity != 1:
             ws = self.w + self.intensity * (ws - self.w)
+        dt = self._frame_dt(features)
         if self.ease_s > 0:
-            ws = self._ease(ws, features)
+            ws = self._ease(ws, features, dt)
         if self.hold_in_silence:                    # last: in silence nothing moves, the ease's glide neither
-            ws = self._hold(ws, features)
+            ws = self._hold(ws, features, dt)
         return ws.float().contiguous()
 
     def motion_style(self) -> dict:
         return {"scale": float(self.cfg["learned"]["motion"]),
                 "release_share": float(self.cfg["learned"]["hit_release_share"])}
 
-    def _ease(self, ws: torch.Tensor, features) -> torch.Tensor:
+    def _frame_dt(self, features) -> float:
+        """Seconds since the previous frame, from the features' time (1/30 s for the first frame or without one)."""
+        t = finite(getattr(features, "time", None), 0.0 if self._time is None else self._time + 1.0 / 30.0)
+        dt = 1.0 / 30.0 if self._time is None else min(max(t - self._time, 1e-3), 0.5)
+        self._time = t
+        return dt
+
+    def _ease(self, ws: torch.Tensor, features, dt: float) -> torch.Tensor:
         """The model's W+ reached along a path whose speed peaks on each hit and then only slows down: on a frame
         with a picked onset the picture sets off toward the model's latent, covering 1 - r of the way (r =
         exp(-dt / ease_s)); on the frames after, each step is at most r times the last, or, if more, the share of the
         remaining way that a catch-up over EASE_CATCH_UP_S covers.  So a hit's motion is one push that eases out
         (the model's own after-swings become part of it), and the picture still follows the model between hits."""
-        t = finite(getattr(features, "time", None), 0.0 if self._ease_time is None else self._ease_time + 1 / 30)
-        dt = 1.0 / 30.0 if self._ease_time is None else min(max(t - self._ease_time, 1e-3), 0.5)
-        self._ease_time = t
         if self._shown is None:
             self._shown, self._speed = ws, 0.0
             return ws
@@ -438,13 +442,10 @@ class LearnedSteering(Steering):
         self._speed = step
         return self._shown
 
-    def _hold(self, ws: torch.Tensor, features) -> torch.Tensor:
+    def _hold(self, ws: torch.Tensor, features, dt: float) -> torch.Tensor:
         """The model's W+ with its frame-to-frame steps scaled by the silence gate: in silence the picture holds
         where it was (the recurrent state runs on); with sound it moves as the model says and, over
         HOLD_CATCH_UP_S, catches up with what the model drew meanwhile, so no frame jumps."""
-        t = finite(getattr(features, "time", None), 0.0 if self._time is None else self._time + 1.0 / 30.0)
-        dt = 1.0 / 30.0 if self._time is None else min(max(t - self._time, 1e-3), 0.5)
-        self._time = t
         gate = self.silence(features, dt)
         if self._held is None:
             self._held = (ws, ws)

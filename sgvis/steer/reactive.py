@@ -94,7 +94,8 @@ DEFAULTS: dict[str, Any] = {
              "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
     "chroma": {"amount": 0.8, "smoothing_s": 1.0, "first_component": 0,
                "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.0}},
-    "learned": {"intensity": 1.0, "hold_in_silence": True, "drift": False, "ease_s": 0.2, "motion": 1.5, "hit_release_share": 0.9},
+    "learned": {"intensity": 1.0, "hold_in_silence": True, "drift": False, "ease_s": 0.2, "motion": 1.5,
+                "hit_release_share": 0.9},
 }
 
 # Recommended feature lookahead for offline rendering (seconds): the frame at time t gets the Features of the
