@@ -593,10 +593,20 @@ class _SG3Layer(_ModConv):
         return self.fir_down(y)
 
 
-@torch.compiler.disable
-def _run_eager(module, *args):
-    # StyleGAN3's input layer (numpy sizes, in-place matrix edits) is cheap and upsets dynamo.
+def _call_module(module, *args):
     return module(*args)
+
+
+# StyleGAN3's input layer (numpy sizes, in-place matrix edits) is cheap and upsets dynamo, so a compiled synthesis
+# runs it eagerly.  The dynamo-disabled wrapper is made when a compile is asked for (`_enable_compile`): importing
+# torch._dynamo takes over a second, which an eager run should not pay at start-up.
+_run_eager = _call_module
+
+
+def _enable_compile():
+    global _run_eager
+    if _run_eager is _call_module:
+        _run_eager = torch.compiler.disable(_call_module)
 
 
 class _SG3Executor:
@@ -789,6 +799,7 @@ class FastSynthesis:
                 # One eager call first fills the per-layer weight caches, so that the compiled graph
                 # sees them as constants (otherwise the second call recompiles).
                 out = self._forward(ws, noise_mode)
+                _enable_compile()
                 self._compiled = torch.compile(self._forward, dynamic=False)
                 return out
             fn = self._compiled if self._compiled is not None else self._forward

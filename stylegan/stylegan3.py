@@ -8,8 +8,6 @@ from __future__ import annotations
 
 
 import numpy as np
-import scipy.signal
-import scipy.special
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +43,8 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
         raise ValueError("numtaps must be >= 1")
     if numtaps == 1:
         return None
+    import scipy.signal     # here, not at import: scipy.signal takes about a second to import
+    import scipy.special
     if not radial:
         f = scipy.signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs)
         return torch.as_tensor(f, dtype=torch.float32)

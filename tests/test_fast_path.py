@@ -268,11 +268,13 @@ def test_fast_upfirdn2d_matches_reference(case):
 
 
 @pytest.mark.slow
-def test_compile_matches_exact(sg2):
-    ws = _ws(sg2, 1)
-    fs = FastSynthesis(sg2, precision="fp32", compile=True)
+@pytest.mark.parametrize("kind", ["sg2", "sg3"])
+def test_compile_matches_exact(kind, request):
+    G = request.getfixturevalue(kind)                       # sg3: its input layer runs eagerly inside the graph
+    ws = _ws(G, 1)
+    fs = FastSynthesis(G, precision="fp32", compile=True)
     for _ in range(2):                                       # eager warm-up call, then compiled
-        rel_max, _ = _rel(fs(ws), _exact(sg2, ws))
+        rel_max, _ = _rel(fs(ws), _exact(G, ws))
         assert rel_max < FP32_TOL
 
 

@@ -10,7 +10,6 @@ this module writes them with numpy, vectorised where the recurrences allow.
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
 TINY = np.finfo(np.float64).tiny
 
@@ -72,9 +71,9 @@ def tempo_bpm(envelope: np.ndarray, sample_rate: float, hop: int, start_bpm: flo
     half = win // 2
     padded = np.pad(env, half, mode="linear_ramp", end_values=0.0)         # linear ramps to 0 at both ends
     frames = np.lib.stride_tricks.sliding_window_view(padded, win)[:n] * hann[None, :]
-    n_pad = scipy.fft.next_fast_len(2 * win - 1, real=True)
-    spectrum = scipy.fft.rfft(frames, n=n_pad, axis=1)
-    ac = scipy.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, n=n_pad, axis=1)[:, :win]
+    n_pad = 1 << (2 * win - 2).bit_length()    # >= 2 win - 1: no wrap-around (numpy FFT: scipy.fft imports slowly)
+    spectrum = np.fft.rfft(frames, n=n_pad, axis=1)
+    ac = np.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, n=n_pad, axis=1)[:, :win]
     peak = np.abs(ac).max(axis=1, keepdims=True)
     ac = ac / np.where(peak < TINY, 1.0, peak)
     mean_ac = ac.mean(axis=0)
