@@ -264,6 +264,38 @@ def test_fast_upfirdn2d_matches_reference(case):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bank", [False, True])
+def test_fast_mapping_is_the_mapping_network(bank):
+    from stylegan.fast import FastMapping
+    G = _make(SG2)
+    with torch.no_grad():
+        for name, p in G.mapping.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)               # random init leaves them 0: make them count
+        G.mapping.w_avg.normal_()
+    if bank:
+        G.set_latent_bank(torch.randn(50, G.z_dim, generator=torch.Generator().manual_seed(3)), sharpness=8.0)
+    fast = FastMapping(G.mapping)
+    z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(2))
+    for psi, cutoff in ((1.0, None), (0.7, None), (0.5, 2)):
+        with torch.no_grad():
+            ref = G.mapping(z, None, truncation_psi=psi, truncation_cutoff=cutoff)
+        out = fast(z, None, truncation_psi=psi, truncation_cutoff=cutoff)
+        assert out.shape == ref.shape == (4, G.num_ws, G.w_dim)
+        assert _rel(out, ref)[0] < FP32_TOL
+    with torch.no_grad():
+        for p in G.mapping.parameters():
+            p.mul_(1.5)
+    stale = fast(z)
+    fast.refresh()                              # a snapshot: it follows edited weights only when refreshed
+    with torch.no_grad():
+        ref = G.mapping(z, None)
+    assert _rel(stale, ref)[0] > 1e-3
+    assert _rel(fast(z), ref)[0] < FP32_TOL
+    with pytest.raises(ValueError, match="z must have shape"):
+        fast(torch.zeros(2, G.z_dim + 1))
+
+
 # ------------------------------------------------------------------------------------ slow / GPU
 
 

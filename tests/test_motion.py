@@ -27,6 +27,20 @@ def test_warp_moves_content_by_its_pan_turn_and_zoom():
     assert spot_centre(y[1, 0]) == pytest.approx((31.5, 41.5), abs=0.6)
     assert spot_centre(y[2, 0]) == pytest.approx((51.5, 31.5), abs=0.6)
     assert torch.equal(warp(x, torch.zeros(3, 4)), x)             # identity is exact
+    still = params.clone()
+    still[1] = 0                                                   # a batch with one still sample
+    y2 = warp(x, still)
+    assert torch.equal(y2[1], x[1])
+    torch.testing.assert_close(y2[[0, 2]], y[[0, 2]])
+
+
+def test_sampling_grid_is_affine_grid():
+    import torch.nn.functional as F
+    from sgvis.backends.warp import affine_matrices, sampling_grid
+    m = affine_matrices(torch.tensor([[0.1, 0.3, -0.2, 0.05], [-0.2, -1.0, 0.3, 0.0]]))
+    for h, w in ((16, 16), (48, 80), (256, 256), (48, 80)):        # the last: from the kept base grid
+        torch.testing.assert_close(sampling_grid(m, h, w), F.affine_grid(m, [2, 1, h, w], align_corners=False),
+                                   rtol=0, atol=1e-6)
 
 
 def features_of(samples, sr, seconds, fps=30.0):

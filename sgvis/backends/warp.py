@@ -24,6 +24,25 @@ def affine_matrices(params: torch.Tensor) -> torch.Tensor:
                         torch.stack([-si, c, -(-si * tx + c * ty)], -1)], -2)
 
 
+def sampling_grid(matrices: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """F.affine_grid(matrices, [N, C, height, width], align_corners=False), from a base grid kept per size (building
+    it again for every frame cost more than the warp's sampling)."""
+    key = (height, width, matrices.device)
+    base = _BASE_GRIDS.get(key)
+    if base is None:
+        xs = (torch.arange(width, dtype=torch.float32, device=matrices.device) * 2 + 1) / width - 1
+        ys = (torch.arange(height, dtype=torch.float32, device=matrices.device) * 2 + 1) / height - 1
+        base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                            torch.ones(height, width, device=matrices.device)], -1).reshape(1, height * width, 3)
+        if len(_BASE_GRIDS) >= 8:
+            _BASE_GRIDS.clear()
+        _BASE_GRIDS[key] = base
+    return torch.matmul(base, matrices.to(torch.float32).transpose(1, 2)).reshape(-1, height, width, 2)
+
+
+_BASE_GRIDS: dict = {}
+
+
 def warp(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Transform [N, C, H, W] images or features by per-sample params [N, 4] (bilinear, mirrored edges).
     Samples whose params are all zero come back unchanged."""
@@ -31,12 +50,15 @@ def warp(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"params must be [{x.shape[0]}, 4], got {tuple(params.shape)}")
     params = params.to(device=x.device, dtype=torch.float32)
     moving = params.abs().amax(-1) > 0
-    if not bool(moving.any()):
+    n_moving = int(moving.sum())
+    if n_moving == 0:
         return x
-    dtype = x.dtype
-    src = x[moving].float()
-    grid = F.affine_grid(affine_matrices(params[moving]), list(src.shape), align_corners=False)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    every = n_moving == x.shape[0]          # the usual case: no copies in and out of the batch
+    src = x if every else x[moving]
+    grid = sampling_grid(affine_matrices(params if every else params[moving]), x.shape[2], x.shape[3])
+    out = F.grid_sample(src.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if every:
+        return out.to(x.dtype)
     x = x.clone()
-    x[moving] = out.to(dtype)
+    x[moving] = out.to(x.dtype)
     return x

@@ -332,6 +332,7 @@ class ReactiveSteering(Steering):
         from sgvis.steer.directions import load_or_compute_directions
 
         self.G = G
+        self._mapping = None                # stylegan.fast.FastMapping of G's mapping network, made on first use
         self.cfg = c = resolve_config(cfg)
         self.device = G.device
         self.num_ws, self.w_dim = int(G.num_ws), int(G.w_dim)
@@ -437,8 +438,10 @@ class ReactiveSteering(Steering):
         G = self.G
         c = G.make_c(len(z), self.class_idx) if G.c_dim else G.make_c(len(z))
         zt = torch.from_numpy(z).to(self.device, torch.float32) if G.z_dim > 0 else None
-        with torch.no_grad():
-            w = G.mapping(zt, c, truncation_psi=1.0)
+        if self._mapping is None:           # the drift maps a latent every frame: the snapshot path, 4x faster
+            from stylegan.fast import FastMapping
+            self._mapping = FastMapping(G.mapping)
+        w = self._mapping(zt, c, truncation_psi=1.0)
         return (w[:, 0] if w.ndim == 3 else w).detach().cpu().numpy().astype(np.float64)
 
     def _keyframe(self, i: int) -> np.ndarray:
