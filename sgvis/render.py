@@ -283,20 +283,24 @@ def _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs
     def analyse(stage: _Stage):
         extractor = FeatureExtractor(mel, beat_times=beat_times, onset_times=onset_times)
         blocks = track.analysis_blocks()
-        pending: list[torch.Tensor] = []
+        pending: list = []
         moves: list[np.ndarray] = []
+        steps = getattr(steering, "steps", None) or (lambda fs: [steering.step(f) for f in fs])
         t0 = time.perf_counter()
         for k, features in enumerate(frame_features(extractor, blocks, n_frames, fps, lookahead)):
             if stop.is_set():
                 return
-            pending.append(steering.step(features))
+            pending.append(features)
             move = motion.step(features, **motion_style_of(steering))
             moves.append(np.concatenate([move["bend"], move["camera"]]))
-            stage.busy += time.perf_counter() - t0       # analysis of this frame (the generator's step) + steering
             if len(pending) == batch or k == n_frames - 1:
-                ws_queue.put((torch.stack(pending), torch.from_numpy(np.stack(moves)).float()))
+                # the generator's batch of frames steered at once (a steering may batch what does not depend on
+                # the frame before: the learned encoder)
+                ws = torch.stack(steps(pending))
+                stage.busy += time.perf_counter() - t0   # analysis of these frames + steering
+                ws_queue.put((ws, torch.from_numpy(np.stack(moves)).float()))
                 pending, moves = [], []
-            t0 = time.perf_counter()
+                t0 = time.perf_counter()
         ws_queue.put(_DONE)
 
     def encode(stage: _Stage):

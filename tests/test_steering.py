@@ -369,6 +369,27 @@ def test_untrained_learned_steering_is_the_base_latent(G):
     assert float((out[-1] - out[0]).norm()) > 0                          # and it walks
 
 
+def test_learned_steps_batch_the_encoder_and_give_the_same_states(G):
+    """An offline render steers a generator batch at a time: steps() runs the encoder once over the batch, and the
+    states are those of step() frame by frame (the recurrent part, the ease and the silence hold unchanged)."""
+    m = small_model(G, randomize=True)
+    feats = mel_seq(20, 3)
+    for i in (4, 11):
+        feats[i].onset, feats[i].onset_peak = 0.9, True
+    one, batched = LearnedSteering(G, m, {}, 6), LearnedSteering(G, m, {}, 6)
+    seen = []
+    real_encoder = m.encoder.forward
+    m.encoder.forward = lambda mel: (seen.append(mel.shape[0]), real_encoder(mel))[1]
+    frame_by_frame = [one.step(f) for f in feats]
+    calls = len(seen)
+    by_batch = batched.steps(feats[:8]) + batched.steps(feats[8:16]) + batched.steps(feats[16:])
+    assert seen[:calls] == [1] * 20 and seen[calls:] == [8, 8, 4]
+    assert len(by_batch) == 20
+    for a, b in zip(frame_by_frame, by_batch):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert float((frame_by_frame[-1] - frame_by_frame[0]).norm()) > 0     # (the states move: a real comparison)
+
+
 def test_zero_out_layers_give_the_papers_sound_inversion(G):
     m = small_model(G, randomize=True)
     for out in m.outs.values():

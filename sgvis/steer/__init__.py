@@ -47,6 +47,11 @@ class Steering:
     def step(self, features):
         raise NotImplementedError
 
+    def steps(self, features: list) -> list:
+        """step() for consecutive frames, in order (an offline render hands over a batch at a time): the same
+        states; a mode may batch the work that does not depend on the previous frame."""
+        return [self.step(f) for f in features]
+
     def apply_control(self, name: str, value) -> bool:
         """Apply a live control (sgvis.control.standard_controls: intensity, speed, truncation, groups.*)
         without resetting the motion; False where this mode has no such control."""

@@ -213,9 +213,21 @@ class LearnedSteeringModel(nn.Module):
                            for t in range(T)], dim=1)
         return (out, state) if return_state else out
 
-    def step(self, mel, w: torch.Tensor, state: dict | None = None, onset: float = 0.0):
+    def step(self, mel, w: torch.Tensor, state: dict | None = None, onset: float = 0.0,
+             offset: torch.Tensor | None = None):
         """Inference, one frame: mel [n_mels, window] (numpy or tensor) or [B, n_mels, window], and the frame's
-        picked onset p_t -> (w^ [num_ws, w_dim] or [B, num_ws, w_dim], state)."""
+        picked onset p_t -> (w^ [num_ws, w_dim] or [B, num_ws, w_dim], state).  `offset`: E(mel), [num_ws, w_dim]
+        or [B, num_ws, w_dim], where the encoder already ran (batched over frames: it does not depend on the
+        state); mel is then not read."""
+        if offset is not None:
+            e = offset if offset.ndim == 3 else offset[None]
+            wb = self._base(w.to(e.device))
+            if wb.shape[0] == 1 and e.shape[0] > 1:
+                wb = wb.expand(e.shape[0], -1, -1)
+            state = state or self.init_state(e.shape[0], e.device)
+            p = torch.full([e.shape[0]], float(onset), device=e.device) if self.onset_input else None
+            out = self._advance(e, wb, state, p)
+            return (out[0] if offset.ndim == 2 else out), state
         device = next(self.parameters()).device
         m = torch.as_tensor(np.asarray(mel, np.float32) if not torch.is_tensor(mel) else mel,
                             dtype=torch.float32, device=device)
@@ -383,7 +395,7 @@ class LearnedSteering(Steering):
         self._speed = 0.0
         self._time = None           # the previous frame's feature time
 
-    def step(self, features) -> torch.Tensor:
+    def _mel_of(self, features) -> np.ndarray:
         mel = features.mel
         mc = self.mel_config
         if mel is None:
@@ -393,13 +405,30 @@ class LearnedSteering(Steering):
         if shape != (mc.n_mels, mc.window_frames):
             raise ValueError(f"learned steering expects mel windows of shape ({mc.n_mels}, {mc.window_frames}) "
                              f"(its MelConfig); got {shape}")
+        return mel
+
+    def steps(self, features: list) -> list:
+        """The frames' encoder offsets E(x) in one batch (at batch 1 the small convolutions cost several times
+        more per frame), then step() for each."""
+        if len(features) < 2 or not isinstance(getattr(self.model, "encoder", None), nn.Module):
+            return [self.step(f) for f in features]
+        mels = np.stack([np.asarray(self._mel_of(f), np.float32) for f in features])
+        with torch.no_grad():
+            offsets = self.model.encoder(torch.from_numpy(mels).to(self.w.device))
+        return [self.step(f, offset=e) for f, e in zip(features, offsets)]
+
+    def step(self, features, offset: torch.Tensor | None = None) -> torch.Tensor:
+        mel = self._mel_of(features) if offset is None else None
         onset = float(features.onset) if features.onset_peak else 0.0
         if self._drift is not None:
             w = torch.from_numpy(self._drift.step_base(features)).to(self.w.device, torch.float32)
             psi = resolve_psi(self.G, self.cfg["truncation_psi"])
             self.w = truncate(self.G, w.expand(1, *self.w.shape).contiguous(), psi)[0]
         with torch.no_grad():
-            ws, self.state = self.model.step(mel, self.w, self.state, onset)
+            if offset is None:
+                ws, self.state = self.model.step(mel, self.w, self.state, onset)
+            else:
+                ws, self.state = self.model.step(mel, self.w, self.state, onset, offset=offset)
         if self.intensity != 1:
             ws = self.w + self.intensity * (ws - self.w)
         dt = self._frame_dt(features)
