@@ -641,8 +641,8 @@ def test_learned_ease_peaks_on_hits_and_slows_down_between_them(G):
     steps[110:] = 0                                       # and from frame 110 on it holds still
     model = ScriptedSteeringModel(G, torch.cumsum(steps, 0))
     feats = [dataclasses.replace(f, onset=1.0, onset_peak=k in hits) for k, f in enumerate(mel_seq(n, 7))]
-    eased = LearnedSteering(G, model, {"learned": {"ease_s": 0.2, "hold_in_silence": False}}, 2)
-    own = LearnedSteering(G, model, {"learned": {"ease_s": 0.0, "hold_in_silence": False}}, 2)
+    eased = LearnedSteering(G, model, {"learned": {"ease_s": 0.2, "hold_in_silence": False, "drift": False}}, 2)
+    own = LearnedSteering(G, model, {"learned": {"ease_s": 0.0, "hold_in_silence": False, "drift": False}}, 2)
     a = torch.stack([eased.step(f) for f in feats])
     b = torch.stack([own.step(f) for f in feats])
     assert torch.allclose(b - b[0], torch.cumsum(steps, 0) - steps[0], atol=1e-5)   # ease_s 0: the model's W+

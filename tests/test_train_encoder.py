@@ -382,9 +382,9 @@ def test_shipped_steering_fits_the_default_model_and_drives_render(tmp_path):
     wav = tmp_path / "clicks.wav"
     write_audio(wav, samples, SR)
     out, stats = tmp_path / "o.mp4", tmp_path / "s.json"
-    # fp32 (the generator's precision otherwise depends on the CPU: bf16 where it has AMX) and no spatial motion:
-    # what moves is the learned steering alone.
-    pinned = ["--set", "render.precision=fp32", "--set", "motion.amount=0"]
+    # fp32 (the generator's precision otherwise depends on the CPU: bf16 where it has AMX), no spatial motion and
+    # no drift of the base latent: what moves is the learned steering alone.
+    pinned = ["--set", "render.precision=fp32", "--set", "motion.amount=0", "--set", "steer.learned.drift=false"]
     result = run_cli("render", str(wav), "-o", str(out), "--fps", "15", "--steer", "learned", "--stats", str(stats),
                      *pinned)
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,8 @@ Each `--steering` (or `--steer`) is one column of the comparison:
 * `learned`: the built-in learned-steering checkpoint (for the built-in model only), as `render --steer learned`;
 * `untrained`: a freshly initialised LearnedSteeringModel for the model's num_ws / w_dim (default MelConfig,
   weights seeded by --seed), saved to a temporary checkpoint so it runs through exactly the render path a
-  trained checkpoint does.  Its output layers start at zero, so it gives w^ = w: a still image;
+  trained checkpoint does.  Its output layers start at zero, so it gives w^ = w: a still image (the learned
+  steering's drift, `steer.learned.drift`, is off for it);
 * a path: a learned-steering checkpoint (.safetensors, from the steering trainer).
 
 `--baselines` adds, per track, a still image (the render's first frame, held) and random motion (that picture
@@ -460,6 +461,9 @@ def evaluate_steering(audio, steerings, *, model: str | None = None, fps: float 
             mode = "reactive" if what.kind == "reactive" else "learned"
             cfg.setdefault("steer", {})["mode"] = mode
             if what.kind == "untrained":
+                # the paper's w^ = E(x) + w with E untrained: w itself, a still image (so without the drift that
+                # the learned steering otherwise walks w along)
+                cfg["steer"]["learned"] = dict(cfg["steer"].get("learned") or {}, drift=False)
                 steering = LearnedSteering(backend.latent_model, what.model, cfg["steer"], seed)
             else:
                 steering = make_steering(backend, cfg["steer"], seed, learned_path=what.path)

@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
              "route": {"coarse": 1.0, "mid": 0.5, "fine": 0.0}},
     "chroma": {"amount": 0.8, "smoothing_s": 1.0, "first_component": 0,
                "route": {"coarse": 0.0, "mid": 1.0, "fine": 0.0}},
-    "learned": {"intensity": 1.0, "hold_in_silence": True, "drift": False, "ease_s": 0.2, "motion": 1.5,
+    "learned": {"intensity": 1.0, "hold_in_silence": True, "drift": True, "ease_s": 0.2, "motion": 1.5,
                 "hit_release_share": 0.9},
 }
 
