@@ -43,7 +43,7 @@ def run_once(clip: str, seconds: float, env_extra: dict, args: list[str]) -> dic
         with open(stats) as f:
             s = json.load(f)
     return {"fps": s["frames_per_second"], "p50": s["latency_ms"]["p50"], "p95": s["latency_ms"]["p95"],
-            "gen": s["stage_ms"]["generation"]["p50"],
+            "gen": s["stage_ms"]["generation"]["p50"], "steer": s["stage_ms"]["steering"]["p50"],
             "threads": ", ".join(f"{n}: {k}" for n, k in (s.get("threads") or {}).get("frames_at", {}).items())
             or str((s.get("threads") or {}).get("fixed"))}
 
@@ -63,15 +63,15 @@ def main() -> int:
             results[label].append(run_once(a.clip, a.seconds, env, args))
             r = results[label][-1]
             print(f"{label}: {r['fps']:.1f} frames/s, latency p50 {r['p50']:.0f} / p95 {r['p95']:.0f} ms, "
-                  f"generation p50 {r['gen']:.1f} ms, frames by thread count {r['threads']}", file=sys.stderr,
+                  f"generation p50 {r['gen']:.1f} ms, steering p50 {r['steer']:.1f} ms, frames by thread count {r['threads']}", file=sys.stderr,
                   flush=True)
-    print("| variant | frames/s (median; runs) | latency p50 / p95 (median) | generation p50 |")
-    print("|---|---|---|---:|")
+    print("| variant | frames/s (median; runs) | latency p50 / p95 (median) | generation p50 | steering p50 |")
+    print("|---|---|---|---:|---:|")
     for label, rs in results.items():
         med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
         runs = ", ".join(f"{r['fps']:.1f}" for r in rs)
         print(f"| {label} | {med('fps'):.1f}; {runs} "
-              f"| {med('p50'):.0f} / {med('p95'):.0f} ms | {med('gen'):.1f} ms |")
+              f"| {med('p50'):.0f} / {med('p95'):.0f} ms | {med('gen'):.1f} ms | {med('steer'):.1f} ms |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

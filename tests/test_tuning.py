@@ -38,6 +38,24 @@ def test_the_faster_candidate_wins_and_a_slow_reference_loses():
     assert r["choice"] == "fp32"
 
 
+def test_a_far_slower_candidate_costs_one_call_and_a_slower_one_is_still_timed():
+    clock = FakeClock()
+    calls = {"fp32": 0, "bf16": 0, "2 threads": 0}
+
+    def counted(name, cost):
+        run = candidate(clock, cost)
+
+        def call(ws):
+            calls[name] += 1
+            return run(ws)
+        return call
+    r = tuning.choose({"fp32": counted("fp32", 0.1), "bf16": counted("bf16", 1.1),
+                       "2 threads": counted("2 threads", 0.25)}, torch.zeros(1), torch.ones(1), timer=clock)
+    assert calls["bf16"] == 1 and r["seconds"]["bf16"] == pytest.approx(1.1)   # given up after its first call
+    assert calls["2 threads"] > 2 and r["seconds"]["2 threads"] == pytest.approx(0.25)
+    assert r["choice"] == "fp32"
+
+
 def test_never_a_candidate_outside_tolerance_and_not_for_a_few_percent():
     clock = FakeClock()
     r = tuning.choose({"fp32": candidate(clock, 0.30), "bf16": candidate(clock, 0.01, offset=0.5)},

@@ -48,6 +48,8 @@ WARMUP_S = 0.3          # the trial starts with at least two calls and this long
 WARMUP_CALLS_MAX = 20
 EXACT_TIMED_CALLS = 2   # the same on the exact axes, where a wrong pick among near-equals costs little
 ROUND_S = 0.03          # a round repeats the call until it lasts about this long (short calls are noisy)
+GIVE_UP = 3.0           # a candidate whose first call takes this many times the reference's first call is not
+                        #   timed further (its first call's time stands for it)
 CACHE_NAME = "generator-tuning-v3.json"   # v3: layout, modulation, threads and batch besides the precision
 AXES = ("precision", "channels_last", "fused_modconv", "threads", "batch")
 
@@ -73,16 +75,23 @@ def choose(candidates: dict[str, Callable[[torch.Tensor], torch.Tensor]], ws: to
     error: dict[str, float] = {}
     shimmer: dict[str, float] = {}
     order = [reference] + [n for n in candidates if n != reference]
+    first_call: dict[str, float] = {}
     for name in order:
         fn = candidates[name]
         per = max(1, int(frames.get(name, 1)))
         t0 = timer()
         images = fn(ws).float()                           # warm-up: weight caches, allocator
+        first_call[name] = (timer() - t0) / per
         reps = max(1, min(50, int(ROUND_S / max(timer() - t0, 1e-6))))
         if ref_images is None:
             ref_images = images
         k = min(len(images), len(ref_images))
         error[name] = float((images[:k] - ref_images[:k]).abs().mean())
+        if name != reference and first_call[name] > GIVE_UP * first_call[reference]:
+            # Far slower on its first call than the reference on its own first call (both pay their one-time
+            # set-up there): it cannot win, so it costs no more calls (bf16 without native support: 11x).
+            seconds[name] = first_call[name]
+            continue
         if ws_next is not None:
             change = fn(ws_next).float() - images
             if ref_change is None:
