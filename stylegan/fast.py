@@ -35,7 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FastSynthesis", "cpu_bf16_support", "fast_upfirdn2d", "FIR"]
+from stylegan.layers import broadcast_ws
+
+__all__ = ["FastMapping", "FastSynthesis", "cpu_bf16_support", "fast_upfirdn2d", "FIR"]
 
 _HOMOGENEOUS = {"linear", "relu", "lrelu"}   # act(g * x) == g * act(x) for g > 0
 
@@ -840,7 +842,8 @@ class FastMapping:
                 self.bank = m.z_bank.detach().float()
                 self.bank_unit_t = F.normalize(self.bank, dim=1).t().contiguous()
                 self.sharpness = float(m.latent_bank_sharpness)
-            self.w_avg = m.w_avg.detach().float() if hasattr(m, "w_avg") else None
+            self.w_avg = m.w_avg.detach().float() if getattr(m, "w_avg_beta", None) is not None \
+                and hasattr(m, "w_avg") else None
 
     def __call__(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1,
                  truncation_cutoff: int | None = None) -> torch.Tensor:
@@ -864,13 +867,7 @@ class FastMapping:
                     x = F.relu_(x)
             if self.num_ws is None:
                 return x
-            x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
-            if truncation_psi != 1:
-                if self.w_avg is None:
-                    raise ValueError("this mapping network has no w_avg, so it cannot truncate")
-                rows = slice(None) if truncation_cutoff is None else slice(0, int(truncation_cutoff))
-                x[:, rows] = self.w_avg.lerp(x[:, rows], truncation_psi)
-            return x
+            return broadcast_ws(x, self.num_ws, self.w_avg, truncation_psi, truncation_cutoff)
 
 
 def _module_device(module) -> torch.device:

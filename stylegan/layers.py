@@ -125,13 +125,21 @@ class MappingNetwork(nn.Module):
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is None:
             return x
-        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
-        if truncation_psi != 1:
-            if self.w_avg_beta is None:
-                raise ValueError("this mapping network has no w_avg, so it cannot truncate")
-            rows = slice(None) if truncation_cutoff is None else slice(0, int(truncation_cutoff))
-            x[:, rows] = self.w_avg.lerp(x[:, rows], truncation_psi)
-        return x
+        return broadcast_ws(x, self.num_ws, self.w_avg if self.w_avg_beta is not None else None, truncation_psi,
+                            truncation_cutoff)
+
+
+def broadcast_ws(w: torch.Tensor, num_ws: int, w_avg: torch.Tensor | None, truncation_psi: float = 1,
+                 truncation_cutoff: int | None = None) -> torch.Tensor:
+    """w [N, w_dim] -> W+ [N, num_ws, w_dim], its first `truncation_cutoff` rows (all if None) truncated toward
+    `w_avg` by `truncation_psi` (a network without w_avg cannot truncate)."""
+    x = w.unsqueeze(1).repeat([1, num_ws, 1])
+    if truncation_psi != 1:
+        if w_avg is None:
+            raise ValueError("this mapping network has no w_avg, so it cannot truncate")
+        rows = slice(None) if truncation_cutoff is None else slice(0, int(truncation_cutoff))
+        x[:, rows] = w_avg.lerp(x[:, rows], truncation_psi)
+    return x
 
 
 def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding=0, groups: int = 1,
