@@ -616,7 +616,7 @@ class ScriptedSteeringModel(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.path = path
 
-    def step(self, mel, w, state=None, onset=0.0):
+    def step(self, mel, w, state=None, onset=0.0, offset=None):
         k = 0 if state is None else state + 1
         return w + self.path[k], k
 

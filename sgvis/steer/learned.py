@@ -219,27 +219,21 @@ class LearnedSteeringModel(nn.Module):
         picked onset p_t -> (w^ [num_ws, w_dim] or [B, num_ws, w_dim], state).  `offset`: E(mel), [num_ws, w_dim]
         or [B, num_ws, w_dim], where the encoder already ran (batched over frames: it does not depend on the
         state); mel is then not read."""
-        if offset is not None:
-            e = offset if offset.ndim == 3 else offset[None]
-            wb = self._base(w.to(e.device))
-            if wb.shape[0] == 1 and e.shape[0] > 1:
-                wb = wb.expand(e.shape[0], -1, -1)
-            state = state or self.init_state(e.shape[0], e.device)
-            p = torch.full([e.shape[0]], float(onset), device=e.device) if self.onset_input else None
-            out = self._advance(e, wb, state, p)
-            return (out[0] if offset.ndim == 2 else out), state
-        device = next(self.parameters()).device
-        m = torch.as_tensor(np.asarray(mel, np.float32) if not torch.is_tensor(mel) else mel,
-                            dtype=torch.float32, device=device)
-        single = m.ndim == 2
-        if single:
-            m = m[None]
-        wb = self._base(w.to(device))
-        if wb.shape[0] == 1 and m.shape[0] > 1:
-            wb = wb.expand(m.shape[0], -1, -1)
-        state = state or self.init_state(m.shape[0], device)
-        p = torch.full([m.shape[0]], float(onset), device=device) if self.onset_input else None
-        out = self._advance(self.encoder(m), wb, state, p)
+        if offset is None:
+            device = next(self.parameters()).device
+            m = torch.as_tensor(np.asarray(mel, np.float32) if not torch.is_tensor(mel) else mel,
+                                dtype=torch.float32, device=device)
+            single = m.ndim == 2
+            e = self.encoder(m[None] if single else m)
+        else:
+            single = offset.ndim == 2
+            e = offset[None] if single else offset
+        wb = self._base(w.to(e.device))
+        if wb.shape[0] == 1 and e.shape[0] > 1:
+            wb = wb.expand(e.shape[0], -1, -1)
+        state = state or self.init_state(e.shape[0], e.device)
+        p = torch.full([e.shape[0]], float(onset), device=e.device) if self.onset_input else None
+        out = self._advance(e, wb, state, p)
         return (out[0] if single else out), state
 
 
@@ -425,10 +419,7 @@ class LearnedSteering(Steering):
             psi = resolve_psi(self.G, self.cfg["truncation_psi"])
             self.w = truncate(self.G, w.expand(1, *self.w.shape).contiguous(), psi)[0]
         with torch.no_grad():
-            if offset is None:
-                ws, self.state = self.model.step(mel, self.w, self.state, onset)
-            else:
-                ws, self.state = self.model.step(mel, self.w, self.state, onset, offset=offset)
+            ws, self.state = self.model.step(mel, self.w, self.state, onset, offset=offset)
         if self.intensity != 1:
             ws = self.w + self.intensity * (ws - self.w)
         dt = self._frame_dt(features)
