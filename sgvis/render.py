@@ -48,6 +48,7 @@ BEAT_MODES = ("offline", "causal")
 MAX_FPS = 240.0
 MAX_BATCH = 1024
 BATCH_CANDIDATES = [4, 8, 16]
+JUDGE_MIN_FRAMES = 64            # a render this long tells whether the cached settings trial ran on a busy machine
 DEFAULT_BATCH = 8                 # render.batch auto where nothing is measured (a GPU, another backend)
 MAX_LOOKAHEAD_S = 2.0
 # A file holding this much less audio than its header says is rendered to its real end (with a warning); smaller
@@ -359,6 +360,7 @@ def _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs
         raise
     finally:
         progress.close()
+    remeasure = _judge_generator_settings(backend, generated, gen_busy)
     stats = run_stats(job, backend, sinks, generated, fps, start, end, info.sample_rate,
                       time.perf_counter() - started)
     stats.update({
@@ -370,11 +372,28 @@ def _render_track(job, backend, steering, motion, track, mel, rcfg, info, inputs
         },
         "model": _model_source(backend, "path"), "model_format": _model_source(backend, "description"),
         "fit": fit, "steering": steering.name, "generator_tuning": getattr(backend, "tuning", None),
+        "generator_settings_remeasured_next_run": remeasure,
     })
     if job.stats:
         from stylegan.atomic import write_json_atomically
         write_json_atomically(job.stats, stats)
     return stats
+
+
+def _judge_generator_settings(backend, generated: int, gen_busy: float) -> bool:
+    """After a render: where the cached settings trial was far slower than this render's generation (the machine was
+    busy when it ran), drop it so that the next run measures again; says so on stderr.  True where dropped."""
+    from sgvis.backends.tuning import forget, measured_under_load
+    record = getattr(backend, "tuning", None)
+    if generated < JUDGE_MIN_FRAMES or gen_busy <= 0:
+        return False
+    observed = gen_busy / generated
+    if not measured_under_load(record, observed) or not forget(record):
+        return False
+    then = 1000 * record["chosen_seconds"]
+    print(f"sgvis: the generator's settings were measured while the machine was busy ({then:.0f} ms per frame "
+          f"then, {1000 * observed:.0f} ms in this render); the next run measures them again", file=sys.stderr)
+    return True
 
 
 def run_stats(job: RenderJob, backend, sinks, generated: int, fps: float, start: float, end: float,

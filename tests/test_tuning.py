@@ -210,3 +210,46 @@ def test_render_reports_the_measured_choice_and_a_forced_precision_skips_it(tmp_
     threads = [t for t in stats["generator_tuning"]["trials"] if t["axis"] == "threads"]
     assert threads and "1 thread" in threads[0]["candidates"]       # render.threads auto: measured
     assert torch.get_num_threads() == threads_before               # and given back after the render
+
+
+def test_a_trial_slower_than_the_work_it_chose_for_counts_as_measured_under_load(tmp_path):
+    record = {"basis": "measured", "chosen_seconds": 0.1, "key": "k"}
+    assert tuning.measured_under_load(record, 0.05)              # the render generated twice as fast as the trial
+    assert not tuning.measured_under_load(record, 0.07)          # within what the look and the warp add
+    assert not tuning.measured_under_load(record, 0.3)           # a busy render proves nothing against the trial
+    assert not tuning.measured_under_load({"basis": "measured", "key": "k"}, 0.01)        # an older record
+    assert not tuning.measured_under_load(dict(record, basis="too fast to measure: the defaults"), 0.01)
+    path = str(tmp_path / "tuning.json")
+    tuning._store(path, "k", record)
+    tuning._store(path, "other", {"settings": {}})
+    assert tuning.forget(record, path) and set(tuning.load_choices(path)) == {"other"}
+    assert not tuning.forget(record, path)                        # already gone
+
+
+def test_a_render_faster_than_its_cached_trial_has_it_measured_again(tmp_path, monkeypatch):
+    """A trial that ran on a busy machine (here: a cached record claiming 10 s per frame) must not hold its choice
+    forever: the render that shows it wrong drops it, says so, and the next render measures again."""
+    monkeypatch.setenv("SGVIS_CACHE", str(tmp_path / "cache"))
+    from audio_fixtures import click_track, write_audio
+    from sgvis.render import JUDGE_MIN_FRAMES, RenderJob, render
+    G = tiny_generator("stylegan2", resolution=32)
+    stylegan.save(G, tmp_path / "tiny.safetensors")
+    samples, _ = click_track(4.0, 22050)
+    write_audio(tmp_path / "c.wav", samples, 22050)
+
+    def job(name):
+        return RenderJob(audio=str(tmp_path / "c.wav"), output=str(tmp_path / name),
+                         model=str(tmp_path / "tiny.safetensors"), fps=20.0)
+    first = render(job("a.mp4"))                                  # measures and caches
+    assert first["frames"] >= JUDGE_MIN_FRAMES and not first["generator_settings_remeasured_next_run"]
+    path = tmp_path / "cache" / tuning.CACHE_NAME
+    key = first["generator_tuning"]["key"]
+    data = json.loads(path.read_text())
+    data[key].update(chosen_seconds=10.0, basis="measured")      # as if measured while the machine was busy
+    path.write_text(json.dumps(data))
+    busy = render(job("b.mp4"))
+    assert busy["generator_settings_remeasured_next_run"]
+    assert key not in json.loads(path.read_text())
+    again = render(job("c.mp4"))                                  # measured again, and believed
+    assert again["generator_tuning"]["measured"] and not again["generator_settings_remeasured_next_run"]
+    assert key in json.loads(path.read_text())

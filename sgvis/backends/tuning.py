@@ -48,6 +48,7 @@ WARMUP_S = 0.3          # the trial starts with at least two calls and this long
 WARMUP_CALLS_MAX = 20
 EXACT_TIMED_CALLS = 2   # the same on the exact axes, where a wrong pick among near-equals costs little
 ROUND_S = 0.03          # a round repeats the call until it lasts about this long (short calls are noisy)
+UNDER_LOAD_RATIO = 0.6  # a render generating faster than this share of its cached trial's time re-measures next run
 GIVE_UP = 3.0           # a candidate whose first call takes this many times the reference's first call is not
                         #   timed further (its first call's time stands for it)
 CACHE_NAME = "generator-tuning-v3.json"   # v3: layout, modulation, threads and batch besides the precision
@@ -243,6 +244,7 @@ def measure_settings(synthesis, ws_all: torch.Tensor, ws_next_all: torch.Tensor,
                             fused_modconv=current["fused_modconv"])
         torch.set_num_threads(current["threads"] if threads else threads_now)
     record["settings"] = current
+    record["chosen_seconds"] = current_seconds
     return record
 
 
@@ -291,6 +293,35 @@ def tune_generator(synthesis, G, batch: int, threads: list[int] | None = None, b
         torch.set_num_threads(int(settings["threads"]))
     synthesis.refresh()                      # drop the weight copies of the settings not taken
     return record
+
+
+def measured_under_load(record: dict | None, observed_seconds: float, ratio: float = UNDER_LOAD_RATIO) -> bool:
+    """Whether a cached trial was slower than the work it chose for (`observed_seconds` per frame, generation as a
+    render runs it, which adds the look and the warp to the trial's synthesis): below `ratio` of the trial's time,
+    the machine was busy when the trial ran, and its choice (threads above all) may be wrong for a quiet one."""
+    if not isinstance(record, dict) or record.get("basis", "measured") != "measured":
+        return False
+    chosen = record.get("chosen_seconds")
+    if not isinstance(chosen, (int, float)) or chosen <= 0 or not observed_seconds > 0:
+        return False
+    return observed_seconds < ratio * chosen
+
+
+def forget(record: dict, path: str | None = None) -> bool:
+    """Drop `record` (by its key) from the cache, so that the next run measures again; False where it was not
+    there or the cache cannot be written."""
+    path = path or cache_path()
+    key = record.get("key") if isinstance(record, dict) else None
+    data = load_choices(path)
+    if key not in data:
+        return False
+    del data[key]
+    try:
+        from stylegan.atomic import write_json_atomically
+        write_json_atomically(path, data)
+    except OSError:
+        return False
+    return True
 
 
 def _usable(record) -> bool:
