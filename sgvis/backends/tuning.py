@@ -16,6 +16,8 @@ fastest candidate within `TOLERANCE` and `SHIMMER_TOLERANCE` of the reference im
 The exact axes (all but precision) take a candidate that is at least `EXACT_MARGIN` faster.  The choice is
 cached on disk per (CPU model, torch version, thread and batch choices, model, resolution) in
 $SGVIS_CACHE/generator-tuning-v3.json; `--stats` (generator_tuning), the live HUD and `sgvis doctor` show it.
+A render whose generation turns out much faster than the cached trial (`measured_under_load`: the trial ran while
+the machine was busy) drops the record, so that the next run measures again.
 
     choice = choose(candidates, ws)     # candidates: {name: callable ws -> images}; pure, testable
     record = tune_generator(synthesis, G, batch=8, threads=[1, 2], batches=[4, 8, 16])
