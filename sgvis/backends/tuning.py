@@ -15,7 +15,7 @@ fastest candidate within `TOLERANCE` and `SHIMMER_TOLERANCE` of the reference im
 
 The exact axes (all but precision) take a candidate that is at least `EXACT_MARGIN` faster.  The choice is
 cached on disk per (CPU model, torch version, thread and batch choices, model, resolution) in
-$SGVIS_CACHE/generator-tuning-v3.json; `--stats` (generator_tuning), the live HUD and `sgvis doctor` show it.
+$SGVIS_CACHE/generator-tuning-v4.json; `--stats` (generator_tuning), the live HUD and `sgvis doctor` show it.
 A render whose generation turns out much faster than the cached trial (`measured_under_load`: the trial ran while
 the machine was busy) drops the record, so that the next run measures again.
 
@@ -53,7 +53,8 @@ ROUND_S = 0.03          # a round repeats the call until it lasts about this lon
 UNDER_LOAD_RATIO = 0.6  # a render generating faster than this share of its cached trial's time re-measures next run
 GIVE_UP = 3.0           # a candidate whose first call takes this many times the reference's first call is not
                         #   timed further (its first call's time stands for it)
-CACHE_NAME = "generator-tuning-v3.json"   # v3: layout, modulation, threads and batch besides the precision
+CACHE_NAME = "generator-tuning-v4.json"   # v3: layout, modulation, threads and batch besides the precision;
+                                          # v4: the choice's time per frame (to tell a trial run on a busy machine)
 AXES = ("precision", "channels_last", "fused_modconv", "threads", "batch")
 
 
