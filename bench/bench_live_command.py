@@ -63,7 +63,8 @@ def main() -> int:
             results[label].append(run_once(a.clip, a.seconds, env, args))
             r = results[label][-1]
             print(f"{label}: {r['fps']:.1f} frames/s, latency p50 {r['p50']:.0f} / p95 {r['p95']:.0f} ms, "
-                  f"generation p50 {r['gen']:.1f} ms, steering p50 {r['steer']:.1f} ms, frames by thread count {r['threads']}", file=sys.stderr,
+                  f"generation p50 {r['gen']:.1f} ms, steering p50 {r['steer']:.1f} ms, "
+                  f"frames by thread count {r['threads']}", file=sys.stderr,
                   flush=True)
     print("| variant | frames/s (median; runs) | latency p50 / p95 (median) | generation p50 | steering p50 |")
     print("|---|---|---|---:|---:|")

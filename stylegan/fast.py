@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylegan.layers import broadcast_ws
+from stylegan.layers import broadcast_ws, normalize_2nd_moment
 
 __all__ = ["FastMapping", "FastSynthesis", "cpu_bf16_support", "fast_upfirdn2d", "FIR"]
 
@@ -858,7 +858,7 @@ class FastMapping:
             if self.bank is not None:
                 cosine = F.normalize(x, dim=1) @ self.bank_unit_t
                 x = torch.softmax(cosine * self.sharpness, dim=1) @ self.bank
-            x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+            x = normalize_2nd_moment(x)
             for w, b, act, alpha in self.layers:
                 x = torch.addmm(b, x, w)
                 if act == "lrelu":
